@@ -1,0 +1,73 @@
+//! The process driver's on-disk record of one task: `<state>/tasks/<task_id>.json`.
+//!
+//! A record is what lets a restarted worker find its running tasks again
+//! (adoption) instead of starting duplicates. It holds the pid *and* the
+//! process's start time, because after a reboot or a long downtime the pid alone
+//! may name an unrelated process. Written atomically (temp file, fsync, rename),
+//! so a crash leaves either the old or the new record, never half of one.
+//!
+//! Knows the file format only; deciding what a record means is `super`'s job.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::{DriverError, Endpoint, TaskExit};
+
+/// Bumped when the record changes incompatibly; a newer worker must still read
+/// older records to adopt tasks across an upgrade.
+pub(crate) const RECORD_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TaskRecord {
+    pub format: u32,
+    pub task_id: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub pid: u32,
+    /// `/proc/PID/stat` field 22, see [`super::procfs::ProcStat::start_ticks`].
+    pub proc_start_ticks: u64,
+    pub endpoints: Vec<Endpoint>,
+    /// The task's state directory (from its `RunSpec`).
+    pub task_dir: PathBuf,
+    /// Where stdout and stderr are appended.
+    pub log_path: PathBuf,
+    /// Set once the driver saw the task end; `None` while it may still run.
+    pub exit: Option<TaskExit>,
+}
+
+impl TaskRecord {
+    pub(crate) async fn load(path: &Path) -> Result<TaskRecord, DriverError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|err| DriverError::io("cannot read task record", path, err))?;
+        serde_json::from_slice(&bytes).map_err(|source| DriverError::CorruptRecord {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub(crate) async fn save(&self, path: &Path) -> Result<(), DriverError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|source| DriverError::CorruptRecord {
+            path: path.to_owned(),
+            source,
+        })?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|err| DriverError::io("cannot create task record", &tmp, err))?;
+        file.write_all(&json)
+            .await
+            .map_err(|err| DriverError::io("cannot write task record", &tmp, err))?;
+        // fsync before rename: otherwise a power loss can leave the new name
+        // pointing at an empty file and the task would be forgotten.
+        file.sync_all()
+            .await
+            .map_err(|err| DriverError::io("cannot sync task record", &tmp, err))?;
+        drop(file);
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|err| DriverError::io("cannot rename task record", path, err))
+    }
+}

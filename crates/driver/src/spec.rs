@@ -1,0 +1,65 @@
+//! [`RunSpec`]: the driver's own, self-contained description of one task to run.
+//!
+//! It is built by the worker from a task and carries everything a driver needs,
+//! so that drivers never look at services, slots or cluster state. Identity fields
+//! (`service_name`, `node_name`, ...) are only passed through to the workload's
+//! environment and to labels; the driver makes no decision on them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What to run for one task, and where the driver may keep its files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The task's id. It names the driver's record of the task, so it must be a
+    /// plain file name: ASCII letters, digits, `-`, `_`, `.`, not starting with `.`.
+    pub task_id: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub node_id: String,
+    pub node_name: String,
+    /// Program and arguments; `command[0]` is looked up in `PATH` when relative.
+    pub command: Vec<String>,
+    /// Extra environment. The driver's own variables (`PORT`, `HOIST_*`) win
+    /// over these so a workload can trust them.
+    pub env: BTreeMap<String, String>,
+    /// Target ports the workload listens on; the driver gives each a free host port.
+    pub ports: Vec<u16>,
+    pub mounts: Vec<BindMount>,
+    /// Resource limits. The process driver does not enforce them yet (it would
+    /// need cgroups); the scheduler still uses them for placement.
+    pub limits: Option<Limits>,
+    /// How long `stop` waits after SIGTERM before SIGKILL, when the worker uses
+    /// the task's own setting.
+    pub stop_grace: Duration,
+    /// Image to run, for the docker driver; the process driver ignores it.
+    pub image: Option<String>,
+    /// Working directory of the workload; the task's `state_dir` when `None`.
+    pub workdir: Option<PathBuf>,
+    /// A directory that belongs to this task alone, where the driver keeps the
+    /// task's files (captured output). Absolute; created when missing. The worker
+    /// picks it, typically `<worker state>/tasks/<task_id>`.
+    pub state_dir: PathBuf,
+}
+
+/// A host path made visible to the task at another path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Absolute path on the node; must exist.
+    pub source: PathBuf,
+    /// Absolute path the task sees; created (as a directory, or an empty file
+    /// when `source` is a file) when missing.
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+/// Resource limits, with Docker's units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU quota in units of 1e-9 CPUs (Docker's `NanoCPUs`).
+    pub nano_cpus: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}

@@ -1,0 +1,308 @@
+//! rustls configurations for node-to-node traffic.
+//!
+//! Every node certificate carries the same DNS name, [`SERVER_NAME`], and clients verify
+//! servers against it rather than against the address dialled: nodes are found by
+//! address, but trusted by the cluster CA. The node's own certificate sits behind an
+//! [`IdentityHandle`] so that a renewed or re-roled certificate takes effect on the next
+//! handshake without rebuilding listeners or clients.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use crate::ca::digest_der;
+use crate::{NodeIdentity, PkiError};
+
+/// The DNS name in every node certificate.
+pub const SERVER_NAME: &str = "node.hoist.internal";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The node's current certificate, swappable at run time.
+#[derive(Debug, Clone)]
+pub struct IdentityHandle {
+    current: Arc<RwLock<Arc<CertifiedKey>>>,
+    roots: Arc<RootCertStore>,
+}
+
+impl IdentityHandle {
+    pub fn new(identity: &NodeIdentity) -> Result<Self, PkiError> {
+        let certified = certified_key(identity)?;
+        Ok(IdentityHandle {
+            current: Arc::new(RwLock::new(Arc::new(certified))),
+            roots: Arc::new(root_store(&identity.ca_pem)?),
+        })
+    }
+
+    /// Replaces the certificate used from the next handshake on. The CA must not change.
+    pub fn replace(&self, identity: &NodeIdentity) -> Result<(), PkiError> {
+        let certified = certified_key(identity)?;
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::new(certified);
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for IdentityHandle {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for IdentityHandle {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn certified_key(identity: &NodeIdentity) -> Result<CertifiedKey, PkiError> {
+    let chain = CertificateDer::pem_slice_iter(identity.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| PkiError::Pem(format!("certificate chain: {err}")))?;
+    if chain.is_empty() {
+        return Err(PkiError::Pem("empty certificate chain".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+        .map_err(|err| PkiError::Pem(format!("private key: {err}")))?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(PkiError::Tls)?;
+    Ok(CertifiedKey::new(chain, signing_key))
+}
+
+fn root_store(ca_pem: &str) -> Result<RootCertStore, PkiError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|err| PkiError::Pem(format!("CA certificate: {err}")))?;
+        roots.add(cert).map_err(PkiError::Tls)?;
+    }
+    Ok(roots)
+}
+
+/// The TLS listener's configuration. Client certificates are verified when presented
+/// but not required at the handshake, so that a joining node (which has none yet) can
+/// reach the join endpoint; every other endpoint refuses a connection without one, with
+/// a message rather than a bare handshake failure.
+pub fn server_config(identity: &IdentityHandle) -> Result<ServerConfig, PkiError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(identity.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The configuration for calls to other nodes: trust the cluster CA, present our
+/// certificate.
+pub fn client_config(identity: &IdentityHandle) -> Result<ClientConfig, PkiError> {
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        identity.roots.clone(),
+        provider(),
+    )
+    .build()
+    .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner }))
+        .with_client_cert_resolver(Arc::new(identity.clone()));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client configuration trusting only `ca_pem`, for a node that has a CA but no
+/// certificate yet (the join request itself).
+pub fn pinned_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
+    let roots = Arc::new(root_store(ca_pem)?);
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Verifies the chain against the cluster CA, but for [`SERVER_NAME`] whatever address
+/// was dialled.
+#[derive(Debug)]
+struct ClusterNameVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ClusterNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(SERVER_NAME)
+            .map_err(|_| rustls::Error::General("bad server name".into()))?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The chain a server presented during a join probe.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedChain(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl CapturedChain {
+    /// The digest of the last certificate presented (the CA, as our servers send
+    /// leaf then CA), and its PEM.
+    pub fn ca(&self) -> Option<(String, String)> {
+        let chain = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let last = chain.last()?;
+        let pem = pem_encode(last);
+        Some((digest_der(last), pem))
+    }
+}
+
+fn pem_encode(der: &[u8]) -> String {
+    use std::fmt::Write;
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in der.chunks(3) {
+        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        let _ = writeln!(pem, "{}", String::from_utf8_lossy(line));
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// A client configuration that accepts any server certificate and records the chain,
+/// for the first step of a join: the joiner has only a digest, so it reads what the
+/// manager presents, compares the CA's digest with the token's, and only then talks to
+/// it through [`pinned_config`]. Nothing secret is sent over a probe connection.
+pub fn join_probe_config() -> Result<(ClientConfig, CapturedChain), PkiError> {
+    let captured = CapturedChain::default();
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CaptureVerifier {
+            captured: captured.clone(),
+            schemes: provider()
+                .signature_verification_algorithms
+                .supported_schemes(),
+        }))
+        .with_no_client_auth();
+    Ok((config, captured))
+}
+
+#[derive(Debug)]
+struct CaptureVerifier {
+    captured: CapturedChain,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl ServerCertVerifier for CaptureVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = self.captured.0.lock().unwrap_or_else(|p| p.into_inner());
+        chain.clear();
+        chain.push(end_entity.to_vec());
+        chain.extend(intermediates.iter().map(|cert| cert.to_vec()));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
+}

@@ -1,0 +1,455 @@
+//! The Raft log and the state machine, persisted in one redb database.
+//!
+//! The log, the vote and the commit index are written with redb's immediate durability
+//! (fsync) before openraft is told they are stored, so an acknowledged write survives a
+//! SIGKILL. The state machine lives in memory and is persisted through snapshots: on
+//! restart it is rebuilt from the last snapshot and openraft re-applies the committed log
+//! after it, which is cheaper than writing the whole state on every change.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use hoist_state::ClusterState;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{ApplyResult, TypeConfig};
+
+type NodeId = u64;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+const KEY_SNAPSHOT_META: &str = "meta";
+const KEY_SNAPSHOT_DATA: &str = "data";
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the Raft store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the Raft store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The cluster state as applied so far, readable by every part of the manager, with a
+/// version channel that wakes whoever waits for a change.
+#[derive(Clone)]
+pub struct SharedState {
+    state: Arc<RwLock<ClusterState>>,
+    version: watch::Sender<u64>,
+}
+
+impl SharedState {
+    fn new(state: ClusterState) -> Self {
+        let (version, _) = watch::channel(state.version);
+        SharedState {
+            state: Arc::new(RwLock::new(state)),
+            version,
+        }
+    }
+
+    /// Runs `read` over the current state. Keep it short: appliers wait on the lock.
+    pub fn read<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> T {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        read(&state)
+    }
+
+    pub fn snapshot(&self) -> ClusterState {
+        self.read(ClusterState::clone)
+    }
+
+    /// A receiver that changes whenever a change is applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Applies `edit` under the write lock, then wakes the watchers once.
+    fn modify<T>(&self, edit: impl FnOnce(&mut ClusterState) -> T) -> T {
+        let (result, version) = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let result = edit(&mut state);
+            (result, state.version)
+        };
+        self.version.send_replace(version);
+        result
+    }
+
+    fn replace(&self, state: ClusterState) {
+        let version = state.version;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.version.send_replace(version);
+    }
+}
+
+fn io_err(source: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::write(&source),
+    }
+}
+
+fn read_err(source: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::read(&source),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError<NodeId>> {
+    serde_json::to_vec(value).map_err(io_err)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError<NodeId>> {
+    serde_json::from_slice(bytes).map_err(read_err)
+}
+
+/// Opens (or creates) the store in `dir` and returns the log store, the state machine
+/// and the shared view of the state.
+pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), StoreError> {
+    let path = dir.join("raft.redb");
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|err| open_err(err.to_string()))?;
+    let db = Database::create(&path).map_err(|err| open_err(err.to_string()))?;
+    let txn = db.begin_write().map_err(|err| open_err(err.to_string()))?;
+    for table in [META, SNAPSHOT] {
+        txn.open_table(table).map_err(|err| open_err(err.to_string()))?;
+    }
+    txn.open_table(LOG).map_err(|err| open_err(err.to_string()))?;
+    txn.commit().map_err(|err| open_err(err.to_string()))?;
+    let db = Arc::new(db);
+
+    let snapshot = read_snapshot(&db).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    let (state, applied, membership) = match &snapshot {
+        Some((meta, data)) => {
+            let state: ClusterState =
+                serde_json::from_slice(data).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            (state, meta.last_log_id, meta.last_membership.clone())
+        }
+        None => (ClusterState::default(), None, StoredMembership::default()),
+    };
+    let shared = SharedState::new(state);
+    let machine = StateMachine {
+        db: db.clone(),
+        shared: shared.clone(),
+        last_applied: applied,
+        membership,
+        snapshot_index: 0,
+    };
+    Ok((LogStore { db }, machine, shared))
+}
+
+type StoredSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
+
+fn read_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
+    let txn = db.begin_read().map_err(read_err)?;
+    let table = txn.open_table(SNAPSHOT).map_err(read_err)?;
+    let meta = table.get(KEY_SNAPSHOT_META).map_err(read_err)?;
+    let data = table.get(KEY_SNAPSHOT_DATA).map_err(read_err)?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some((decode(meta.value())?, data.value().to_vec()))),
+        _ => Ok(None),
+    }
+}
+
+fn write_snapshot(
+    db: &Database,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError<NodeId>> {
+    let txn = db.begin_write().map_err(io_err)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
+        table
+            .insert(KEY_SNAPSHOT_META, encode(meta)?.as_slice())
+            .map_err(io_err)?;
+        table.insert(KEY_SNAPSHOT_DATA, data).map_err(io_err)?;
+    }
+    txn.commit().map_err(io_err)
+}
+
+/// The Raft log, vote and commit index.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    fn get_meta<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(META).map_err(read_err)?;
+        let value = table.get(key).map_err(read_err)?;
+        value.map(|bytes| decode(bytes.value())).transpose()
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<NodeId>> {
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(META).map_err(io_err)?;
+            table.insert(key, encode(value)?.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    fn remove_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<(), StorageError<NodeId>> {
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(io_err)?;
+            table.retain_in(range, |_, _| false).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut entries = Vec::new();
+        for item in table.range::<u64>(bounds).map_err(read_err)? {
+            let (_, value) = item.map_err(read_err)?;
+            entries.push(decode(value.value())?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged: Option<LogId<NodeId>> = self.get_meta(KEY_PURGED)?;
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        let last = match table.last().map_err(read_err)? {
+            Some((_, value)) => Some(decode::<Entry<TypeConfig>>(value.value())?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta(KEY_VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.put_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(io_err)?;
+            for entry in entries {
+                table
+                    .insert(entry.log_id.index, encode(&entry)?.as_slice())
+                    .map_err(io_err)?;
+            }
+        }
+        // Immediate durability: commit returns after fsync, so the entries are on disk
+        // before openraft counts them towards a quorum.
+        let result = txn.commit();
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                let message = err.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(message)));
+                Err(io_err(err))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.remove_range((Bound::Included(log_id.index), Bound::Unbounded))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Record the purge point first: a crash between the two leaves extra entries,
+        // which is harmless, never a gap that is not accounted for.
+        self.put_meta(KEY_PURGED, &log_id)?;
+        self.remove_range((Bound::Unbounded, Bound::Included(log_id.index)))
+    }
+}
+
+/// The applied cluster state and its snapshots.
+pub struct StateMachine {
+    db: Arc<Database>,
+    shared: SharedState,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    /// Distinguishes snapshots taken at the same log id.
+    snapshot_index: u64,
+}
+
+/// Builds a snapshot from a copy of the state taken when it was asked for.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    state: ClusterState,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    snapshot_index: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let data = encode(&self.state)?;
+        let snapshot_id = match self.last_applied {
+            Some(log_id) => format!(
+                "{}-{}-{}",
+                log_id.leader_id, log_id.index, self.snapshot_index
+            ),
+            None => format!("none-{}", self.snapshot_index),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        write_snapshot(&self.db, &meta, &data)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError<NodeId>,
+    > {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let shared = self.shared.clone();
+        // Each change checks before it edits, so applying in place under the lock never
+        // leaves a half-applied change for readers to see.
+        let results = shared.modify(|state| {
+            let mut results = Vec::new();
+            for entry in entries {
+                self.last_applied = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => results.push(ApplyResult::default()),
+                    EntryPayload::Normal(change) => {
+                        let outcome = state.apply(change);
+                        if let Err(err) = &outcome {
+                            tracing::debug!(index = entry.log_id.index, error = %err, "change refused");
+                        }
+                        results.push(ApplyResult(outcome));
+                    }
+                    EntryPayload::Membership(membership) => {
+                        self.membership =
+                            StoredMembership::new(Some(entry.log_id), membership.clone());
+                        results.push(ApplyResult::default());
+                    }
+                }
+            }
+            results
+        });
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_index += 1;
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state: self.shared.snapshot(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            snapshot_index: self.snapshot_index,
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let state: ClusterState = serde_json::from_slice(&data).map_err(|err| StorageError::IO {
+            source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&err)),
+        })?;
+        write_snapshot(&self.db, meta, &data)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.shared.replace(state);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(read_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

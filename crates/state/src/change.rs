@@ -1,0 +1,345 @@
+//! `Change`: the payload of every Raft log entry, and its application to the state.
+
+use std::collections::BTreeMap;
+
+use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens};
+
+/// One replicated change. Part of the on-disk format: add variants, never reorder or
+/// repurpose them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Change {
+    /// `hoist init`: the cluster's identity, CA, tokens and first manager.
+    InitCluster {
+        cluster_id: String,
+        ca: CaMaterial,
+        tokens: JoinTokens,
+        settings: ClusterSettings,
+        first_manager: Node,
+        at_ms: u64,
+    },
+    /// A node joined with a valid token and received its certificate.
+    AddNode { node: Node },
+    /// `node update`: availability and labels. `None` leaves a field as it is.
+    UpdateNode {
+        node_id: NodeId,
+        availability: Option<Availability>,
+        label_add: BTreeMap<String, String>,
+        label_rm: Vec<String>,
+        at_ms: u64,
+    },
+    /// `node promote|demote`.
+    SetNodeRole {
+        node_id: NodeId,
+        role: Role,
+        at_ms: u64,
+    },
+    /// The dispatcher saw a node's heartbeats start or stop.
+    SetNodeStatus {
+        node_id: NodeId,
+        status: NodeStatus,
+        message: String,
+        at_ms: u64,
+    },
+    /// What a node reports of itself on its first heartbeat to a leader.
+    SetNodeDescription {
+        node_id: NodeId,
+        addr: String,
+        engine: EngineInfo,
+        at_ms: u64,
+    },
+    /// `node rm` or `leave`: the node and its certificate are gone for good.
+    RemoveNode { node_id: NodeId, at_ms: u64 },
+    /// `join-token --rotate`.
+    RotateToken {
+        role: Role,
+        new_secret: String,
+    },
+    /// A no-op used to confirm that the log accepts writes (and by benchmarks).
+    Noop,
+}
+
+/// What an applied change produced, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ChangeOutcome {
+    /// The state version after this change.
+    pub version: u64,
+}
+
+/// Why a change was refused. The state is untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ChangeError {
+    #[error("the cluster is already initialized")]
+    AlreadyInitialized,
+    #[error("the cluster is not initialized")]
+    NotInitialized,
+    #[error("node {0} not found")]
+    NodeNotFound(NodeId),
+    #[error("node {0} already exists")]
+    NodeExists(NodeId),
+    #[error("node {0} was removed from the cluster and cannot come back with the same identity")]
+    NodeRemoved(NodeId),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClusterState {
+    /// Applies one change. On error nothing was modified.
+    pub fn apply(&mut self, change: &Change) -> Result<ChangeOutcome, ChangeError> {
+        self.check(change)?;
+        self.apply_checked(change);
+        self.version += 1;
+        Ok(ChangeOutcome {
+            version: self.version,
+        })
+    }
+
+    /// Every reason to refuse, before anything is touched.
+    fn check(&self, change: &Change) -> Result<(), ChangeError> {
+        let initialized = self.is_initialized();
+        match change {
+            Change::InitCluster { .. } if initialized => Err(ChangeError::AlreadyInitialized),
+            Change::InitCluster { .. } | Change::Noop => Ok(()),
+            _ if !initialized => Err(ChangeError::NotInitialized),
+            Change::AddNode { node } => {
+                if self.removed_nodes.contains(&node.id) {
+                    Err(ChangeError::NodeRemoved(node.id))
+                } else if self.nodes.contains_key(&node.id) {
+                    Err(ChangeError::NodeExists(node.id))
+                } else {
+                    Ok(())
+                }
+            }
+            Change::UpdateNode {
+                node_id, label_add, ..
+            } => {
+                self.existing(*node_id)?;
+                for key in label_add.keys() {
+                    hoist_types::node::validate_label_key(key)
+                        .map_err(|err| ChangeError::Invalid(err.to_string()))?;
+                }
+                Ok(())
+            }
+            Change::SetNodeRole { node_id, .. }
+            | Change::SetNodeStatus { node_id, .. }
+            | Change::SetNodeDescription { node_id, .. }
+            | Change::RemoveNode { node_id, .. } => self.existing(*node_id),
+            Change::RotateToken { new_secret, .. } => {
+                if new_secret.len() < 16 {
+                    Err(ChangeError::Invalid("token secret too short".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn existing(&self, node_id: NodeId) -> Result<(), ChangeError> {
+        if self.nodes.contains_key(&node_id) {
+            Ok(())
+        } else {
+            Err(ChangeError::NodeNotFound(node_id))
+        }
+    }
+
+    fn apply_checked(&mut self, change: &Change) {
+        match change {
+            Change::InitCluster {
+                cluster_id,
+                ca,
+                tokens,
+                settings,
+                first_manager,
+                at_ms,
+            } => {
+                self.cluster_id = cluster_id.clone();
+                self.created_at_ms = *at_ms;
+                self.ca = Some(ca.clone());
+                self.tokens = tokens.clone();
+                self.settings = *settings;
+                self.nodes.insert(first_manager.id, first_manager.clone());
+            }
+            Change::AddNode { node } => {
+                self.nodes.insert(node.id, node.clone());
+            }
+            Change::UpdateNode {
+                node_id,
+                availability,
+                label_add,
+                label_rm,
+                at_ms,
+            } => {
+                let Some(node) = self.nodes.get_mut(node_id) else {
+                    return;
+                };
+                if let Some(availability) = availability {
+                    node.availability = *availability;
+                }
+                for key in label_rm {
+                    node.labels.remove(key);
+                }
+                for (key, value) in label_add {
+                    node.labels.insert(key.clone(), value.clone());
+                }
+                node.updated_at_ms = *at_ms;
+            }
+            Change::SetNodeRole {
+                node_id,
+                role,
+                at_ms,
+            } => {
+                if let Some(node) = self.nodes.get_mut(node_id) {
+                    node.role = *role;
+                    node.updated_at_ms = *at_ms;
+                }
+            }
+            Change::SetNodeStatus {
+                node_id,
+                status,
+                message,
+                at_ms,
+            } => {
+                if let Some(node) = self.nodes.get_mut(node_id) {
+                    node.status = *status;
+                    node.status_message = message.clone();
+                    node.updated_at_ms = *at_ms;
+                }
+            }
+            Change::SetNodeDescription {
+                node_id,
+                addr,
+                engine,
+                at_ms,
+            } => {
+                if let Some(node) = self.nodes.get_mut(node_id) {
+                    node.addr = addr.clone();
+                    node.engine = engine.clone();
+                    node.updated_at_ms = *at_ms;
+                }
+            }
+            Change::RemoveNode { node_id, .. } => {
+                self.nodes.remove(node_id);
+                self.removed_nodes.insert(*node_id);
+            }
+            Change::RotateToken { role, new_secret } => match role {
+                Role::Worker => self.tokens.worker_secret = new_secret.clone(),
+                Role::Manager => self.tokens.manager_secret = new_secret.clone(),
+            },
+            Change::Noop => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, role: Role) -> Node {
+        Node {
+            id: NodeId(id),
+            hostname: format!("n{id}"),
+            addr: format!("127.0.0.{id}:2377"),
+            role,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            labels: BTreeMap::new(),
+            engine: EngineInfo::default(),
+            resources: Default::default(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    fn initialized() -> ClusterState {
+        let mut state = ClusterState::default();
+        state
+            .apply(&Change::InitCluster {
+                cluster_id: "c1".into(),
+                ca: CaMaterial {
+                    cert_pem: "cert".into(),
+                    key_pem: "key".into(),
+                    digest: "d".into(),
+                },
+                tokens: JoinTokens {
+                    worker_secret: "w".repeat(32),
+                    manager_secret: "m".repeat(32),
+                },
+                settings: ClusterSettings::default(),
+                first_manager: node(1, Role::Manager),
+                at_ms: 1,
+            })
+            .unwrap();
+        state
+    }
+
+    #[test]
+    fn changes_before_init_are_refused() {
+        let mut state = ClusterState::default();
+        let err = state.apply(&Change::AddNode {
+            node: node(2, Role::Worker),
+        });
+        assert_eq!(err, Err(ChangeError::NotInitialized));
+        assert_eq!(state, ClusterState::default());
+    }
+
+    #[test]
+    fn a_removed_node_cannot_be_added_again() {
+        let mut state = initialized();
+        state
+            .apply(&Change::AddNode {
+                node: node(2, Role::Worker),
+            })
+            .unwrap();
+        state
+            .apply(&Change::RemoveNode {
+                node_id: NodeId(2),
+                at_ms: 2,
+            })
+            .unwrap();
+        assert!(!state.node_is_member(NodeId(2)));
+        let before = state.clone();
+        assert_eq!(
+            state.apply(&Change::AddNode {
+                node: node(2, Role::Worker)
+            }),
+            Err(ChangeError::NodeRemoved(NodeId(2)))
+        );
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn an_invalid_label_leaves_the_node_untouched() {
+        let mut state = initialized();
+        let before = state.clone();
+        let result = state.apply(&Change::UpdateNode {
+            node_id: NodeId(1),
+            availability: Some(Availability::Drain),
+            label_add: [("bad key".to_string(), "v".to_string())].into(),
+            label_rm: vec![],
+            at_ms: 5,
+        });
+        assert!(matches!(result, Err(ChangeError::Invalid(_))));
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn find_node_by_id_prefix_and_hostname() {
+        let mut state = initialized();
+        state
+            .apply(&Change::AddNode {
+                node: node(2, Role::Worker),
+            })
+            .unwrap();
+        assert_eq!(state.find_node("n2").unwrap().id, NodeId(2));
+        assert_eq!(
+            state.find_node("0000000000000001").unwrap().id,
+            NodeId(1)
+        );
+        assert!(state.find_node("000000").is_err(), "ambiguous prefix");
+        assert!(state.find_node("nope").is_err());
+    }
+}

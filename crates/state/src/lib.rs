@@ -1,0 +1,14 @@
+//! The cluster state every manager holds, and the only way to change it: a [`Change`]
+//! applied by [`ClusterState::apply`].
+//!
+//! `apply` is deterministic: the same log gives the same state on every manager, so it
+//! reads no clock and no randomness (times and ids come inside the `Change`, chosen by
+//! the leader that proposed it). A change that does not fit the state is refused with a
+//! [`ChangeError`] and leaves the state untouched; it never panics. This crate knows
+//! nothing of Raft, the network or storage: the `raft` crate persists and replicates it.
+
+mod change;
+mod cluster;
+
+pub use change::{Change, ChangeError, ChangeOutcome};
+pub use cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens};

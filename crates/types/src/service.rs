@@ -1,0 +1,1 @@
+//! Service specs: what the operator declares. (Filled in by the services work.)

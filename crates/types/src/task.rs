@@ -1,0 +1,1 @@
+//! Tasks and their state machine. (Filled in by the services work.)
