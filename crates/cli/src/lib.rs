@@ -1,1 +1,214 @@
-//! Placeholder.
+//! The `hoist` command line: the clap command tree and the client commands, which call
+//! a daemon's control API and print tables (Docker's columns) or JSON.
+//!
+//! Holds no cluster logic: every decision is the daemon's. The daemon, `hello` and
+//! `demo` commands are declared here but run by the binary.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use commands::run_client;
+
+/// Hoist: a container orchestrator with built-in load balancing.
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Daemon to talk to, as unix://PATH.
+    #[arg(long, short = 'H', global = true, env = "HOIST_HOST")]
+    pub host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the long-running daemon), in the foreground.
+    Daemon(DaemonArgs),
+    /// Create a cluster with this daemon as its first manager.
+    Init(InitArgs),
+    /// Join this daemon to a cluster.
+    Join(JoinArgs),
+    /// Print (or rotate) the join token for workers or managers.
+    JoinToken(JoinTokenArgs),
+    /// Leave the cluster.
+    Leave(LeaveArgs),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Show cluster-wide information.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DaemonArgs {
+    /// Where this node keeps its state (Raft log, certificates, task files).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address of the TLS listener for other nodes.
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+    /// Address other nodes reach this one at (default: the listen address).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Node name (default: the machine's hostname); lets several daemons on one machine
+    /// carry distinct names.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Control socket (default: DATA_DIR/hoist.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address other nodes reach this one at (default: the daemon's).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// How often nodes beat, e.g. 1s or 500ms.
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub heartbeat_period: Option<u64>,
+    /// Missed periods before a node is Down.
+    #[arg(long)]
+    pub heartbeat_grace: Option<u32>,
+    /// Lifetime of node certificates, e.g. 2160h (90 days, the default).
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub cert_expiry: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The worker or manager token from `hoist join-token`.
+    #[arg(long)]
+    pub token: String,
+    /// Refuse unless the token is of this role (worker or manager).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Address other nodes reach this one at (default: the daemon's).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// A manager's address, HOST:PORT.
+    pub manager_addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// worker or manager.
+    pub role: String,
+    /// Replace the token; the old one stops working at once.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Print the token only.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even if this node is a manager.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// `json` for machine-readable output.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ListArgs {
+    /// `json` for a JSON array with stable field names.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Print ids only.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    Ls(ListArgs),
+    /// Show a node as JSON.
+    Inspect {
+        node: Vec<String>,
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Change a node's availability or labels.
+    Update(NodeUpdateArgs),
+    /// Make nodes managers.
+    Promote { nodes: Vec<String> },
+    /// Make managers workers.
+    Demote { nodes: Vec<String> },
+    /// Remove nodes from the cluster.
+    Rm {
+        #[arg(long, short)]
+        force: bool,
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeUpdateArgs {
+    /// active, pause or drain.
+    #[arg(long)]
+    pub availability: Option<String>,
+    /// Add or change a label, KEY=VALUE.
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a label by key.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    pub node: String,
+}
+
+/// Parses durations like `1s`, `500ms`, `2m`, `90d`, `2160h` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 10s or 500ms"))?;
+    let scale = match unit {
+        "ms" => 1.0,
+        "s" | "" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+    };
+    if value < 0.0 || !value.is_finite() {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok((value * scale).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("1s"), Ok(1_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
+        assert!(parse_duration_ms("fast").is_err());
+        assert!(parse_duration_ms("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

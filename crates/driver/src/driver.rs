@@ -54,7 +54,11 @@ pub trait Driver: Send + Sync {
     /// Asks the task to stop (SIGTERM to its whole process group), kills it
     /// (SIGKILL) if it is still there after `grace`, and returns how it ended.
     /// Stopping an exited task returns its exit at once.
-    fn stop<'a>(&'a self, task_id: &'a str, grace: Duration) -> BoxFuture<'a, Result<TaskExit, DriverError>>;
+    fn stop<'a>(
+        &'a self,
+        task_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<TaskExit, DriverError>>;
 
     /// Forgets an exited task and deletes the files the driver kept for it.
     /// Fails with [`DriverError::StillRunning`] while it runs.
@@ -65,7 +69,11 @@ pub trait Driver: Send + Sync {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunningTask>, DriverError>>;
 
     /// The task's captured output; see [`LogLines`].
-    fn logs<'a>(&'a self, task_id: &'a str, options: LogOptions) -> BoxFuture<'a, Result<LogLines, DriverError>>;
+    fn logs<'a>(
+        &'a self,
+        task_id: &'a str,
+        options: LogOptions,
+    ) -> BoxFuture<'a, Result<LogLines, DriverError>>;
 }
 
 /// A started task as the driver knows it.
@@ -150,10 +158,11 @@ impl ExitWatch {
     /// [`TaskExit::Unknown`] rather than hanging forever.
     pub async fn wait(&self) -> TaskExit {
         let mut rx = self.rx.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(exit) => exit.unwrap_or(TaskExit::Unknown),
-            Err(_) => self.current().unwrap_or(TaskExit::Unknown),
-        }
+        let exit = match rx.wait_for(Option::is_some).await {
+            Ok(exit) => *exit,
+            Err(_) => self.current(),
+        };
+        exit.unwrap_or(TaskExit::Unknown)
     }
 }
 

@@ -23,11 +23,17 @@ pub enum DriverError {
     MountsNeedRoot { euid: u32 },
 
     #[error("task {task_id} is not known to the {driver} driver")]
-    NotFound { driver: &'static str, task_id: String },
+    NotFound {
+        driver: &'static str,
+        task_id: String,
+    },
 
     /// The task id was already started (and not removed) on this node.
     #[error("task {task_id} already exists in the {driver} driver")]
-    AlreadyExists { driver: &'static str, task_id: String },
+    AlreadyExists {
+        driver: &'static str,
+        task_id: String,
+    },
 
     /// `remove` was called on a task whose process still runs; stop it first.
     #[error("task {task_id} is still running; stop it before removing it")]

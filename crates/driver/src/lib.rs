@@ -18,7 +18,9 @@ mod error;
 pub mod process;
 mod spec;
 
-pub use driver::{BoxFuture, Driver, Endpoint, ExitWatch, LogLines, LogOptions, RunningTask, TaskExit};
+pub use driver::{
+    BoxFuture, Driver, Endpoint, ExitWatch, LogLines, LogOptions, RunningTask, TaskExit,
+};
 pub use error::DriverError;
 pub use process::{check_mounts_supported, ProcessDriver};
 pub use spec::{BindMount, Limits, RunSpec};

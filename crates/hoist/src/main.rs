@@ -1,1 +1,44 @@
-fn main() {}
+//! The `hoist` binary: parses the command line and runs the daemon, or a client command
+//! against one. This is the only place that picks concrete implementations and wires
+//! the crates together.
+
+mod daemon;
+
+use clap::Parser;
+use hoist_cli::{Cli, Command};
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("hoist: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Daemon(args) => {
+                init_tracing();
+                daemon::run(args).await
+            }
+            command => hoist_cli::run_client(cli.host.as_deref(), command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

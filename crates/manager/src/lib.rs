@@ -1,1 +1,137 @@
-//! Placeholder.
+//! What a manager does beyond keeping the Raft log: admitting nodes (join tokens and
+//! certificates), the dispatcher (heartbeats, nodes going Down and coming back), node
+//! management with its quorum guards, and the loops only the leader runs.
+//!
+//! A [`Manager`] exists while this node is a Raft member. It speaks in typed results
+//! ([`ManagerError`]); the daemon maps them onto HTTP. It does not run workloads, and it
+//! does not know the wire format or who called (the daemon authenticates callers and
+//! passes their verified identity in).
+
+mod dispatcher;
+mod join;
+mod nodes;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hoist_raft::{ProposeError, RaftNode};
+use hoist_state::{Change, ChangeOutcome, ClusterState};
+use hoist_types::NodeId;
+
+pub use dispatcher::Dispatcher;
+pub use join::{bootstrap_cluster, Bootstrap, BootstrapConfig};
+
+/// Why a manager operation was refused. Each variant is a kind the caller can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManagerError {
+    /// The request itself is wrong (a flag, a spec, a token).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but the cluster's state forbids it now (quorum,
+    /// a node still up).
+    #[error("{0}")]
+    Refused(String),
+    /// The caller's certificate does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NoQuorum(String),
+    /// Only the leader does this; it is at `leader_addr` if known.
+    #[error("this manager is not the leader")]
+    NotLeader { leader_addr: Option<String> },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ProposeError> for ManagerError {
+    fn from(err: ProposeError) -> Self {
+        match err {
+            ProposeError::Refused(refused) => ManagerError::Refused(refused.to_string()),
+            ProposeError::NoQuorum(reason) => ManagerError::NoQuorum(format!(
+                "no quorum: {reason}. The cluster cannot accept changes until a majority of managers is back."
+            )),
+            ProposeError::NotLeader { leader_addr } => ManagerError::NotLeader { leader_addr },
+            ProposeError::Raft(reason) => ManagerError::Internal(reason),
+        }
+    }
+}
+
+pub type Result<T, E = ManagerError> = std::result::Result<T, E>;
+
+/// The manager side of a node, alive while the node is a Raft member.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: RaftNode,
+    dispatcher: Dispatcher,
+}
+
+impl Manager {
+    pub fn new(node_id: NodeId, raft: RaftNode) -> Self {
+        Manager {
+            inner: Arc::new(Inner {
+                node_id,
+                dispatcher: Dispatcher::new(),
+                raft,
+            }),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    pub fn raft(&self) -> &RaftNode {
+        &self.inner.raft
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.inner.dispatcher
+    }
+
+    /// Proposes a change through Raft (forwarded to the leader if need be).
+    pub async fn propose(&self, change: Change) -> Result<ChangeOutcome> {
+        Ok(self.inner.raft.propose(change).await?)
+    }
+
+    /// A linearizable copy of the state (or a part of it).
+    pub async fn read<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> Result<T> {
+        self.inner.raft.linearizable_read().await?;
+        Ok(self.inner.raft.state().read(read))
+    }
+
+    /// The locally applied state, without confirming it is current: for loops that
+    /// react to changes, never for answering an operator.
+    pub fn local<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> T {
+        self.inner.raft.state().read(read)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.is_leader()
+    }
+
+    pub fn require_leader(&self) -> Result<()> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ManagerError::NotLeader {
+                leader_addr: self.inner.raft.leader_addr(),
+            })
+        }
+    }
+}
+
+/// Wall-clock milliseconds for the timestamps inside changes. Only proposers read the
+/// clock; `apply` never does.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}

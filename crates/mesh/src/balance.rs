@@ -122,13 +122,11 @@ pub fn power_of_two_choices(
         second += 1;
     }
     match (ready(first), ready(second)) {
-        (Some(active_first), Some(active_second)) => {
-            Some(if active_second < active_first {
-                second
-            } else {
-                first
-            })
-        }
+        (Some(active_first), Some(active_second)) => Some(if active_second < active_first {
+            second
+        } else {
+            first
+        }),
         (Some(_), None) => Some(first),
         (None, Some(_)) => Some(second),
         (None, None) => least_connections(n_endpoints, view, first, Availability::Ready),
@@ -208,8 +206,14 @@ mod tests {
             }
         }
         let none = table(&[(0, Unavailable), (0, Unavailable)]);
-        assert_eq!(pick(Balancing::PowerOfTwoChoices, 2, |i| none[i], 0, 1), None);
-        assert_eq!(pick(Balancing::LeastConnections, 0, |i| none[i], 0, 1), None);
+        assert_eq!(
+            pick(Balancing::PowerOfTwoChoices, 2, |i| none[i], 0, 1),
+            None
+        );
+        assert_eq!(
+            pick(Balancing::LeastConnections, 0, |i| none[i], 0, 1),
+            None
+        );
     }
 
     #[test]

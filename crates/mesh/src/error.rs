@@ -14,10 +14,7 @@ use std::net::SocketAddr;
 pub enum MeshError {
     /// A `MeshConfig` field is out of range; nothing was started.
     #[error("invalid mesh config: {field}: {reason}")]
-    InvalidConfig {
-        field: &'static str,
-        reason: String,
-    },
+    InvalidConfig { field: &'static str, reason: String },
     /// A `ServiceRoute` cannot be served as given (port clash, duplicate id, bad route);
     /// the whole update was refused and the previous tables stay in force.
     #[error("invalid route for service {service_id}: {reason}")]

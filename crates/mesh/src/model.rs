@@ -232,7 +232,9 @@ pub fn validate_services(services: &[ServiceRoute]) -> Result<(), MeshError> {
         }
         if let Some(health) = &service.health {
             if health.interval.is_zero() || health.timeout.is_zero() {
-                return Err(invalid("health check interval and timeout must be > 0".into()));
+                return Err(invalid(
+                    "health check interval and timeout must be > 0".into(),
+                ));
             }
             if health.fall == 0 || health.rise == 0 {
                 return Err(invalid("health check fall and rise must be >= 1".into()));
@@ -263,8 +265,7 @@ pub fn validate_services(services: &[ServiceRoute]) -> Result<(), MeshError> {
             }
             continue;
         }
-        let service_rules: Vec<(Option<String>, Option<String>)> = if service.routes.is_empty()
-        {
+        let service_rules: Vec<(Option<String>, Option<String>)> = if service.routes.is_empty() {
             vec![(None, None)]
         } else {
             service
@@ -281,7 +282,9 @@ pub fn validate_services(services: &[ServiceRoute]) -> Result<(), MeshError> {
         for (host, path_prefix) in service_rules {
             if let Some(prefix) = &path_prefix {
                 if !prefix.starts_with('/') {
-                    return Err(invalid(format!("path prefix {prefix:?} must start with '/'")));
+                    return Err(invalid(format!(
+                        "path prefix {prefix:?} must start with '/'"
+                    )));
                 }
             }
             if let Some(host) = &host {

@@ -83,8 +83,10 @@ impl PeerClient {
             })?;
         let status = response.status();
         if !status.is_success() {
+            // A refusal (a peer that does not accept our certificate yet, or one that is
+            // shutting down) is treated as unreachable, so openraft backs off.
             let body = response.text().await.unwrap_or_default();
-            return Err(RPCError::Network(NetworkError::new(&CallError(format!(
+            return Err(RPCError::Unreachable(Unreachable::new(&CallError(format!(
                 "{url}: {status}: {body}"
             )))));
         }

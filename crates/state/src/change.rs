@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens};
+use crate::cluster::{
+    CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret, RETIRED_SECRETS_KEPT,
+};
 
 /// One replicated change. Part of the on-disk format: add variants, never reorder or
 /// repurpose them.
@@ -224,10 +226,19 @@ impl ClusterState {
                 self.nodes.remove(node_id);
                 self.removed_nodes.insert(*node_id);
             }
-            Change::RotateToken { role, new_secret } => match role {
-                Role::Worker => self.tokens.worker_secret = new_secret.clone(),
-                Role::Manager => self.tokens.manager_secret = new_secret.clone(),
-            },
+            Change::RotateToken { role, new_secret } => {
+                let slot = match role {
+                    Role::Worker => &mut self.tokens.worker_secret,
+                    Role::Manager => &mut self.tokens.manager_secret,
+                };
+                let old = std::mem::replace(slot, new_secret.clone());
+                self.tokens.retired.push(RetiredSecret {
+                    role: *role,
+                    secret: old,
+                });
+                let excess = self.tokens.retired.len().saturating_sub(RETIRED_SECRETS_KEPT);
+                self.tokens.retired.drain(..excess);
+            }
             Change::Noop => {}
         }
     }
@@ -267,6 +278,7 @@ mod tests {
                 tokens: JoinTokens {
                     worker_secret: "w".repeat(32),
                     manager_secret: "m".repeat(32),
+                    retired: vec![],
                 },
                 settings: ClusterSettings::default(),
                 first_manager: node(1, Role::Manager),

@@ -37,7 +37,20 @@ pub struct CaMaterial {
 pub struct JoinTokens {
     pub worker_secret: String,
     pub manager_secret: String,
+    /// Secrets replaced by a rotation, newest last, so that a join with one of them is
+    /// told it was rotated rather than that it never existed.
+    #[serde(default)]
+    pub retired: Vec<RetiredSecret>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredSecret {
+    pub role: Role,
+    pub secret: String,
+}
+
+/// How many rotated secrets are remembered.
+pub const RETIRED_SECRETS_KEPT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {

@@ -11,4 +11,4 @@ mod change;
 mod cluster;
 
 pub use change::{Change, ChangeError, ChangeOutcome};
-pub use cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens};
+pub use cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret};

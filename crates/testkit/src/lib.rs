@@ -1,1 +1,1 @@
-//! Placeholder.
+//! Placeholder until the test kit lands.

@@ -1,1 +1,11 @@
-//! Placeholder.
+//! The worker side of every node: the session with the leader's dispatcher.
+//!
+//! The session beats every heartbeat period, follows the leader when a manager says it
+//! is not, renews the node certificate before it expires or when the cluster wants the
+//! node in another role, and asks its host to start or stop being a manager to match.
+//! It never talks to Raft: what the cluster wants reaches it only through the
+//! dispatcher's answers.
+
+mod session;
+
+pub use session::{run_session, SessionHost, SessionState};

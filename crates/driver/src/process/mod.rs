@@ -37,7 +37,8 @@ use tokio::process::Command;
 
 use crate::driver::ExitSender;
 use crate::{
-    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, LogLines, LogOptions, RunSpec, RunningTask, TaskExit,
+    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, LogLines, LogOptions, RunSpec,
+    RunningTask, TaskExit,
 };
 use record::{TaskRecord, RECORD_FORMAT};
 
@@ -63,11 +64,12 @@ const INHERITED_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
 /// Fails when bind mounts cannot work with the process driver on this node (they
 /// need root). The CLI and the manager can call it to reject a spec early.
 pub fn check_mounts_supported() -> Result<(), DriverError> {
-    let euid = nix::unistd::geteuid();
-    if euid.is_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
         Ok(())
     } else {
-        Err(DriverError::MountsNeedRoot { euid: euid.as_raw() })
+        Err(DriverError::MountsNeedRoot { euid })
     }
 }
 
@@ -119,8 +121,9 @@ impl ProcessDriver {
     /// or by the first call that names them.
     pub fn new(state_dir: impl Into<PathBuf>) -> Result<ProcessDriver, DriverError> {
         let records_dir = state_dir.into().join("tasks");
-        std::fs::create_dir_all(&records_dir)
-            .map_err(|err| DriverError::io("cannot create driver state directory", &records_dir, err))?;
+        std::fs::create_dir_all(&records_dir).map_err(|err| {
+            DriverError::io("cannot create driver state directory", &records_dir, err)
+        })?;
         Ok(ProcessDriver {
             inner: Arc::new(Inner {
                 records_dir,
@@ -131,7 +134,10 @@ impl ProcessDriver {
 
     fn tracked(&self) -> MutexGuard<'_, Tracked> {
         // A panic while holding this lock leaves plain maps behind, still usable.
-        self.inner.tracked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .tracked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn record_path(&self, task_id: &str) -> PathBuf {
@@ -213,14 +219,19 @@ impl ProcessDriver {
         let _reservation = self.reserve(task_id).await?;
 
         if let Some(limits) = &spec.limits {
-            tracing::warn!(task_id, ?limits, "the process driver does not enforce resource limits");
+            tracing::warn!(
+                task_id,
+                ?limits,
+                "the process driver does not enforce resource limits"
+            );
         }
         if spec.image.is_some() {
             tracing::debug!(task_id, "the process driver ignores the image");
         }
 
-        std::fs::create_dir_all(&spec.state_dir)
-            .map_err(|err| DriverError::io("cannot create task state directory", &spec.state_dir, err))?;
+        std::fs::create_dir_all(&spec.state_dir).map_err(|err| {
+            DriverError::io("cannot create task state directory", &spec.state_dir, err)
+        })?;
         let log_path = spec.state_dir.join(OUTPUT_FILE);
         // Append: a task restarted in the same directory keeps its earlier output,
         // and O_APPEND keeps stdout and stderr writes from overwriting each other.
@@ -306,7 +317,9 @@ impl ProcessDriver {
             adopted: false,
             exit,
         };
-        self.tracked().tasks.insert(task_id.to_owned(), entry.clone());
+        self.tracked()
+            .tasks
+            .insert(task_id.to_owned(), entry.clone());
         tracing::info!(task_id, pid, endpoints = ?record.endpoints, "task started");
         tokio::spawn(watch_child(child, record, record_path, exit_tx));
         Ok(entry.running_task())
@@ -346,7 +359,11 @@ impl ProcessDriver {
         if let Ok(exit) = tokio::time::timeout(grace, entry.exit.wait()).await {
             return Ok(exit);
         }
-        tracing::info!(task_id, pid = entry.record.pid, "task outlived its grace period; killing it");
+        tracing::info!(
+            task_id,
+            pid = entry.record.pid,
+            "task outlived its grace period; killing it"
+        );
         signal_group(&entry.record, Signal::SIGKILL)?;
         tokio::time::timeout(KILL_WAIT, entry.exit.wait())
             .await
@@ -386,10 +403,19 @@ impl ProcessDriver {
             let dir_entry = match dir.next_entry().await {
                 Ok(Some(dir_entry)) => dir_entry,
                 Ok(None) => break,
-                Err(err) => return Err(DriverError::io("cannot list task records", records_dir, err)),
+                Err(err) => {
+                    return Err(DriverError::io(
+                        "cannot list task records",
+                        records_dir,
+                        err,
+                    ))
+                }
             };
             let file_name = dir_entry.file_name();
-            let Some(task_id) = file_name.to_str().and_then(|name| name.strip_suffix(".json")) else {
+            let Some(task_id) = file_name
+                .to_str()
+                .and_then(|name| name.strip_suffix(".json"))
+            else {
                 continue; // temp files of an interrupted save, strangers
             };
             let entry = match self.entry(task_id).await {
@@ -442,7 +468,11 @@ impl Driver for ProcessDriver {
         Box::pin(async move { Ok(self.entry(task_id).await?.exit.wait().await) })
     }
 
-    fn stop<'a>(&'a self, task_id: &'a str, grace: Duration) -> BoxFuture<'a, Result<TaskExit, DriverError>> {
+    fn stop<'a>(
+        &'a self,
+        task_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<TaskExit, DriverError>> {
         Box::pin(self.stop_task(task_id, grace))
     }
 
@@ -454,7 +484,11 @@ impl Driver for ProcessDriver {
         Box::pin(self.list_tasks())
     }
 
-    fn logs<'a>(&'a self, task_id: &'a str, options: LogOptions) -> BoxFuture<'a, Result<LogLines, DriverError>> {
+    fn logs<'a>(
+        &'a self,
+        task_id: &'a str,
+        options: LogOptions,
+    ) -> BoxFuture<'a, Result<LogLines, DriverError>> {
         Box::pin(async move {
             let entry = self.entry(task_id).await?;
             logs::open(task_id, &entry.record.log_path, options, entry.exit).await
@@ -497,9 +531,13 @@ async fn finish(record: &mut TaskRecord, record_path: &Path, exit: TaskExit, exi
     // The group id cannot be reused while a member lives, and a freshly freed
     // pid is not handed out again within microseconds (pids are cyclic).
     match killpg(group_of(record.pid), Signal::SIGKILL) {
-        Ok(()) => tracing::debug!(task_id = %record.task_id, "killed leftover processes of the task"),
+        Ok(()) => {
+            tracing::debug!(task_id = %record.task_id, "killed leftover processes of the task")
+        }
         Err(nix::errno::Errno::ESRCH) => {}
-        Err(err) => tracing::warn!(task_id = %record.task_id, error = %err, "cannot kill leftover processes"),
+        Err(err) => {
+            tracing::warn!(task_id = %record.task_id, error = %err, "cannot kill leftover processes")
+        }
     }
     record.exit = Some(exit);
     // The record is written before the exit is announced, so a `remove` woken by
@@ -542,13 +580,23 @@ async fn remove_file_if_exists(path: &Path) -> Result<(), DriverError> {
 /// Checks a spec without touching anything.
 fn validate(spec: &RunSpec) -> Result<(), DriverError> {
     validate_task_id(&spec.task_id)?;
-    if spec.command.first().is_none_or(|program| program.is_empty()) {
-        return Err(DriverError::invalid("command", "the process driver needs a command to run"));
+    if spec
+        .command
+        .first()
+        .is_none_or(|program| program.is_empty())
+    {
+        return Err(DriverError::invalid(
+            "command",
+            "the process driver needs a command to run",
+        ));
     }
     if !spec.state_dir.is_absolute() || spec.state_dir.parent().is_none() {
         return Err(DriverError::invalid(
             "state_dir",
-            format!("must be an absolute path other than /, got {}", spec.state_dir.display()),
+            format!(
+                "must be an absolute path other than /, got {}",
+                spec.state_dir.display()
+            ),
         ));
     }
     let mut seen_ports = HashSet::new();
@@ -557,7 +605,10 @@ fn validate(spec: &RunSpec) -> Result<(), DriverError> {
             return Err(DriverError::invalid("ports", "target port 0 is not a port"));
         }
         if !seen_ports.insert(port) {
-            return Err(DriverError::invalid("ports", format!("target port {port} is listed twice")));
+            return Err(DriverError::invalid(
+                "ports",
+                format!("target port {port} is listed twice"),
+            ));
         }
     }
     if !spec.mounts.is_empty() {
@@ -624,10 +675,19 @@ fn pick_free_ports(target_ports: &[u16]) -> std::io::Result<Vec<Endpoint>> {
 fn task_env(spec: &RunSpec, endpoints: &[Endpoint]) -> Vec<(String, String)> {
     let mut env: std::collections::BTreeMap<String, String> = INHERITED_ENV
         .iter()
-        .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_string(), value)))
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|value| (name.to_string(), value))
+        })
         .collect();
-    env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
-    env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
+    env.entry("PATH".to_owned())
+        .or_insert_with(|| DEFAULT_PATH.to_owned());
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
     if let Some(first) = endpoints.first() {
         env.insert("PORT".to_owned(), first.host_port.to_string());
     }
@@ -667,13 +727,25 @@ fn prepare_mounts(spec: &RunSpec) -> Result<Vec<ChildMount>, DriverError> {
                         .target
                         .parent()
                         .map_or(Ok(()), std::fs::create_dir_all)
-                        .and_then(|()| OpenOptions::new().create(true).append(true).open(&mount.target).map(drop))
+                        .and_then(|()| {
+                            OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&mount.target)
+                                .map(drop)
+                        })
                 };
-                created.map_err(|err| DriverError::io("cannot create mount target", &mount.target, err))?;
+                created.map_err(|err| {
+                    DriverError::io("cannot create mount target", &mount.target, err)
+                })?;
             }
             let c_path = |path: &Path| {
-                CString::new(path.as_os_str().as_bytes())
-                    .map_err(|_| DriverError::invalid("mounts", format!("{} contains a NUL byte", path.display())))
+                CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+                    DriverError::invalid(
+                        "mounts",
+                        format!("{} contains a NUL byte", path.display()),
+                    )
+                })
             };
             Ok(ChildMount {
                 source: c_path(&mount.source)?,
@@ -752,7 +824,10 @@ mod tests {
     #[test]
     fn free_ports_are_distinct() {
         let endpoints = pick_free_ports(&[80, 443, 8080]).expect("ports");
-        let hosts: HashSet<u16> = endpoints.iter().map(|endpoint| endpoint.host_port).collect();
+        let hosts: HashSet<u16> = endpoints
+            .iter()
+            .map(|endpoint| endpoint.host_port)
+            .collect();
         assert_eq!(hosts.len(), 3);
         assert_eq!(endpoints[1].target_port, 443);
     }
@@ -764,7 +839,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let driver = ProcessDriver::new(dir.path()).expect("driver");
         let own_pid = std::process::id();
-        let own_start = procfs::read_stat(own_pid).expect("stat").expect("exists").start_ticks;
+        let own_start = procfs::read_stat(own_pid)
+            .expect("stat")
+            .expect("exists")
+            .start_ticks;
         let record = TaskRecord {
             format: RECORD_FORMAT,
             task_id: "reused".to_owned(),
@@ -777,16 +855,28 @@ mod tests {
             log_path: dir.path().join("reused/output.log"),
             exit: None,
         };
-        record.save(&driver.record_path("reused")).await.expect("save");
+        record
+            .save(&driver.record_path("reused"))
+            .await
+            .expect("save");
 
         assert!(driver.list().await.expect("list").is_empty());
-        assert_eq!(driver.wait("reused").await.expect("wait"), TaskExit::Unknown);
+        assert_eq!(
+            driver.wait("reused").await.expect("wait"),
+            TaskExit::Unknown
+        );
         // Stopping it returns the recorded exit and sends no signal (we are alive).
         assert_eq!(
-            driver.stop("reused", Duration::from_millis(10)).await.expect("stop"),
+            driver
+                .stop("reused", Duration::from_millis(10))
+                .await
+                .expect("stop"),
             TaskExit::Unknown
         );
         driver.remove("reused").await.expect("remove");
-        assert!(matches!(driver.inspect("reused").await, Err(DriverError::NotFound { .. })));
+        assert!(matches!(
+            driver.inspect("reused").await,
+            Err(DriverError::NotFound { .. })
+        ));
     }
 }

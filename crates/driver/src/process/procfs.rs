@@ -81,7 +81,9 @@ pub(crate) async fn wait_for_exit(pid: u32, start_ticks: u64) {
             if !is_alive(pid, start_ticks) {
                 return;
             }
-            match AsyncFd::with_interest(pidfd, Interest::READABLE) {
+            // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the
+            // same for the AsyncFd's whole life.
+            match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
                 Ok(async_fd) => {
                     // Readable means exited; an error means the same fd cannot
                     // be polled, and we fall through to polling /proc.
@@ -89,7 +91,9 @@ pub(crate) async fn wait_for_exit(pid: u32, start_ticks: u64) {
                         return;
                     }
                 }
-                Err(err) => tracing::debug!(pid, error = %err, "cannot poll pidfd; polling /proc"),
+                Err(err) => {
+                    tracing::debug!(pid, error = %std::io::Error::from(err), "cannot poll pidfd; polling /proc")
+                }
             }
         }
         Err(err) => tracing::debug!(pid, error = %err, "pidfd_open failed; polling /proc"),
@@ -117,7 +121,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_tricky_command_name() {
-        let text = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 50";
+        let text =
+            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 50";
         let stat = parse_stat(text).expect("parse");
         assert_eq!(stat.state, 'S');
         assert_eq!(stat.start_ticks, 987654);

@@ -9,6 +9,7 @@
 //! Knows the file format only; deciding what a record means is `super`'s job.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -49,25 +50,41 @@ impl TaskRecord {
     }
 
     pub(crate) async fn save(&self, path: &Path) -> Result<(), DriverError> {
-        let json = serde_json::to_vec_pretty(self).map_err(|source| DriverError::CorruptRecord {
-            path: path.to_owned(),
-            source,
-        })?;
-        let tmp = path.with_extension("json.tmp");
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|err| DriverError::io("cannot create task record", &tmp, err))?;
-        file.write_all(&json)
-            .await
-            .map_err(|err| DriverError::io("cannot write task record", &tmp, err))?;
-        // fsync before rename: otherwise a power loss can leave the new name
-        // pointing at an empty file and the task would be forgotten.
-        file.sync_all()
-            .await
-            .map_err(|err| DriverError::io("cannot sync task record", &tmp, err))?;
-        drop(file);
-        tokio::fs::rename(&tmp, path)
-            .await
-            .map_err(|err| DriverError::io("cannot rename task record", path, err))
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|source| DriverError::CorruptRecord {
+                path: path.to_owned(),
+                source,
+            })?;
+        // A unique temp name: two writers of one record (a task's watcher and an
+        // adopting instance) must not write into the same temp file.
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let n_save = SAVES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("json.{}.{n_save}.tmp", std::process::id()));
+        let written = write_synced(&tmp, &json).await;
+        let renamed = match written {
+            Ok(()) => tokio::fs::rename(&tmp, path)
+                .await
+                .map_err(|err| DriverError::io("cannot rename task record", path, err)),
+            Err(err) => Err(err),
+        };
+        if renamed.is_err() {
+            // Best effort: do not leave temp files behind for every failed save.
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        renamed
     }
+}
+
+async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|err| DriverError::io("cannot create task record", path, err))?;
+    file.write_all(bytes)
+        .await
+        .map_err(|err| DriverError::io("cannot write task record", path, err))?;
+    // fsync before rename: otherwise a power loss can leave the new name
+    // pointing at an empty file and the task would be forgotten.
+    file.sync_all()
+        .await
+        .map_err(|err| DriverError::io("cannot sync task record", path, err))
 }

@@ -1,0 +1,168 @@
+//! Request and response bodies of the control API, and of the node-to-node endpoints
+//! (join, heartbeat, certificate renewal).
+
+use std::collections::BTreeMap;
+
+use hoist_types::{Availability, EngineInfo, Node, NodeId, Role};
+use serde::{Deserialize, Serialize};
+
+/// Every error response carries this body, with an HTTP status that says its kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct InitRequest {
+    /// Address other nodes reach this one at; defaults to the listen address.
+    pub advertise_addr: Option<String>,
+    pub heartbeat_period_ms: Option<u64>,
+    pub heartbeat_grace: Option<u32>,
+    pub cert_expiry_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitResponse {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub worker_token: String,
+    pub manager_token: String,
+    pub advertise_addr: String,
+}
+
+/// Asks the local daemon to join a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinClusterRequest {
+    pub token: String,
+    pub manager_addr: String,
+    pub advertise_addr: Option<String>,
+    /// When set, the join is refused unless the token is of this role.
+    #[serde(default)]
+    pub expected_role: Option<Role>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinClusterResponse {
+    pub node_id: NodeId,
+    pub role: Role,
+}
+
+/// Sent by a joining node to a manager's TLS listener (no client certificate yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub secret: String,
+    /// When set, the manager refuses unless the secret is of this role.
+    #[serde(default)]
+    pub expected_role: Option<Role>,
+    pub hostname: String,
+    pub addr: String,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: NodeId,
+    pub role: Role,
+    pub cluster_id: String,
+    pub chain_pem: String,
+    pub ca_pem: String,
+    /// Addresses of the managers, to find the leader from.
+    pub managers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub role: Role,
+    pub token: String,
+    /// A manager address to put in the printed command.
+    pub manager_addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LeaveRequest {
+    pub force: bool,
+}
+
+/// `node ls` and `node inspect` rows: the stored node plus what only the managers'
+/// Raft view knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: Node,
+    /// Leader, Reachable or Unreachable for managers; absent for workers.
+    pub manager_status: Option<String>,
+    /// Whether this row is the node that answered.
+    pub is_self: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct NodeUpdateRequest {
+    pub availability: Option<Availability>,
+    pub label_add: BTreeMap<String, String>,
+    pub label_rm: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InfoResponse {
+    pub node_id: Option<NodeId>,
+    pub hostname: String,
+    pub cluster_id: Option<String>,
+    pub role: Option<Role>,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub leader_addr: Option<String>,
+    pub managers: usize,
+    pub quorum: usize,
+    pub nodes: usize,
+    pub raft_term: u64,
+    pub raft_commit_index: u64,
+    pub heartbeat_period_ms: u64,
+    pub heartbeat_grace: u32,
+    pub cert_expiry_secs: u64,
+    pub cert_not_after: Option<i64>,
+}
+
+/// A node's beat to the leader's dispatcher. The node's id comes from its certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub addr: String,
+    pub engine: EngineInfo,
+    /// The role the node's current certificate carries.
+    pub cert_role: Role,
+    /// Whether the node runs a Raft member (managers only).
+    pub raft_running: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub period_ms: u64,
+    /// The role the cluster wants this node in; the node renews its certificate and
+    /// starts or stops Raft to match.
+    pub desired_role: Role,
+    pub managers: Vec<String>,
+    pub cert_expiry_secs: u64,
+}
+
+/// Refusal of a heartbeat sent to a manager that is not the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotLeaderBody {
+    pub message: String,
+    pub leader_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub chain_pem: String,
+    pub role: Role,
+}
+
+/// A manager asking the leader to make it a voter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftJoinRequest {
+    pub addr: String,
+}

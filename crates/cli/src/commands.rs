@@ -1,0 +1,351 @@
+//! Client commands: each turns its arguments into one or a few control API calls and
+//! prints the answer.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use hoist_api::{
+    Client, InfoResponse, InitRequest, InitResponse, JoinClusterRequest, JoinClusterResponse,
+    LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
+};
+use hoist_types::{Availability, Role};
+
+use crate::output::{print_json, print_table, wants_json};
+use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
+
+/// The default daemon socket when neither --host nor HOIST_HOST is given.
+pub const DEFAULT_SOCKET: &str = "/var/run/hoist/hoist.sock";
+
+fn client_for(host: Option<&str>) -> anyhow::Result<Client> {
+    let host = host.unwrap_or(DEFAULT_SOCKET);
+    let path = match host.strip_prefix("unix://") {
+        Some(path) => path,
+        None if host.starts_with('/') => host,
+        None => bail!("unsupported --host {host:?}: use unix:///path/to/hoist.sock"),
+    };
+    Ok(Client::unix(path)?)
+}
+
+/// Runs a client command against the daemon at `host`.
+pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<()> {
+    let client = client_for(host)?;
+    match command {
+        Command::Init(args) => {
+            let request = InitRequest {
+                advertise_addr: args.advertise_addr,
+                heartbeat_period_ms: args.heartbeat_period,
+                heartbeat_grace: args.heartbeat_grace,
+                cert_expiry_secs: args.cert_expiry.map(|ms| ms / 1000),
+            };
+            if request.heartbeat_grace == Some(0) {
+                bail!("--heartbeat-grace must be at least 1");
+            }
+            let response: InitResponse = client.post("/v1/init", &request).await?;
+            print_init(&response);
+        }
+        Command::Join(args) => {
+            if let Some(role) = &args.role {
+                role.parse::<Role>().map_err(anyhow::Error::msg)?;
+            }
+            let request = JoinClusterRequest {
+                token: args.token,
+                manager_addr: args.manager_addr,
+                advertise_addr: args.advertise_addr,
+                expected_role: args.role.map(|role| role.parse::<Role>()).transpose().map_err(anyhow::Error::msg)?,
+            };
+            let response: JoinClusterResponse = client.post("/v1/join-cluster", &request).await?;
+            println!(
+                "This node joined a cluster as a {} (node id {}).",
+                response.role, response.node_id
+            );
+        }
+        Command::JoinToken(args) => join_token(&client, args).await?,
+        Command::Leave(args) => {
+            let _: serde_json::Value = client
+                .post("/v1/leave", &LeaveRequest { force: args.force })
+                .await?;
+            println!("Node left the cluster.");
+        }
+        Command::Node(command) => node(&client, command).await?,
+        Command::Info(args) => info(&client, args).await?,
+        Command::Daemon(_) => bail!("the daemon is not a client command"),
+    }
+    Ok(())
+}
+
+fn print_init(response: &InitResponse) {
+    println!(
+        "Cluster initialized: current node ({}) is now a manager.\n",
+        response.node_id
+    );
+    println!("To add a worker to this cluster, run the following command:\n");
+    println!(
+        "    hoist join --token {} {}\n",
+        response.worker_token, response.advertise_addr
+    );
+    println!("To add a manager to this cluster, run the following command:\n");
+    println!(
+        "    hoist join --token {} {}\n",
+        response.manager_token, response.advertise_addr
+    );
+}
+
+async fn join_token(client: &Client, args: JoinTokenArgs) -> anyhow::Result<()> {
+    let role: Role = args.role.parse().map_err(anyhow::Error::msg)?;
+    let path = format!(
+        "/v1/join-tokens/{role}{}",
+        if args.rotate { "?rotate=true" } else { "" }
+    );
+    let response: TokenResponse = if args.rotate {
+        client.post(&path, &()).await?
+    } else {
+        client.get(&path).await?
+    };
+    if args.quiet {
+        println!("{}", response.token);
+        return Ok(());
+    }
+    if args.rotate {
+        println!("Successfully rotated {role} join token.\n");
+    }
+    println!("To add a {role} to this cluster, run the following command:\n");
+    println!(
+        "    hoist join --token {} {}\n",
+        response.token, response.manager_addr
+    );
+    Ok(())
+}
+
+async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::Ls(args) => node_ls(client, args).await,
+        NodeCommand::Inspect { node, pretty } => {
+            if node.is_empty() {
+                bail!("node inspect needs at least one node (id, id prefix or hostname)");
+            }
+            let mut views = Vec::new();
+            for reference in &node {
+                let view: NodeView = client.get(&format!("/v1/nodes/{}", encode(reference))).await?;
+                views.push(view);
+            }
+            if pretty {
+                for view in &views {
+                    print_node_pretty(view);
+                }
+                Ok(())
+            } else {
+                print_json(&views)
+            }
+        }
+        NodeCommand::Update(args) => node_update(client, args).await,
+        NodeCommand::Promote { nodes } => {
+            each_node(&nodes, "promote", |reference| async move {
+                let view: NodeView = client
+                    .post(&format!("/v1/nodes/{}/promote", encode(&reference)), &())
+                    .await?;
+                println!("Node {} promoted to a manager in the cluster.", view.node.hostname);
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::Demote { nodes } => {
+            each_node(&nodes, "demote", |reference| async move {
+                let view: NodeView = client
+                    .post(&format!("/v1/nodes/{}/demote", encode(&reference)), &())
+                    .await?;
+                println!("Manager {} demoted in the cluster.", view.node.hostname);
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::Rm { force, nodes } => {
+            each_node(&nodes, "rm", |reference| async move {
+                let _: serde_json::Value = client
+                    .delete(&format!(
+                        "/v1/nodes/{}{}",
+                        encode(&reference),
+                        if force { "?force=true" } else { "" }
+                    ))
+                    .await?;
+                println!("{reference}");
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+/// Runs `action` for each node; like Docker, goes on after a failure and fails at the end.
+async fn each_node<F, Fut>(nodes: &[String], verb: &str, action: F) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if nodes.is_empty() {
+        bail!("node {verb} needs at least one node (id, id prefix or hostname)");
+    }
+    let mut failures = Vec::new();
+    for reference in nodes {
+        if let Err(err) = action(reference.clone()).await {
+            failures.push(format!("{reference}: {err:#}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n"))
+    }
+}
+
+/// Node references go into a path; ids and hostnames are plain, but be safe.
+fn encode(reference: &str) -> String {
+    reference
+        .bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
+    let json = wants_json(&args.format)?;
+    let mut nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
+    nodes.sort_by(|a, b| a.node.hostname.cmp(&b.node.hostname).then(a.node.id.cmp(&b.node.id)));
+    if args.quiet {
+        for view in &nodes {
+            println!("{}", view.node.id);
+        }
+        return Ok(());
+    }
+    if json {
+        return print_json(&nodes);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|view| {
+            vec![
+                format!("{}{}", view.node.id, if view.is_self { " *" } else { "" }),
+                view.node.hostname.clone(),
+                view.node.status.as_str().to_string(),
+                view.node.availability.as_str().to_string(),
+                view.manager_status.clone().unwrap_or_default(),
+                view.node.addr.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDRESS"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn print_node_pretty(view: &NodeView) {
+    let node = &view.node;
+    println!("ID:\t\t\t{}", node.id);
+    println!("Hostname:\t\t{}", node.hostname);
+    println!("Joined at:\t\t{} ms since the epoch", node.created_at_ms);
+    println!("Status:");
+    println!(" State:\t\t\t{}", node.status.as_str());
+    if !node.status_message.is_empty() {
+        println!(" Message:\t\t{}", node.status_message);
+    }
+    println!(" Availability:\t\t{}", node.availability.as_str());
+    println!(" Address:\t\t{}", node.addr);
+    if let Some(status) = &view.manager_status {
+        println!("Manager Status:\t\t{status}");
+    }
+    if !node.labels.is_empty() {
+        println!("Labels:");
+        for (key, value) in &node.labels {
+            println!(" - {key}={value}");
+        }
+    }
+    println!("Engine:");
+    println!(" Drivers:\t\t{}", node.engine.drivers.join(", "));
+    if let Some(version) = &node.engine.docker_version {
+        println!(" Docker version:\t{version}");
+    }
+    if let Some(driver) = &node.engine.storage_driver {
+        println!(" Storage driver:\t{driver}");
+    }
+    println!();
+}
+
+async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()> {
+    let availability = args
+        .availability
+        .as_deref()
+        .map(str::parse::<Availability>)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut label_add = BTreeMap::new();
+    for label in &args.label_add {
+        let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        if key.is_empty() {
+            bail!("invalid --label-add {label:?}: expected KEY=VALUE");
+        }
+        label_add.insert(key.to_string(), value.to_string());
+    }
+    if availability.is_none() && label_add.is_empty() && args.label_rm.is_empty() {
+        bail!("node update needs --availability, --label-add or --label-rm");
+    }
+    let request = NodeUpdateRequest {
+        availability,
+        label_add,
+        label_rm: args.label_rm,
+    };
+    let _: NodeView = client
+        .post(&format!("/v1/nodes/{}/update", encode(&args.node)), &request)
+        .await
+        .with_context(|| format!("updating node {}", args.node))?;
+    println!("{}", args.node);
+    Ok(())
+}
+
+async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
+    let json = wants_json(&args.format)?;
+    let info: InfoResponse = client.get("/v1/info").await?;
+    if json {
+        return print_json(&info);
+    }
+    let Some(cluster_id) = &info.cluster_id else {
+        println!("Cluster: inactive");
+        println!(" Hostname: {}", info.hostname);
+        println!(" This daemon is not part of a cluster: run `hoist init` or `hoist join`.");
+        return Ok(());
+    };
+    println!("Cluster: active");
+    println!(" Cluster ID: {cluster_id}");
+    if let Some(node_id) = info.node_id {
+        println!(" Node ID: {node_id}");
+    }
+    println!(" Hostname: {}", info.hostname);
+    if let Some(role) = info.role {
+        println!(" Role: {role}{}", if info.is_leader { " (leader)" } else { "" });
+    }
+    if let Some(leader) = info.leader {
+        println!(
+            " Leader: {leader}{}",
+            info.leader_addr
+                .as_deref()
+                .map(|addr| format!(" at {addr}"))
+                .unwrap_or_default()
+        );
+    }
+    if info.role == Some(Role::Manager) {
+        println!(" Managers: {}", info.managers);
+        println!(" Quorum: {}", info.quorum);
+        println!(" Nodes: {}", info.nodes);
+        println!(" Raft:");
+        println!("  Term: {}", info.raft_term);
+        println!("  Commit index: {}", info.raft_commit_index);
+    }
+    println!(" Dispatcher:");
+    println!("  Heartbeat period: {} ms", info.heartbeat_period_ms);
+    println!("  Heartbeat grace: {} periods", info.heartbeat_grace);
+    println!(" CA configuration:");
+    println!("  Expiry duration: {} s", info.cert_expiry_secs);
+    Ok(())
+}

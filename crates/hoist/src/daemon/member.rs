@@ -1,0 +1,767 @@
+//! The node's lifecycle: not in a cluster, then a member (after `init`, `join`, or a
+//! restart with a data directory), possibly a manager, and back out on `leave`.
+//!
+//! Lifecycle steps are serialized by one async mutex, so an `init` racing a `join` or a
+//! promotion racing a demotion cannot interleave. What a node must find again after a
+//! restart is in `node.json` (who it is, where the managers are) and `identity.json`
+//! (its key and certificates, mode 0600); a manager also has its Raft store.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use hoist_api::{
+    InitRequest, InitResponse, JoinClusterRequest, JoinClusterResponse, JoinRequest, JoinResponse,
+    NotLeaderBody, RaftJoinRequest,
+};
+use hoist_manager::{bootstrap_cluster, BootstrapConfig, Manager, ManagerError};
+use hoist_pki::{IdentityHandle, JoinToken, NodeCsr, NodeIdentity, PeerIdentity};
+use hoist_raft::{RaftConfig, RaftNode};
+use hoist_state::ClusterSettings;
+use hoist_types::{EngineInfo, NodeId, Role};
+use hoist_worker::{run_session, SessionHost, SessionState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{identity_file, node_file, raft_dir, server};
+
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: Option<String>,
+    pub hostname: String,
+}
+
+/// What `node.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeRecord {
+    node_id: NodeId,
+    cluster_id: String,
+    hostname: String,
+    advertise_addr: String,
+    managers: Vec<String>,
+}
+
+/// A lifecycle failure, with the HTTP status that says its kind.
+#[derive(Debug)]
+pub struct LifecycleError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl LifecycleError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        LifecycleError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for LifecycleError {
+    fn from(err: anyhow::Error) -> Self {
+        LifecycleError::new(500, format!("{err:#}"))
+    }
+}
+
+pub struct Daemon {
+    config: DaemonConfig,
+    member: RwLock<Option<Arc<Member>>>,
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// A node that belongs to a cluster.
+pub struct Member {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub hostname: String,
+    pub advertise_addr: String,
+    identity: IdentityHandle,
+    files: Mutex<NodeIdentity>,
+    certificate: Mutex<PeerIdentity>,
+    pub http: reqwest::Client,
+    managers: Mutex<Vec<String>>,
+    manager: RwLock<Option<ManagerRuntime>>,
+    /// The leader has confirmed this manager is a voter.
+    voter_confirmed: AtomicBool,
+    data_dir: PathBuf,
+    session_state: watch::Sender<SessionState>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set when the cluster removed this node; routes then say so.
+    removed: Mutex<Option<String>>,
+}
+
+struct ManagerRuntime {
+    manager: Manager,
+    stop: watch::Sender<bool>,
+}
+
+impl Daemon {
+    pub fn new(config: DaemonConfig) -> Self {
+        Daemon {
+            config,
+            member: RwLock::new(None),
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.config.hostname
+    }
+
+    pub fn member(&self) -> Option<Arc<Member>> {
+        self.member.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn default_advertise(&self) -> Result<String, LifecycleError> {
+        if let Some(addr) = &self.config.advertise_addr {
+            return Ok(addr.clone());
+        }
+        if self.config.listen_addr.ip().is_unspecified() {
+            return Err(LifecycleError::new(
+                400,
+                format!(
+                    "could not choose an address to advertise: the daemon listens on {}; pass --advertise-addr",
+                    self.config.listen_addr
+                ),
+            ));
+        }
+        Ok(self.config.listen_addr.to_string())
+    }
+
+    /// Picks the node up where it was: a member if its data directory says so.
+    pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
+        let dir = &self.config.data_dir;
+        let record_path = node_file(dir);
+        if !record_path.exists() {
+            return Ok(());
+        }
+        let record: NodeRecord = read_json(&record_path)?;
+        let files: NodeIdentity = read_json(&identity_file(dir))?;
+        let _guard = self.lifecycle.lock().await;
+        let member = self.start_member(record, files).await?;
+        let raft_exists = raft_dir(dir).join("raft.redb").exists();
+        if member.cert_role() == Role::Manager && raft_exists {
+            self.start_manager(&member).await?;
+        }
+        self.start_session(&member);
+        tracing::info!(node = %member.node_id, role = %member.cert_role(), "resumed cluster membership");
+        Ok(())
+    }
+
+    async fn start_member(
+        self: &Arc<Self>,
+        record: NodeRecord,
+        files: NodeIdentity,
+    ) -> anyhow::Result<Arc<Member>> {
+        let identity = IdentityHandle::new(&files)?;
+        let certificate = files.peer()?;
+        let client_config = hoist_pki::client_config(&identity)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(client_config)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .context("building the TLS client")?;
+        let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
+            .await
+            .with_context(|| format!("listening on {}", self.config.listen_addr))?;
+        let server_config = hoist_pki::server_config(&identity)?;
+        let (stop, _) = watch::channel(false);
+        let (session_state, _) = watch::channel(SessionState::default());
+        let member = Arc::new(Member {
+            node_id: record.node_id,
+            cluster_id: record.cluster_id,
+            hostname: record.hostname,
+            advertise_addr: record.advertise_addr,
+            identity,
+            files: Mutex::new(files),
+            certificate: Mutex::new(certificate),
+            http,
+            managers: Mutex::new(record.managers),
+            manager: RwLock::new(None),
+            voter_confirmed: AtomicBool::new(false),
+            data_dir: self.config.data_dir.clone(),
+            session_state,
+            stop,
+            tasks: Mutex::new(Vec::new()),
+            removed: Mutex::new(None),
+        });
+        let tls = server::serve_tls(self.clone(), listener, server_config).await;
+        member.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
+        *self.member.write().unwrap_or_else(|p| p.into_inner()) = Some(member.clone());
+        Ok(member)
+    }
+
+    fn start_session(self: &Arc<Self>, member: &Arc<Member>) {
+        let host = Arc::new(SessionHandle {
+            daemon: self.clone(),
+            member: member.clone(),
+        });
+        let handle = tokio::spawn(run_session(
+            host,
+            member.session_state.clone(),
+            member.stop.subscribe(),
+        ));
+        member.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+    }
+
+    /// Starts Raft and the manager's loops on this member.
+    async fn start_manager(&self, member: &Arc<Member>) -> anyhow::Result<Manager> {
+        if let Some(runtime) = member.manager.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(runtime.manager.clone());
+        }
+        let raft = RaftNode::start(
+            member.node_id.0,
+            &raft_dir(&member.data_dir),
+            RaftConfig::default(),
+            member.http.clone(),
+        )
+        .await?;
+        let manager = Manager::new(member.node_id, raft);
+        let (stop, stop_rx) = watch::channel(false);
+        {
+            let watcher = manager.clone();
+            tokio::spawn(async move { watcher.run_node_watch(stop_rx).await });
+        }
+        *member.manager.write().unwrap_or_else(|p| p.into_inner()) = Some(ManagerRuntime {
+            manager: manager.clone(),
+            stop,
+        });
+        tracing::info!(node = %member.node_id, "manager started");
+        Ok(manager)
+    }
+
+    /// Stops Raft here and forgets its store: a demoted manager that comes back later
+    /// joins afresh, never with a stale membership.
+    async fn stop_manager(&self, member: &Arc<Member>) {
+        let runtime = member.manager.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(runtime) = runtime {
+            let _ = runtime.stop.send(true);
+            runtime.manager.raft().shutdown().await;
+            member.voter_confirmed.store(false, Ordering::SeqCst);
+            if let Err(err) = std::fs::remove_dir_all(raft_dir(&member.data_dir)) {
+                tracing::warn!(error = %err, "removing the raft store");
+            }
+            tracing::info!(node = %member.node_id, "manager stopped: this node is now a worker");
+        }
+    }
+
+    pub async fn init(self: &Arc<Self>, request: InitRequest) -> Result<InitResponse, LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        if self.member().is_some() {
+            return Err(LifecycleError::new(
+                409,
+                "this node is already part of a cluster: use `hoist leave` before creating a new one",
+            ));
+        }
+        let advertise_addr = match request.advertise_addr {
+            Some(addr) => {
+                super::validate_addr(&addr).map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err:#}")))?;
+                addr
+            }
+            None => self.default_advertise()?,
+        };
+        let mut settings = ClusterSettings::default();
+        if let Some(period) = request.heartbeat_period_ms {
+            if !(50..=60_000).contains(&period) {
+                return Err(LifecycleError::new(400, "--heartbeat-period must be between 50ms and 60s"));
+            }
+            settings.heartbeat_period_ms = period;
+        }
+        if let Some(grace) = request.heartbeat_grace {
+            if grace == 0 {
+                return Err(LifecycleError::new(400, "--heartbeat-grace must be at least 1"));
+            }
+            settings.heartbeat_grace = grace;
+        }
+        if let Some(expiry) = request.cert_expiry_secs {
+            if expiry < 60 {
+                return Err(LifecycleError::new(400, "--cert-expiry must be at least 1m"));
+            }
+            settings.cert_expiry_secs = expiry;
+        }
+        let bootstrap = bootstrap_cluster(&BootstrapConfig {
+            hostname: self.config.hostname.clone(),
+            advertise_addr: advertise_addr.clone(),
+            settings,
+        })
+        .map_err(|err| LifecycleError::new(500, err.to_string()))?;
+        let record = NodeRecord {
+            node_id: bootstrap.node_id,
+            cluster_id: bootstrap.cluster_id.clone(),
+            hostname: self.config.hostname.clone(),
+            advertise_addr: advertise_addr.clone(),
+            managers: vec![advertise_addr.clone()],
+        };
+        let result = async {
+            let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
+            let member = self.start_member(record.clone(), bootstrap.identity.clone()).await?;
+            let manager = self.start_manager(&member).await?;
+            manager
+                .raft()
+                .initialize(&advertise_addr)
+                .await
+                .map_err(|err| anyhow!("starting raft: {err}"))?;
+            manager
+                .propose(bootstrap.change.clone())
+                .await
+                .map_err(|err| anyhow!("recording the new cluster: {err}"))?;
+            member.voter_confirmed.store(true, Ordering::SeqCst);
+            // Written last: a crash before this point leaves a node that is not in a
+            // cluster, which `init` can simply be run on again.
+            write_secret_json(&identity_file(&self.config.data_dir), &bootstrap.identity)?;
+            write_json(&node_file(&self.config.data_dir), &record)?;
+            self.start_session(&member);
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            self.abandon_membership().await;
+            return Err(err.into());
+        }
+        tracing::info!(node = %bootstrap.node_id, cluster = %bootstrap.cluster_id, "cluster initialized");
+        Ok(bootstrap.response)
+    }
+
+    pub async fn join(
+        self: &Arc<Self>,
+        request: JoinClusterRequest,
+    ) -> Result<JoinClusterResponse, LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        if self.member().is_some() {
+            return Err(LifecycleError::new(
+                409,
+                "this node is already part of a cluster: use `hoist leave` before joining another one",
+            ));
+        }
+        let token = JoinToken::parse(&request.token).map_err(|err| LifecycleError::new(400, err.to_string()))?;
+        super::validate_addr(&request.manager_addr)
+            .map_err(|err| LifecycleError::new(400, format!("manager address: {err:#}")))?;
+        let advertise_addr = match request.advertise_addr {
+            Some(addr) => {
+                super::validate_addr(&addr).map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err:#}")))?;
+                addr
+            }
+            None => self.default_advertise()?,
+        };
+        let ca_pem = probe_ca(&request.manager_addr, &token.ca_digest).await?;
+        let csr = NodeCsr::generate().map_err(|err| LifecycleError::new(500, err.to_string()))?;
+        let pinned = reqwest::Client::builder()
+            .use_preconfigured_tls(
+                hoist_pki::pinned_config(&ca_pem).map_err(|err| LifecycleError::new(500, err.to_string()))?,
+            )
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|err| LifecycleError::new(500, err.to_string()))?;
+        let response = pinned
+            .post(format!("https://{}/v1/join", request.manager_addr))
+            .json(&JoinRequest {
+                secret: token.secret.clone(),
+                expected_role: request.expected_role,
+                hostname: self.config.hostname.clone(),
+                addr: advertise_addr.clone(),
+                csr_pem: csr.csr_pem,
+            })
+            .send()
+            .await
+            .map_err(|err| LifecycleError::new(502, format!("joining through {}: {err}", request.manager_addr)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<hoist_api::ErrorBody>(&text)
+                .map(|body| body.message)
+                .unwrap_or(text);
+            return Err(LifecycleError::new(status.as_u16(), format!("the manager refused the join: {message}")));
+        }
+        let joined: JoinResponse = response
+            .json()
+            .await
+            .map_err(|err| LifecycleError::new(502, format!("bad join response: {err}")))?;
+        let files = NodeIdentity {
+            key_pem: csr.key_pem,
+            chain_pem: joined.chain_pem.clone(),
+            ca_pem: joined.ca_pem.clone(),
+        };
+        let mut managers = joined.managers.clone();
+        if !managers.contains(&request.manager_addr) {
+            managers.insert(0, request.manager_addr.clone());
+        }
+        let record = NodeRecord {
+            node_id: joined.node_id,
+            cluster_id: joined.cluster_id.clone(),
+            hostname: self.config.hostname.clone(),
+            advertise_addr: advertise_addr.clone(),
+            managers,
+        };
+        let result = async {
+            write_secret_json(&identity_file(&self.config.data_dir), &files)?;
+            write_json(&node_file(&self.config.data_dir), &record)?;
+            let member = self.start_member(record, files).await?;
+            if joined.role == Role::Manager {
+                let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
+                self.start_manager(&member).await?;
+                self.request_voter(&member).await?;
+            }
+            self.start_session(&member);
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            self.abandon_membership().await;
+            return Err(err.into());
+        }
+        tracing::info!(node = %joined.node_id, role = %joined.role, "joined the cluster");
+        Ok(JoinClusterResponse {
+            node_id: joined.node_id,
+            role: joined.role,
+        })
+    }
+
+    /// Asks the leader to make this manager a voter, following redirects.
+    async fn request_voter(&self, member: &Arc<Member>) -> anyhow::Result<()> {
+        let body = RaftJoinRequest {
+            addr: member.advertise_addr.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut candidates = member.managers();
+        let mut last_error = String::from("no manager known");
+        while tokio::time::Instant::now() < deadline {
+            let Some(addr) = candidates.pop() else {
+                candidates = member.managers();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            if addr == member.advertise_addr {
+                continue;
+            }
+            let response = member
+                .http
+                .post(format!("https://{addr}/v1/raft/join-me"))
+                .json(&body)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await;
+            match response {
+                Ok(response) if response.status().is_success() => {
+                    member.voter_confirmed.store(true, Ordering::SeqCst);
+                    tracing::info!(node = %member.node_id, leader = %addr, "this manager is now a raft voter");
+                    return Ok(());
+                }
+                Ok(response) if response.status() == reqwest::StatusCode::MISDIRECTED_REQUEST => {
+                    let body: Option<NotLeaderBody> = response.json().await.ok();
+                    if let Some(leader) = body.and_then(|body| body.leader_addr) {
+                        candidates.push(leader);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    last_error = format!("{addr}: {status}: {}", response.text().await.unwrap_or_default());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => last_error = format!("{addr}: {err}"),
+            }
+        }
+        bail!("could not become a raft voter: {last_error}")
+    }
+
+    pub async fn leave(self: &Arc<Self>, force: bool) -> Result<(), LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(member) = self.member() else {
+            return Err(LifecycleError::new(409, "this node is not part of a cluster"));
+        };
+        if member.is_manager() && !force {
+            let managers = member
+                .manager()
+                .map(|manager| manager.raft().membership().voters.len())
+                .unwrap_or(1);
+            return Err(LifecycleError::new(
+                409,
+                format!(
+                    "this node is a manager ({managers} managers in the cluster): leaving would lose a manager, and with it possibly the quorum. Demote it first with `hoist node demote {}`, or use --force",
+                    member.hostname
+                ),
+            ));
+        }
+        self.abandon_membership().await;
+        tracing::info!(node = %member.node_id, "left the cluster");
+        Ok(())
+    }
+
+    /// Stops everything a membership started and forgets it on disk.
+    async fn abandon_membership(&self) {
+        let member = self.member.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(member) = member {
+            self.stop_member(&member).await;
+            self.stop_manager(&member).await;
+        }
+        let dir = &self.config.data_dir;
+        for path in [node_file(dir), identity_file(dir)] {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_dir_all(raft_dir(dir));
+    }
+
+    async fn stop_member(&self, member: &Arc<Member>) {
+        let _ = member.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = member.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Stops the node, keeping its data for the next start.
+    pub async fn shutdown(&self) {
+        let member = self.member();
+        if let Some(member) = member {
+            self.stop_member(&member).await;
+            let runtime = member.manager.write().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(runtime) = runtime {
+                let _ = runtime.stop.send(true);
+                runtime.manager.raft().shutdown().await;
+            }
+        }
+    }
+}
+
+/// Connects to the manager without trusting it, reads the CA it presents, and checks
+/// the digest against the token's before anything secret is sent.
+async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, LifecycleError> {
+    let (config, captured) =
+        hoist_pki::join_probe_config().map_err(|err| LifecycleError::new(500, err.to_string()))?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| LifecycleError::new(502, format!("cannot reach the manager at {addr}: timed out")))?
+        .map_err(|err| LifecycleError::new(502, format!("cannot reach the manager at {addr}: {err}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(hoist_pki::SERVER_NAME)
+        .map_err(|err| LifecycleError::new(500, err.to_string()))?;
+    tokio::time::timeout(Duration::from_secs(5), connector.connect(name, stream))
+        .await
+        .map_err(|_| LifecycleError::new(502, format!("TLS handshake with {addr} timed out")))?
+        .map_err(|err| LifecycleError::new(502, format!("TLS handshake with {addr} failed: {err}")))?;
+    let Some((digest, pem)) = captured.ca() else {
+        return Err(LifecycleError::new(
+            502,
+            format!("the manager at {addr} presented no certificate chain: refusing to join"),
+        ));
+    };
+    if !digest.eq_ignore_ascii_case(expected_digest) {
+        return Err(LifecycleError::new(
+            403,
+            format!("the manager at {addr} presented a CA whose digest does not match the token: refusing to join"),
+        ));
+    }
+    Ok(pem)
+}
+
+impl Member {
+    pub fn manager(&self) -> Option<Manager> {
+        self.manager
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|runtime| runtime.manager.clone())
+    }
+
+    pub fn is_manager(&self) -> bool {
+        self.manager.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    pub fn cert_role(&self) -> Role {
+        self.certificate.lock().unwrap_or_else(|p| p.into_inner()).role
+    }
+
+    pub fn cert_not_after(&self) -> i64 {
+        self.certificate.lock().unwrap_or_else(|p| p.into_inner()).not_after
+    }
+
+    pub fn managers(&self) -> Vec<String> {
+        self.managers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn removed_message(&self) -> Option<String> {
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn leader_hint(&self) -> Option<String> {
+        self.session_state.borrow().leader_addr.clone()
+    }
+
+    fn save_record(&self) -> anyhow::Result<()> {
+        write_json(
+            &node_file(&self.data_dir),
+            &NodeRecord {
+                node_id: self.node_id,
+                cluster_id: self.cluster_id.clone(),
+                hostname: self.hostname.clone(),
+                advertise_addr: self.advertise_addr.clone(),
+                managers: self.managers(),
+            },
+        )
+    }
+}
+
+/// The daemon as the worker session sees it.
+struct SessionHandle {
+    daemon: Arc<Daemon>,
+    member: Arc<Member>,
+}
+
+impl SessionHost for SessionHandle {
+    fn node_id(&self) -> NodeId {
+        self.member.node_id
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.member.http.clone()
+    }
+
+    fn advertise_addr(&self) -> String {
+        self.member.advertise_addr.clone()
+    }
+
+    fn engine(&self) -> EngineInfo {
+        EngineInfo {
+            drivers: vec!["process".into()],
+            docker_version: None,
+            storage_driver: None,
+        }
+    }
+
+    fn certificate(&self) -> (Role, i64, u64) {
+        let certificate = self.member.certificate.lock().unwrap_or_else(|p| p.into_inner());
+        (certificate.role, certificate.not_after, 0)
+    }
+
+    fn raft_running(&self) -> bool {
+        self.member.is_manager()
+    }
+
+    fn managers(&self) -> Vec<String> {
+        self.member.managers()
+    }
+
+    fn set_managers(&self, managers: Vec<String>) {
+        let changed = {
+            let mut current = self.member.managers.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *current != managers;
+            *current = managers;
+            changed
+        };
+        if changed {
+            if let Err(err) = self.member.save_record() {
+                tracing::warn!(error = %err, "saving the manager list");
+            }
+        }
+    }
+
+    fn install_certificate(&self, key_pem: String, chain_pem: String) -> Result<(), String> {
+        let mut files = self.member.files.lock().unwrap_or_else(|p| p.into_inner());
+        let renewed = NodeIdentity {
+            key_pem,
+            chain_pem,
+            ca_pem: files.ca_pem.clone(),
+        };
+        let peer = renewed.peer().map_err(|err| err.to_string())?;
+        if peer.node_id != self.member.node_id {
+            return Err(format!("the renewed certificate is for node {}, not this one", peer.node_id));
+        }
+        write_secret_json(&identity_file(&self.member.data_dir), &renewed).map_err(|err| format!("{err:#}"))?;
+        self.member.identity.replace(&renewed).map_err(|err| err.to_string())?;
+        *self.member.certificate.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+        *files = renewed;
+        Ok(())
+    }
+
+    async fn become_role(&self, role: Role) -> Result<(), String> {
+        let member = &self.member;
+        match role {
+            Role::Manager => {
+                if member.is_manager() && member.voter_confirmed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let _guard = self.daemon.lifecycle.lock().await;
+                if !member.is_manager() {
+                    let _ = std::fs::remove_dir_all(raft_dir(&member.data_dir));
+                    self.daemon.start_manager(member).await.map_err(|err| format!("{err:#}"))?;
+                }
+                let already_voter = member
+                    .manager()
+                    .map(|manager| manager.raft().membership().voters.contains_key(&member.node_id.0))
+                    .unwrap_or(false);
+                if already_voter {
+                    member.voter_confirmed.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+                self.daemon.request_voter(member).await.map_err(|err| format!("{err:#}"))
+            }
+            Role::Worker => {
+                if !member.is_manager() {
+                    return Ok(());
+                }
+                let _guard = self.daemon.lifecycle.lock().await;
+                self.daemon.stop_manager(member).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn removed(&self, message: String) {
+        *self.member.removed.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a file.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_file(path, &serde_json::to_vec_pretty(value)?, 0o644)
+}
+
+fn write_secret_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_file(path, &serde_json::to_vec_pretty(value)?, 0o600)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Turns a manager refusal into the daemon's error type.
+pub fn manager_error_status(err: &ManagerError) -> u16 {
+    match err {
+        ManagerError::Invalid(_) => 400,
+        ManagerError::NotFound(_) => 404,
+        ManagerError::Refused(_) => 409,
+        ManagerError::Forbidden(_) => 403,
+        ManagerError::NoQuorum(_) => 503,
+        ManagerError::NotLeader { .. } => 421,
+        ManagerError::Internal(_) => 500,
+    }
+}

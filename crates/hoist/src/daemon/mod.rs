@@ -1,0 +1,108 @@
+//! `hoist daemon`: one node. It serves the control API on a unix socket from the start,
+//! and, once the node belongs to a cluster, the TLS listener that carries node-to-node
+//! traffic (join, heartbeats, Raft). A manager also runs Raft and the leader's loops.
+
+mod member;
+mod routes;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hoist_cli::DaemonArgs;
+
+pub use member::Daemon;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join("hoist.sock"));
+    let hostname = match args.hostname.clone() {
+        Some(name) if !name.trim().is_empty() => name,
+        Some(_) => anyhow::bail!("--hostname must not be empty"),
+        None => machine_hostname(),
+    };
+    let listen_addr: std::net::SocketAddr = args
+        .listen_addr
+        .parse()
+        .with_context(|| format!("--listen-addr {:?} is not IP:PORT", args.listen_addr))?;
+    if let Some(advertise) = &args.advertise_addr {
+        validate_addr(advertise).context("--advertise-addr")?;
+    }
+    let daemon = Arc::new(Daemon::new(member::DaemonConfig {
+        data_dir,
+        listen_addr,
+        advertise_addr: args.advertise_addr.clone(),
+        hostname,
+    }));
+    let unix = server::serve_unix(daemon.clone(), &socket)
+        .await
+        .with_context(|| format!("listening on {}", socket.display()))?;
+    daemon.resume().await.context("resuming the node from its data directory")?;
+    tracing::info!(socket = %socket.display(), "hoist daemon ready");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    unix.abort();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Checks HOST:PORT (an IP or a name, and a port).
+pub fn validate_addr(addr: &str) -> anyhow::Result<()> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} is not HOST:PORT"))?;
+    if host.is_empty() {
+        anyhow::bail!("{addr:?} has no host");
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .with_context(|| format!("{addr:?} has no valid port"))?;
+    Ok(())
+}
+
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Where a node keeps what it must find again after a restart.
+pub(crate) fn node_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("node.json")
+}
+
+pub(crate) fn identity_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("identity.json")
+}
+
+pub(crate) fn raft_dir(dir: &std::path::Path) -> PathBuf {
+    dir.join("raft")
+}

@@ -1,0 +1,490 @@
+//! The HTTP routes both listeners serve, and who may call which.
+//!
+//! Five classes of route, decided by path: local-only lifecycle (`init`, `join-cluster`,
+//! `leave`), the open join endpoint (a joining node has no certificate yet), member
+//! endpoints (heartbeat, renewal: any node certificate of this cluster), manager peer
+//! endpoints (Raft: manager certificates of current Raft members), and the control API
+//! (the local socket, or a manager certificate). Handlers translate typed errors into
+//! statuses with a JSON `{"message"}` body.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hoist_api::{
+    ErrorBody, HeartbeatRequest, InfoResponse, InitRequest, JoinClusterRequest, JoinRequest,
+    LeaveRequest, NodeUpdateRequest, NotLeaderBody, RaftJoinRequest, RenewRequest, TokenResponse,
+};
+use hoist_manager::{Manager, ManagerError};
+use hoist_pki::PeerIdentity;
+use hoist_types::Role;
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use super::member::{manager_error_status, LifecycleError, Member};
+use super::server::Caller;
+use super::Daemon;
+
+type AppState = Arc<Daemon>;
+
+/// Raft snapshots travel in one request; a cluster state of many thousand tasks is a
+/// few megabytes of JSON.
+const RAFT_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/init", post(init))
+        .route("/v1/join-cluster", post(join_cluster))
+        .route("/v1/leave", post(leave))
+        .route("/v1/join", post(join))
+        .route("/v1/dispatcher/heartbeat", post(heartbeat))
+        .route("/v1/node/renew", post(renew))
+        .route("/v1/raft/join-me", post(raft_join))
+        .route("/raft/{*rest}", post(raft_rpc))
+        .route("/v1/info", get(info))
+        .route("/v1/nodes", get(node_ls))
+        .route("/v1/nodes/{node}", get(node_inspect).delete(node_rm))
+        .route("/v1/nodes/{node}/update", post(node_update))
+        .route("/v1/nodes/{node}/promote", post(node_promote))
+        .route("/v1/nodes/{node}/demote", post(node_demote))
+        .route("/v1/join-tokens/{role}", get(token_get).post(token_rotate))
+        .layer(axum::middleware::from_fn_with_state(daemon.clone(), authorize))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
+        .with_state(daemon)
+}
+
+/// An error response.
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: serde_json::to_value(ErrorBody {
+                message: message.into(),
+            })
+            .unwrap_or_default(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(err: ManagerError) -> Self {
+        let status = manager_error_status(&err);
+        if let ManagerError::NotLeader { leader_addr } = err {
+            return ApiError {
+                status: StatusCode::MISDIRECTED_REQUEST,
+                body: serde_json::to_value(NotLeaderBody {
+                    message: "this manager is not the leader".into(),
+                    leader_addr,
+                })
+                .unwrap_or_default(),
+            };
+        }
+        ApiError::new(status, err.to_string())
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(err: LifecycleError) -> Self {
+        ApiError::new(err.status, err.message)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    LocalOnly,
+    Open,
+    Member,
+    ManagerPeer,
+    Control,
+}
+
+fn class_of(path: &str) -> Class {
+    match path {
+        "/v1/init" | "/v1/join-cluster" | "/v1/leave" => Class::LocalOnly,
+        "/v1/join" => Class::Open,
+        "/v1/dispatcher/heartbeat" | "/v1/node/renew" => Class::Member,
+        "/v1/raft/join-me" => Class::ManagerPeer,
+        _ if path.starts_with("/raft/") => Class::ManagerPeer,
+        _ if path.starts_with("/v1/dispatcher/") => Class::Member,
+        _ => Class::Control,
+    }
+}
+
+const NOT_IN_CLUSTER: &str =
+    "this node is not part of a cluster: run `hoist init` or `hoist join` first";
+const NOT_A_MANAGER: &str = "this node is not a manager. Worker nodes can't be used to view or modify cluster state: run this command on a manager node, or promote this node to a manager";
+
+async fn authorize(
+    State(daemon): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Peer(None));
+    let class = class_of(request.uri().path());
+    match (&caller, class) {
+        (Caller::Local, Class::ManagerPeer | Class::Member) => {
+            return Err(ApiError::new(403, "this endpoint is for other nodes, over TLS"))
+        }
+        (Caller::Local, _) => return Ok(next.run(request).await),
+        (Caller::Peer(_), Class::LocalOnly) => {
+            return Err(ApiError::new(403, "this endpoint is only served on the local socket"))
+        }
+        (Caller::Peer(_), Class::Open) => return Ok(next.run(request).await),
+        (Caller::Peer(None), _) => {
+            return Err(ApiError::new(
+                401,
+                "this endpoint requires a client certificate signed by the cluster CA (a node gets one by joining)",
+            ))
+        }
+        (Caller::Peer(Some(_)), _) => {}
+    }
+    let Caller::Peer(Some(peer)) = &caller else {
+        return Err(ApiError::new(401, "no client certificate"));
+    };
+    let member = daemon
+        .member()
+        .ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
+    if peer.cluster_id != member.cluster_id {
+        return Err(ApiError::new(
+            403,
+            format!("the certificate is for cluster {}, not this one", peer.cluster_id),
+        ));
+    }
+    if let Some(manager) = member.manager() {
+        // A manager that has just joined has not received the state yet: it cannot tell
+        // members from removed nodes, and must let the leader's replication in.
+        let is_member = manager
+            .local(|state| !state.is_initialized() || state.node_is_member(peer.node_id));
+        if !is_member {
+            return Err(ApiError::new(
+                403,
+                format!(
+                    "node {} is not a member of this cluster (it was removed): its certificate is refused; join again with a token",
+                    peer.node_id
+                ),
+            ));
+        }
+    }
+    if matches!(class, Class::ManagerPeer | Class::Control) && peer.role != Role::Manager {
+        return Err(ApiError::new(
+            403,
+            format!(
+                "this endpoint is for managers: node {} presented a worker certificate",
+                peer.node_id
+            ),
+        ));
+    }
+    if request.uri().path().starts_with("/raft/") {
+        let manager = member.manager().ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
+        let membership = manager.raft().membership();
+        let knows_membership = !membership.voters.is_empty();
+        if knows_membership
+            && !membership.voters.contains_key(&peer.node_id.0)
+            && !membership.learners.contains_key(&peer.node_id.0)
+        {
+            return Err(ApiError::new(
+                403,
+                format!("node {} is not a member of the raft group", peer.node_id),
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+fn peer_of(caller: &Caller) -> Result<&PeerIdentity, ApiError> {
+    match caller {
+        Caller::Peer(Some(peer)) => Ok(peer),
+        _ => Err(ApiError::new(401, "a node certificate is required")),
+    }
+}
+
+fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
+    let member = daemon
+        .member()
+        .ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
+    if let Some(message) = member.removed_message() {
+        return Err(ApiError::new(503, format!("this node was refused by the cluster: {message}")));
+    }
+    Ok(member)
+}
+
+fn manager_of(daemon: &Daemon) -> Result<(Arc<Member>, Manager), ApiError> {
+    let member = member_of(daemon)?;
+    let manager = member.manager().ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
+    Ok((member, manager))
+}
+
+async fn init(State(daemon): State<AppState>, Json(request): Json<InitRequest>) -> ApiResult<hoist_api::InitResponse> {
+    Ok(Json(daemon.init(request).await?))
+}
+
+async fn join_cluster(
+    State(daemon): State<AppState>,
+    Json(request): Json<JoinClusterRequest>,
+) -> ApiResult<hoist_api::JoinClusterResponse> {
+    Ok(Json(daemon.join(request).await?))
+}
+
+async fn leave(State(daemon): State<AppState>, Json(request): Json<LeaveRequest>) -> ApiResult<serde_json::Value> {
+    daemon.leave(request.force).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn join(State(daemon): State<AppState>, Json(request): Json<JoinRequest>) -> ApiResult<hoist_api::JoinResponse> {
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.join(request).await?))
+}
+
+async fn heartbeat(
+    State(daemon): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<HeartbeatRequest>,
+) -> ApiResult<hoist_api::HeartbeatResponse> {
+    let peer = peer_of(&caller)?;
+    let member = daemon.member().ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
+    let Some(manager) = member.manager() else {
+        // A worker's listener: point the caller at a manager it may not know yet.
+        return Err(ManagerError::NotLeader {
+            leader_addr: member.leader_hint(),
+        }
+        .into());
+    };
+    Ok(Json(manager.heartbeat(peer, request).await?))
+}
+
+async fn renew(
+    State(daemon): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<RenewRequest>,
+) -> ApiResult<hoist_api::RenewResponse> {
+    let peer = peer_of(&caller)?;
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.renew(peer, &request.csr_pem).await?))
+}
+
+async fn raft_join(
+    State(daemon): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<RaftJoinRequest>,
+) -> ApiResult<serde_json::Value> {
+    let peer = peer_of(&caller)?;
+    let (_, manager) = manager_of(&daemon)?;
+    manager.add_voter(peer, &request.addr).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn raft_rpc(
+    State(daemon): State<AppState>,
+    Path(rest): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (_, manager) = manager_of(&daemon)?;
+    let (mut parts, body) = request.into_parts();
+    parts.uri = format!("/{rest}")
+        .parse()
+        .map_err(|_| ApiError::new(400, "bad raft path"))?;
+    let routes = hoist_raft::router(manager.raft().clone());
+    routes
+        .oneshot(Request::from_parts(parts, body))
+        .await
+        .map_err(|never| match never {})
+}
+
+async fn info(State(daemon): State<AppState>) -> ApiResult<InfoResponse> {
+    let Some(member) = daemon.member() else {
+        return Ok(Json(InfoResponse {
+            node_id: None,
+            hostname: daemon.hostname().to_string(),
+            cluster_id: None,
+            role: None,
+            is_leader: false,
+            leader: None,
+            leader_addr: None,
+            managers: 0,
+            quorum: 0,
+            nodes: 0,
+            raft_term: 0,
+            raft_commit_index: 0,
+            heartbeat_period_ms: 0,
+            heartbeat_grace: 0,
+            cert_expiry_secs: 0,
+            cert_not_after: None,
+        }));
+    };
+    if let Some(manager) = member.manager() {
+        return Ok(Json(manager.info(&member.hostname, Some(member.cert_not_after())).await?));
+    }
+    Ok(Json(InfoResponse {
+        node_id: Some(member.node_id),
+        hostname: member.hostname.clone(),
+        cluster_id: Some(member.cluster_id.clone()),
+        role: Some(Role::Worker),
+        is_leader: false,
+        leader: None,
+        leader_addr: member.leader_hint(),
+        managers: member.managers().len(),
+        quorum: 0,
+        nodes: 0,
+        raft_term: 0,
+        raft_commit_index: 0,
+        heartbeat_period_ms: 0,
+        heartbeat_grace: 0,
+        cert_expiry_secs: 0,
+        cert_not_after: Some(member.cert_not_after()),
+    }))
+}
+
+async fn node_ls(State(daemon): State<AppState>) -> ApiResult<Vec<hoist_api::NodeView>> {
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.list_nodes().await?))
+}
+
+async fn node_inspect(State(daemon): State<AppState>, Path(node): Path<String>) -> ApiResult<hoist_api::NodeView> {
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.inspect_node(&node).await?))
+}
+
+async fn node_update(
+    State(daemon): State<AppState>,
+    Path(node): Path<String>,
+    Json(request): Json<NodeUpdateRequest>,
+) -> ApiResult<hoist_api::NodeView> {
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.update_node(&node, request).await?))
+}
+
+async fn node_promote(State(daemon): State<AppState>, Path(node): Path<String>) -> ApiResult<hoist_api::NodeView> {
+    let (_, manager) = manager_of(&daemon)?;
+    Ok(Json(manager.promote(&node).await?))
+}
+
+async fn node_demote(State(daemon): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+    let (member, manager) = manager_of(&daemon)?;
+    match manager.demote(&node).await {
+        Ok(view) => Ok(Json(view).into_response()),
+        Err(ManagerError::NotLeader { leader_addr: Some(leader) }) => {
+            forward(&member, reqwest::Method::POST, &leader, &format!("/v1/nodes/{node}/demote"), Some(serde_json::json!(null))).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn node_rm(
+    State(daemon): State<AppState>,
+    Path(node): Path<String>,
+    Query(query): Query<ForceQuery>,
+) -> Result<Response, ApiError> {
+    let (member, manager) = manager_of(&daemon)?;
+    match manager.remove_node(&node, query.force).await {
+        Ok(()) => Ok(Json(serde_json::json!({})).into_response()),
+        Err(ManagerError::NotLeader { leader_addr: Some(leader) }) => {
+            let path = format!("/v1/nodes/{node}{}", if query.force { "?force=true" } else { "" });
+            forward(&member, reqwest::Method::DELETE, &leader, &path, None).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Sends a leader-only control request to the leader, with this manager's certificate.
+async fn forward(
+    member: &Member,
+    method: reqwest::Method,
+    leader: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let mut request = member.http.request(method, format!("https://{leader}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|err| ApiError::new(503, format!("forwarding to the leader at {leader}: {err}")))?;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| ApiError::new(502, format!("reading the leader's answer: {err}")))?;
+    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    role.parse().map_err(|err: String| ApiError::new(400, err))
+}
+
+async fn token_get(State(daemon): State<AppState>, Path(role): Path<String>) -> ApiResult<TokenResponse> {
+    let role = parse_role(&role)?;
+    let (member, manager) = manager_of(&daemon)?;
+    let token = manager.join_token(role, false).await?;
+    Ok(Json(TokenResponse {
+        role,
+        token,
+        manager_addr: member.advertise_addr.clone(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct RotateQuery {
+    #[serde(default)]
+    rotate: bool,
+}
+
+async fn token_rotate(
+    State(daemon): State<AppState>,
+    Path(role): Path<String>,
+    Query(query): Query<RotateQuery>,
+) -> ApiResult<TokenResponse> {
+    let role = parse_role(&role)?;
+    let (member, manager) = manager_of(&daemon)?;
+    let token = manager.join_token(role, query.rotate).await?;
+    Ok(Json(TokenResponse {
+        role,
+        token,
+        manager_addr: member.advertise_addr.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fall_into_the_right_class() {
+        assert_eq!(class_of("/v1/init"), Class::LocalOnly);
+        assert_eq!(class_of("/v1/join"), Class::Open);
+        assert_eq!(class_of("/v1/dispatcher/heartbeat"), Class::Member);
+        assert_eq!(class_of("/raft/append"), Class::ManagerPeer);
+        assert_eq!(class_of("/v1/raft/join-me"), Class::ManagerPeer);
+        assert_eq!(class_of("/v1/nodes"), Class::Control);
+        assert_eq!(class_of("/v1/unknown"), Class::Control);
+    }
+}

@@ -1,0 +1,228 @@
+//! The dispatcher: the leader's view of which nodes are alive.
+//!
+//! Heartbeats are kept in the leader's memory, not in Raft: only a node's move between
+//! Ready and Down is written, so a thousand nodes beating every second cost no log
+//! writes while nothing changes. A new leader starts with a full grace period for every
+//! node, since it has not heard anyone yet.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hoist_api::{HeartbeatRequest, HeartbeatResponse};
+use hoist_pki::PeerIdentity;
+use hoist_state::Change;
+use hoist_types::{NodeId, NodeStatus};
+use tokio::sync::watch;
+
+use crate::{now_ms, Manager, ManagerError, Result};
+
+/// Heartbeat bookkeeping of the current leader.
+#[derive(Clone, Default)]
+pub struct Dispatcher {
+    inner: Arc<Mutex<DispatcherState>>,
+}
+
+#[derive(Default)]
+struct DispatcherState {
+    last_seen: HashMap<NodeId, Instant>,
+    /// When this node last became leader; `None` while it is not.
+    leader_since: Option<Instant>,
+    /// Status changes proposed and not yet applied, so a burst of beats proposes once.
+    in_flight: HashSet<NodeId>,
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        Dispatcher::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatcherState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Nodes whose last beat (or the start of this leadership, if none) is older than
+/// `timeout`, among those not already Down. Pure, for testing.
+pub(crate) fn expired_nodes(
+    nodes: &[(NodeId, NodeStatus)],
+    last_seen: &HashMap<NodeId, Instant>,
+    leader_since: Instant,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<NodeId> {
+    nodes
+        .iter()
+        .filter(|(_, status)| *status != NodeStatus::Down)
+        .filter(|(node_id, _)| {
+            let last = last_seen
+                .get(node_id)
+                .copied()
+                .unwrap_or(leader_since)
+                .max(leader_since);
+            now.saturating_duration_since(last) > timeout
+        })
+        .map(|(node_id, _)| *node_id)
+        .collect()
+}
+
+impl Manager {
+    /// A node's beat. Only the leader accepts it.
+    pub async fn heartbeat(
+        &self,
+        peer: &PeerIdentity,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse> {
+        self.require_leader()?;
+        let node = self
+            .local(|state| state.nodes.get(&peer.node_id).cloned())
+            .ok_or_else(|| {
+                ManagerError::Forbidden(format!(
+                    "node {} is not a member of this cluster (it was removed)",
+                    peer.node_id
+                ))
+            })?;
+        let (settings, managers) = self.local(|state| {
+            (
+                state.settings,
+                state.managers().map(|node| node.addr.clone()).collect(),
+            )
+        });
+        let needs_status = node.status != NodeStatus::Ready;
+        let needs_description = node.addr != request.addr || node.engine != request.engine;
+        let propose = {
+            let mut dispatcher = self.dispatcher().lock();
+            dispatcher.last_seen.insert(peer.node_id, Instant::now());
+            (needs_status || needs_description) && dispatcher.in_flight.insert(peer.node_id)
+        };
+        if propose {
+            let manager = self.clone();
+            let node_id = peer.node_id;
+            tokio::spawn(async move {
+                let at_ms = now_ms();
+                if needs_description {
+                    let change = Change::SetNodeDescription {
+                        node_id,
+                        addr: request.addr,
+                        engine: request.engine,
+                        at_ms,
+                    };
+                    if let Err(err) = manager.propose(change).await {
+                        tracing::warn!(node = %node_id, error = %err, "recording node description");
+                    }
+                }
+                if needs_status {
+                    let change = Change::SetNodeStatus {
+                        node_id,
+                        status: NodeStatus::Ready,
+                        message: String::new(),
+                        at_ms,
+                    };
+                    match manager.propose(change).await {
+                        Ok(_) => tracing::info!(node = %node_id, "node is ready"),
+                        Err(err) => tracing::warn!(node = %node_id, error = %err, "marking node ready"),
+                    }
+                }
+                manager.dispatcher().lock().in_flight.remove(&node_id);
+            });
+        }
+        Ok(HeartbeatResponse {
+            period_ms: settings.heartbeat_period_ms,
+            desired_role: node.role,
+            managers,
+            cert_expiry_secs: settings.cert_expiry_secs,
+        })
+    }
+
+    /// Marks nodes Down when their beats stop, for as long as this node leads. Returns
+    /// when `shutdown` turns true.
+    pub async fn run_node_watch(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let period = self.local(|state| state.settings.heartbeat_period_ms).max(50);
+            let tick = Duration::from_millis(period / 4);
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if !self.is_leader() {
+                let mut dispatcher = self.dispatcher().lock();
+                dispatcher.leader_since = None;
+                dispatcher.last_seen.clear();
+                continue;
+            }
+            let (nodes, timeout) = self.local(|state| {
+                let nodes: Vec<(NodeId, NodeStatus)> = state
+                    .nodes
+                    .values()
+                    .map(|node| (node.id, node.status))
+                    .collect();
+                let timeout = Duration::from_millis(
+                    state.settings.heartbeat_period_ms * u64::from(state.settings.heartbeat_grace),
+                );
+                (nodes, timeout)
+            });
+            let expired = {
+                let mut dispatcher = self.dispatcher().lock();
+                let now = Instant::now();
+                let leader_since = *dispatcher.leader_since.get_or_insert(now);
+                let expired =
+                    expired_nodes(&nodes, &dispatcher.last_seen, leader_since, now, timeout);
+                expired
+                    .into_iter()
+                    .filter(|node_id| dispatcher.in_flight.insert(*node_id))
+                    .collect::<Vec<_>>()
+            };
+            for node_id in expired {
+                let manager = self.clone();
+                tokio::spawn(async move {
+                    let change = Change::SetNodeStatus {
+                        node_id,
+                        status: NodeStatus::Down,
+                        message: "heartbeat failure".into(),
+                        at_ms: now_ms(),
+                    };
+                    match manager.propose(change).await {
+                        Ok(_) => tracing::warn!(node = %node_id, "node is down: heartbeat failure"),
+                        Err(err) => tracing::warn!(node = %node_id, error = %err, "marking node down"),
+                    }
+                    manager.dispatcher().lock().in_flight.remove(&node_id);
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_expire_after_the_timeout_counted_from_leadership_at_the_earliest() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(3);
+        let a = NodeId(1);
+        let b = NodeId(2);
+        let c = NodeId(3);
+        let nodes = vec![
+            (a, NodeStatus::Ready),
+            (b, NodeStatus::Ready),
+            (c, NodeStatus::Down),
+        ];
+        let mut last_seen = HashMap::new();
+        last_seen.insert(a, start + Duration::from_secs(2));
+        // b never beat: its grace starts with the leadership.
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(expired_nodes(&nodes, &last_seen, start, at(3), timeout).is_empty());
+        assert_eq!(expired_nodes(&nodes, &last_seen, start, at(4), timeout), vec![b]);
+        assert_eq!(
+            expired_nodes(&nodes, &last_seen, start, at(6), timeout),
+            vec![a, b],
+            "c is already down and is not reported again"
+        );
+        // A beat older than the leadership counts from the leadership.
+        assert!(expired_nodes(&nodes, &last_seen, at(5), at(7), timeout).is_empty());
+    }
+}

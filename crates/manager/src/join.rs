@@ -1,0 +1,274 @@
+//! Creating a cluster, and admitting nodes into it: join tokens are checked, the node's
+//! certificate request is signed with the role its token grants, and the node is
+//! recorded. Also certificate renewal and a manager's request to become a voter.
+
+use std::time::Duration;
+
+use hoist_api::{InitResponse, JoinRequest, JoinResponse, RenewResponse};
+use hoist_pki::{ClusterCa, JoinToken, NodeCsr, NodeIdentity, PeerIdentity};
+use hoist_state::{CaMaterial, Change, ClusterSettings, ClusterState, JoinTokens};
+use hoist_types::{Availability, Node, NodeId, NodeStatus, Role};
+
+use crate::{now_ms, Manager, ManagerError, Result};
+
+/// What `hoist init` asks for.
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    pub hostname: String,
+    pub advertise_addr: String,
+    pub settings: ClusterSettings,
+}
+
+/// A new cluster's first node, before Raft has it: its identity and the first change.
+pub struct Bootstrap {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub identity: NodeIdentity,
+    pub change: Change,
+    pub response: InitResponse,
+}
+
+/// Creates the CA, the tokens and the first manager's certificate. Nothing is stored:
+/// the daemon starts Raft with this identity and proposes `change`.
+pub fn bootstrap_cluster(config: &BootstrapConfig) -> Result<Bootstrap> {
+    let internal = |err: hoist_pki::PkiError| ManagerError::Internal(err.to_string());
+    let node_id = NodeId::random();
+    let cluster_id = NodeId::random().to_string();
+    let ca = ClusterCa::generate(&cluster_id).map_err(internal)?;
+    let digest = ca.digest().map_err(internal)?;
+    let csr = NodeCsr::generate().map_err(internal)?;
+    let chain_pem = ca
+        .sign_csr(
+            &csr.csr_pem,
+            node_id,
+            Role::Manager,
+            &cluster_id,
+            Duration::from_secs(config.settings.cert_expiry_secs),
+        )
+        .map_err(internal)?;
+    let tokens = JoinTokens {
+        worker_secret: JoinToken::new_secret(),
+        manager_secret: JoinToken::new_secret(),
+        retired: Vec::new(),
+    };
+    let at_ms = now_ms();
+    let first_manager = Node {
+        id: node_id,
+        hostname: config.hostname.clone(),
+        addr: config.advertise_addr.clone(),
+        role: Role::Manager,
+        availability: Availability::Active,
+        status: NodeStatus::Ready,
+        status_message: String::new(),
+        labels: Default::default(),
+        engine: Default::default(),
+        resources: Default::default(),
+        created_at_ms: at_ms,
+        updated_at_ms: at_ms,
+    };
+    let response = InitResponse {
+        node_id,
+        cluster_id: cluster_id.clone(),
+        worker_token: JoinToken::format(&digest, &tokens.worker_secret),
+        manager_token: JoinToken::format(&digest, &tokens.manager_secret),
+        advertise_addr: config.advertise_addr.clone(),
+    };
+    let identity = NodeIdentity {
+        key_pem: csr.key_pem,
+        chain_pem,
+        ca_pem: ca.cert_pem().to_string(),
+    };
+    let change = Change::InitCluster {
+        cluster_id: cluster_id.clone(),
+        ca: CaMaterial {
+            cert_pem: ca.cert_pem().to_string(),
+            key_pem: ca.key_pem().to_string(),
+            digest,
+        },
+        tokens,
+        settings: config.settings,
+        first_manager,
+        at_ms,
+    };
+    Ok(Bootstrap {
+        node_id,
+        cluster_id,
+        identity,
+        change,
+        response,
+    })
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Which role a presented secret grants, or why it grants none.
+pub(crate) fn role_for_secret(state: &ClusterState, secret: &str) -> Result<Role> {
+    if same_secret(secret, &state.tokens.manager_secret) {
+        return Ok(Role::Manager);
+    }
+    if same_secret(secret, &state.tokens.worker_secret) {
+        return Ok(Role::Worker);
+    }
+    if let Some(retired) = state
+        .tokens
+        .retired
+        .iter()
+        .find(|retired| same_secret(secret, &retired.secret))
+    {
+        return Err(ManagerError::Forbidden(format!(
+            "this {} join token was rotated and is no longer valid: get the current one with `hoist join-token {}` on a manager",
+            retired.role, retired.role
+        )));
+    }
+    Err(ManagerError::Forbidden(
+        "invalid join token: its secret matches neither the worker nor the manager token of this cluster".into(),
+    ))
+}
+
+fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
+    let material = state
+        .ca
+        .as_ref()
+        .ok_or_else(|| ManagerError::Internal("the cluster has no CA".into()))?;
+    ClusterCa::from_pem(&material.cert_pem, &material.key_pem)
+        .map_err(|err| ManagerError::Internal(format!("loading the cluster CA: {err}")))
+}
+
+impl Manager {
+    /// Admits a node presenting a join secret, signing its certificate request.
+    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse> {
+        if request.hostname.trim().is_empty() {
+            return Err(ManagerError::Invalid("the joining node has no hostname".into()));
+        }
+        let state = self.read(ClusterState::clone).await?;
+        let role = role_for_secret(&state, &request.secret)?;
+        if let Some(expected) = request.expected_role {
+            if expected != role {
+                return Err(ManagerError::Forbidden(format!(
+                    "this is a {role} join token, but the node asked to join as a {expected}: get the {expected} token with `hoist join-token {expected}`"
+                )));
+            }
+        }
+        let ca = ca_of(&state)?;
+        let node_id = NodeId::random();
+        let chain_pem = ca
+            .sign_csr(
+                &request.csr_pem,
+                node_id,
+                role,
+                &state.cluster_id,
+                Duration::from_secs(state.settings.cert_expiry_secs),
+            )
+            .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+        let at_ms = now_ms();
+        let node = Node {
+            id: node_id,
+            hostname: request.hostname.clone(),
+            addr: request.addr.clone(),
+            role,
+            availability: Availability::Active,
+            status: NodeStatus::Unknown,
+            status_message: "joined, no heartbeat yet".into(),
+            labels: Default::default(),
+            engine: Default::default(),
+            resources: Default::default(),
+            created_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        };
+        self.propose(Change::AddNode { node }).await?;
+        tracing::info!(node = %node_id, hostname = %request.hostname, %role, "node joined");
+        Ok(JoinResponse {
+            node_id,
+            role,
+            cluster_id: state.cluster_id.clone(),
+            chain_pem,
+            ca_pem: ca.cert_pem().to_string(),
+            managers: state.managers().map(|node| node.addr.clone()).collect(),
+        })
+    }
+
+    /// Issues a fresh certificate for a member, with the role the cluster now wants for
+    /// it (so renewal is also how promotion and demotion reach the node).
+    pub async fn renew(&self, peer: &PeerIdentity, csr_pem: &str) -> Result<RenewResponse> {
+        let state = self.read(ClusterState::clone).await?;
+        let node = state.nodes.get(&peer.node_id).ok_or_else(|| {
+            ManagerError::Forbidden(format!("node {} is not a member of this cluster", peer.node_id))
+        })?;
+        let role = node.role;
+        let chain_pem = ca_of(&state)?
+            .sign_csr(
+                csr_pem,
+                peer.node_id,
+                role,
+                &state.cluster_id,
+                Duration::from_secs(state.settings.cert_expiry_secs),
+            )
+            .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+        tracing::info!(node = %peer.node_id, %role, "certificate renewed");
+        Ok(RenewResponse { chain_pem, role })
+    }
+
+    /// Makes a manager that holds a manager certificate a Raft voter. Leader only; waits
+    /// until the node has caught up as a learner.
+    pub async fn add_voter(&self, peer: &PeerIdentity, addr: &str) -> Result<()> {
+        self.require_leader()?;
+        let wanted = self.read(|state| state.nodes.get(&peer.node_id).map(|node| node.role)).await?;
+        if wanted != Some(Role::Manager) {
+            return Err(ManagerError::Forbidden(format!(
+                "node {} is not meant to be a manager",
+                peer.node_id
+            )));
+        }
+        if self.raft().membership().voters.contains_key(&peer.node_id.0) {
+            return Ok(());
+        }
+        tracing::info!(node = %peer.node_id, addr, "adding manager to the raft group");
+        self.raft().add_voter(peer.node_id.0, addr).await?;
+        Ok(())
+    }
+
+    /// The token for `role`, optionally rotating it first.
+    pub async fn join_token(&self, role: Role, rotate: bool) -> Result<String> {
+        if rotate {
+            self.propose(Change::RotateToken {
+                role,
+                new_secret: JoinToken::new_secret(),
+            })
+            .await?;
+        }
+        self.read(|state| {
+            let digest = state.ca.as_ref().map(|ca| ca.digest.clone()).unwrap_or_default();
+            let secret = match role {
+                Role::Worker => &state.tokens.worker_secret,
+                Role::Manager => &state.tokens.manager_secret,
+            };
+            JoinToken::format(&digest, secret)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_select_roles_and_rotated_ones_say_so() {
+        let mut state = ClusterState::default();
+        state.tokens.worker_secret = "w".repeat(32);
+        state.tokens.manager_secret = "m".repeat(32);
+        state.tokens.retired.push(hoist_state::RetiredSecret {
+            role: Role::Worker,
+            secret: "o".repeat(32),
+        });
+        assert_eq!(role_for_secret(&state, &"w".repeat(32)).unwrap(), Role::Worker);
+        assert_eq!(role_for_secret(&state, &"m".repeat(32)).unwrap(), Role::Manager);
+        let rotated = role_for_secret(&state, &"o".repeat(32)).unwrap_err();
+        assert!(rotated.to_string().contains("rotated"), "{rotated}");
+        let wrong = role_for_secret(&state, &"x".repeat(32)).unwrap_err();
+        assert!(wrong.to_string().contains("invalid join token"), "{wrong}");
+    }
+}

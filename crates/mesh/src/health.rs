@@ -1,0 +1,243 @@
+//! Active health checks: a pure up/down tracker and the loop that runs the checks.
+//!
+//! Owns: `HealthTracker` (HAProxy's rise/fall counting, no I/O) and `run_checker`, one
+//! task per service with a `HealthCheck`, which probes every endpoint each interval and
+//! flips the endpoint's health flag on transitions.
+//!
+//! Does not know: why an endpoint exists or what the cluster thinks of its task. A
+//! failing check only takes the endpoint out of this node's rotation; it reports nothing
+//! to anyone except through logs and metrics.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::FullBody;
+use crate::model::{HealthCheck, Protocol};
+use crate::table::{EndpointRuntime, ServiceRuntime};
+
+/// A change of an endpoint's health, as reported by `HealthTracker::observe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthTransition {
+    WentDown,
+    CameUp,
+}
+
+/// Counts consecutive check results the way HAProxy does: a healthy endpoint goes down
+/// after `fall` failures in a row, an unhealthy one comes back after `rise` passes in a
+/// row. It starts healthy, as HAProxy does, so a new endpoint takes traffic at once and
+/// a freshly started node does not answer 503 while the first checks run.
+#[derive(Clone, Debug)]
+pub struct HealthTracker {
+    rise: u32,
+    fall: u32,
+    healthy: bool,
+    /// Consecutive results that disagree with `healthy`.
+    streak: u32,
+}
+
+impl HealthTracker {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        HealthTracker {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            healthy: true,
+            streak: 0,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+
+    pub fn observe(&mut self, passed: bool) -> Option<HealthTransition> {
+        if passed == self.healthy {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.healthy { self.fall } else { self.rise };
+        if self.streak < needed {
+            return None;
+        }
+        self.healthy = passed;
+        self.streak = 0;
+        Some(if passed {
+            HealthTransition::CameUp
+        } else {
+            HealthTransition::WentDown
+        })
+    }
+}
+
+/// The probe client: no pooling, so every check opens a fresh connection the way HAProxy
+/// does and a half-dead endpoint cannot pass on an old keep-alive connection.
+pub(crate) type ProbeClient = Client<HttpConnector, FullBody>;
+
+pub(crate) fn probe_client() -> ProbeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
+
+/// Checks `service`'s endpoints every `check.interval` until `shutdown` fires.
+pub(crate) async fn run_checker(
+    service: Arc<ServiceRuntime>,
+    protocol: Protocol,
+    check: HealthCheck,
+    client: ProbeClient,
+    shutdown: CancellationToken,
+) {
+    let mut trackers: HashMap<(String, SocketAddr), HealthTracker> = HashMap::new();
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let endpoints = service.endpoints();
+        let mut probes = JoinSet::new();
+        for (endpoint_idx, endpoint) in endpoints.iter().enumerate() {
+            let addr = endpoint.addr;
+            let authority = endpoint.authority.clone();
+            let client = client.clone();
+            let check = check.clone();
+            probes.spawn(async move {
+                let passed = tokio::time::timeout(
+                    check.timeout,
+                    probe(protocol, addr, authority, &check.path, &client),
+                )
+                .await
+                .unwrap_or(false);
+                (endpoint_idx, passed)
+            });
+        }
+        let mut results = Vec::with_capacity(endpoints.len());
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                joined = probes.join_next() => match joined {
+                    Some(Ok(result)) => results.push(result),
+                    // A panicking probe counts as no result rather than killing the loop.
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+            }
+        }
+        for (endpoint_idx, passed) in results {
+            let endpoint = &endpoints[endpoint_idx];
+            let tracker = trackers
+                .entry((endpoint.id.clone(), endpoint.addr))
+                .or_insert_with(|| HealthTracker::new(check.rise, check.fall));
+            apply(&service, endpoint, tracker.observe(passed));
+        }
+        // Forget endpoints that left the table so the map does not grow forever.
+        trackers.retain(|(id, addr), _| {
+            endpoints
+                .iter()
+                .any(|endpoint| endpoint.id == *id && endpoint.addr == *addr)
+        });
+    }
+}
+
+fn apply(
+    service: &ServiceRuntime,
+    endpoint: &EndpointRuntime,
+    transition: Option<HealthTransition>,
+) {
+    match transition {
+        Some(HealthTransition::WentDown) => {
+            endpoint.set_health_down(true);
+            tracing::warn!(
+                service_id = %service.service_id,
+                endpoint = %endpoint.id,
+                addr = %endpoint.addr,
+                "endpoint failed its health checks; out of rotation"
+            );
+        }
+        Some(HealthTransition::CameUp) => {
+            endpoint.set_health_down(false);
+            tracing::info!(
+                service_id = %service.service_id,
+                endpoint = %endpoint.id,
+                addr = %endpoint.addr,
+                "endpoint passed its health checks; back in rotation"
+            );
+        }
+        None => {}
+    }
+}
+
+async fn probe(
+    protocol: Protocol,
+    addr: SocketAddr,
+    authority: Authority,
+    path: &str,
+    client: &ProbeClient,
+) -> bool {
+    match protocol {
+        Protocol::Tcp => TcpStream::connect(addr).await.is_ok(),
+        Protocol::Http => {
+            let Ok(path_and_query) = PathAndQuery::try_from(path) else {
+                return false;
+            };
+            let uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build();
+            let Ok(uri) = uri else { return false };
+            let Ok(request) = Request::get(uri)
+                .header(hyper::header::USER_AGENT, "hoist-mesh-health")
+                .body(FullBody::new(Bytes::new()))
+            else {
+                return false;
+            };
+            match client.request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    status.is_success() || status.is_redirection()
+                }
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_rise_and_fall() {
+        let mut tracker = HealthTracker::new(2, 3);
+        assert!(tracker.is_healthy());
+        assert_eq!(tracker.observe(false), None);
+        assert_eq!(tracker.observe(false), None);
+        // A pass resets the streak.
+        assert_eq!(tracker.observe(true), None);
+        assert_eq!(tracker.observe(false), None);
+        assert_eq!(tracker.observe(false), None);
+        assert_eq!(tracker.observe(false), Some(HealthTransition::WentDown));
+        assert!(!tracker.is_healthy());
+        assert_eq!(tracker.observe(true), None);
+        assert_eq!(tracker.observe(false), None);
+        assert_eq!(tracker.observe(true), None);
+        assert_eq!(tracker.observe(true), Some(HealthTransition::CameUp));
+    }
+}

@@ -1,0 +1,543 @@
+//! The L7 (`http`) proxy: serves client connections and forwards each request on its own.
+//!
+//! Owns: the client side of an HTTP port (HTTP/1.1 and h2c with prior knowledge, the
+//! request-head deadline and its `408`, the head size limit and its `431`), host/path
+//! routing of each request, per-request balancing, the forwarding headers
+//! (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`), retries, passive ejection, and
+//! the mesh's own error answers (`404` no route, `502` endpoint failed, `503` no endpoint,
+//! `504` endpoint too slow).
+//!
+//! Why not hyper-util's `auto` server builder: it reads the HTTP/2 preface with no
+//! deadline, so a client that connects and sends nothing would hold its connection
+//! forever. We peek the first bytes ourselves under the header deadline and hand the
+//! socket to hyper's HTTP/1 or HTTP/2 connection directly.
+//!
+//! Why our own `408`: hyper's `header_read_timeout` closes the connection without a word.
+//! `ClientIo` remembers whether the client sent bytes since our last write; when hyper
+//! reports the header timeout and it did, we write a `408` before closing, so a slow
+//! client learns why, while an idle keep-alive connection is closed silently.
+//!
+//! Not supported yet: protocol upgrades (WebSocket), which need the upgrade handshake
+//! forwarded; they get the request without its `Upgrade` header.
+//!
+//! Does not know: where endpoints come from, or anything of the cluster.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::body::{DownstreamBody, FullBody, UpstreamBody};
+use crate::mesh::{ListenerShared, PortRoutes, Shared};
+use crate::route;
+use crate::table::{EndpointRuntime, ServiceRuntime};
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Written raw to a client whose request head did not arrive in time.
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n\
+content-length: 53\r\nconnection: close\r\n\r\n\
+hoist mesh: the request head did not arrive in time.\n";
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What the request handlers of one client connection share.
+struct ConnectionContext {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerShared>,
+    peer: SocketAddr,
+}
+
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let header_read_timeout = shared.config.header_read_timeout;
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(header_read_timeout, sniff_version(&stream)) => sniffed,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let version = match sniffed {
+        Ok(Ok(Some(version))) => version,
+        // Closed before sending anything, or a socket error: nothing to answer.
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Err(_elapsed) => {
+            listener.header_timeouts_total.fetch_add(1, Relaxed);
+            let _ = stream.try_write(RESPONSE_408);
+            return;
+        }
+    };
+
+    let send_408 = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(ClientIo {
+        stream,
+        read_since_write: false,
+        send_408_on_drop: Arc::clone(&send_408),
+    });
+    let context = Arc::new(ConnectionContext {
+        shared: Arc::clone(&shared),
+        listener: Arc::clone(&listener),
+        peer,
+    });
+    let service = service_fn(move |request| {
+        let context = Arc::clone(&context);
+        async move { Ok::<_, Infallible>(handle_request(&context, request).await) }
+    });
+
+    let result = match version {
+        Version::HTTP_2 => {
+            let mut connection = pin!(shared.http2.serve_connection(io, service));
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shared.shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            }
+        }
+        _ => {
+            let mut connection = pin!(shared.http1.serve_connection(io, service));
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shared.shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            if result.as_ref().is_err_and(hyper::Error::is_timeout) {
+                // Set before `connection` (which owns the socket) is dropped at the end
+                // of this block; `ClientIo::drop` writes the 408.
+                send_408.store(true, Relaxed);
+                listener.header_timeouts_total.fetch_add(1, Relaxed);
+            }
+            result
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, published = listener.published, %error, "client connection ended with an error");
+    }
+}
+
+/// Decides HTTP/1 or HTTP/2 from the first bytes without consuming them. `None` when the
+/// client closed first.
+async fn sniff_version(stream: &TcpStream) -> io::Result<Option<Version>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n_bytes = stream.peek(&mut buf).await?;
+        if n_bytes == 0 {
+            return Ok(None);
+        }
+        if buf[..n_bytes] != H2_PREFACE[..n_bytes] {
+            return Ok(Some(Version::HTTP_11));
+        }
+        if n_bytes == H2_PREFACE.len() {
+            return Ok(Some(Version::HTTP_2));
+        }
+        // A partial preface: peek would return the same bytes at once, so wait a little
+        // for the rest. Only h2c clients that split the 24-byte preface come here.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The client socket as hyper sees it, plus the bookkeeping for the `408`.
+struct ClientIo {
+    stream: TcpStream,
+    /// True when the client sent bytes after our last write: a request is (partly) in.
+    read_since_write: bool,
+    send_408_on_drop: Arc<AtomicBool>,
+}
+
+impl Drop for ClientIo {
+    fn drop(&mut self) {
+        if self.read_since_write && self.send_408_on_drop.load(Relaxed) {
+            // The send buffer is empty (nothing was answered on this request), so a
+            // non-blocking write of a few dozen bytes goes through whole.
+            let _ = self.stream.try_write(RESPONSE_408);
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.read_since_write = true;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.read_since_write = false;
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.read_since_write = false;
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+async fn handle_request(
+    context: &ConnectionContext,
+    request: Request<Incoming>,
+) -> Response<DownstreamBody> {
+    let routes = context.listener.routes();
+    let PortRoutes::Http { rules, services } = &*routes else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not an http port".into());
+    };
+    let host = request_host(&request);
+    let path = request.uri().path();
+    let Some(target) = route::select(rules, host, path) else {
+        context.listener.unrouted_total.fetch_add(1, Relaxed);
+        let message = format!(
+            "no service is routed for host {:?} and path {:?} on port {}",
+            host.unwrap_or(""),
+            path,
+            context.listener.published
+        );
+        return error_response(StatusCode::NOT_FOUND, message);
+    };
+    forward(context, &services[target], request).await
+}
+
+fn request_host(request: &Request<Incoming>) -> Option<&str> {
+    // HTTP/2 carries the host in `:authority` (the URI); HTTP/1.1 in the Host header.
+    request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+        })
+}
+
+/// Whether a failed attempt may be repeated on another endpoint: only methods that are
+/// idempotent by definition (RFC 9110 §9.2.2) and only without a body, which is gone once
+/// streamed. Never a POST or PATCH.
+fn is_retryable(method: &Method, body: &Incoming) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) && body.is_end_stream()
+}
+
+async fn forward(
+    context: &ConnectionContext,
+    service: &Arc<ServiceRuntime>,
+    request: Request<Incoming>,
+) -> Response<DownstreamBody> {
+    let shared = &context.shared;
+    let config = &shared.config;
+    let (mut parts, body) = request.into_parts();
+    let retryable = is_retryable(&parts.method, &body);
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 clients send no Host header; the endpoint speaks HTTP/1.1 and needs one.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+    }
+    add_forwarding_headers(&mut parts.headers, context.peer.ip());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+    let n_attempts = if retryable { config.max_attempts } else { 1 };
+    let mut client_body = Some(body);
+    let mut tried: Vec<Arc<EndpointRuntime>> = Vec::new();
+    for attempt in 1..=n_attempts {
+        let now_ms = shared.clock.now_ms();
+        let Some(endpoint) = service.pick(config.balancing, now_ms, &tried) else {
+            break;
+        };
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let Ok(uri) = uri else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "request target not forwardable".into(),
+            );
+        };
+        // The last attempt takes the headers; earlier ones copy them for a possible retry.
+        let headers = if attempt < n_attempts {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let mut upstream_request = Request::new(
+            client_body
+                .take()
+                .map_or(UpstreamBody::Empty, UpstreamBody::Client),
+        );
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = headers;
+
+        let in_flight = endpoint.begin();
+        endpoint.metrics.requests_total.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            config.upstream_timeout,
+            shared.client.request(upstream_request),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(response)) => {
+                endpoint.metrics.latency.observe(started.elapsed());
+                endpoint.record_success();
+                let (mut response_parts, response_body) = response.into_parts();
+                strip_hop_by_hop(&mut response_parts.headers);
+                return Response::from_parts(
+                    response_parts,
+                    DownstreamBody::Upstream {
+                        body: response_body,
+                        in_flight: Some(in_flight),
+                    },
+                );
+            }
+            Ok(Err(error)) => {
+                // A refused or unanswered connect ejects at once; other failures (reset,
+                // closed before the response) count towards `eject_after_failures`.
+                let ejected = endpoint.record_failure(
+                    now_ms,
+                    config.ejection_time,
+                    config.eject_after_failures,
+                    error.is_connect(),
+                );
+                let will_retry = attempt < n_attempts;
+                tracing::warn!(
+                    service_id = %service.service_id,
+                    endpoint = %endpoint.id,
+                    addr = %endpoint.addr,
+                    error = %error_chain(&error),
+                    ejected,
+                    will_retry,
+                    "request to endpoint failed"
+                );
+                drop(in_flight);
+                tried.push(endpoint);
+            }
+            Err(_elapsed) => {
+                // Not retried: the endpoint may be working on it, and repeating a slow
+                // request elsewhere doubles the load exactly when things are slow.
+                endpoint.record_failure(
+                    now_ms,
+                    config.ejection_time,
+                    config.eject_after_failures,
+                    false,
+                );
+                let message = format!(
+                    "endpoint {} of service {} did not answer within {:?}",
+                    endpoint.id,
+                    service.service_name(),
+                    config.upstream_timeout
+                );
+                return error_response(StatusCode::GATEWAY_TIMEOUT, message);
+            }
+        }
+    }
+    if tried.is_empty() {
+        let message = format!(
+            "no healthy endpoint for service {} ({})",
+            service.service_name(),
+            service.service_id
+        );
+        error_response(StatusCode::SERVICE_UNAVAILABLE, message)
+    } else {
+        let message = format!(
+            "every endpoint tried for service {} failed ({} attempt(s))",
+            service.service_name(),
+            tried.len()
+        );
+        error_response(StatusCode::BAD_GATEWAY, message)
+    }
+}
+
+/// Removes the headers that describe one hop (RFC 9110 §7.6.1), including any the
+/// `Connection` header names, so they are not passed to the next hop.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        if let Ok(names) = connection.to_str() {
+            for name in names.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+        // Any further Connection lines went with the first remove (it removes all).
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` (one comma-separated line, as nginx's
+/// `$proxy_add_x_forwarded_for` does), sets `X-Forwarded-Proto: http`, and adds an RFC 7239
+/// `Forwarded` element.
+fn add_forwarding_headers(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let client_ip = client_ip.to_canonical();
+    let client = client_ip.to_string();
+    let mut forwarded_for = String::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(existing) = existing.to_str() {
+            forwarded_for.push_str(existing);
+            forwarded_for.push_str(", ");
+        }
+    }
+    forwarded_for.push_str(&client);
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let node = match client_ip {
+        // IPv6 nodes are quoted and bracketed (RFC 7239 §6).
+        IpAddr::V6(_) => format!("for=\"[{client}]\";proto=http"),
+        IpAddr::V4(_) => format!("for={client};proto=http"),
+    };
+    if let Ok(value) = HeaderValue::from_str(&node) {
+        headers.append(header::FORWARDED, value);
+    }
+}
+
+fn error_response(status: StatusCode, message: String) -> Response<DownstreamBody> {
+    let body = Bytes::from(format!("hoist mesh: {message}\n"));
+    let mut response = Response::new(DownstreamBody::Full(FullBody::new(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The error and its causes on one line: hyper-util's top-level message alone ("client
+/// error (Connect)") does not say what happened.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("10.0.0.1"),
+        );
+        headers.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        add_forwarding_headers(&mut headers, "127.0.0.1".parse().unwrap());
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        let forwarded: Vec<_> = headers.get_all(header::FORWARDED).iter().collect();
+        assert_eq!(forwarded, ["for=10.0.0.1", "for=127.0.0.1;proto=http"]);
+
+        let mut headers = HeaderMap::new();
+        add_forwarding_headers(&mut headers, "::1".parse().unwrap());
+        assert_eq!(headers[header::FORWARDED], "for=\"[::1]\";proto=http");
+        let mut headers = HeaderMap::new();
+        add_forwarding_headers(&mut headers, "::ffff:10.1.2.3".parse().unwrap());
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,528 @@
+//! The `Mesh` handle: the listeners of the published ports and the updates fed to them.
+//!
+//! Owns: `Mesh` (the daemon's whole interface: `new`, `set_services`, `set_endpoints`,
+//! `render_metrics`, `local_addr`, `shutdown`), the per-port listeners and their accept
+//! loops, the per-port route tables, the health checker tasks, and shutdown.
+//!
+//! Does not know: cluster state, Raft or tasks. The daemon computes the wanted
+//! `ServiceRoute`s and pushes them; the mesh diffs them against what it runs. Updates
+//! never restart a listener that stays, never drop an established connection, and swap
+//! route and endpoint tables atomically under the data path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::UpstreamBody;
+use crate::error::MeshError;
+use crate::health::{self, ProbeClient};
+use crate::model::{validate_services, Endpoint, HealthCheck, MeshConfig, Protocol, ServiceRoute};
+use crate::route::{self, HttpRule};
+use crate::table::{Clock, ServiceRuntime};
+use crate::{l4, l7, metrics};
+
+/// The pooled keep-alive client every L7 listener forwards through.
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// What every listener and connection task shares; built once in `Mesh::new`.
+pub(crate) struct Shared {
+    pub config: MeshConfig,
+    pub clock: Clock,
+    pub client: UpstreamClient,
+    pub probe_client: ProbeClient,
+    /// Fired by `Mesh::shutdown` (or dropping the `Mesh`): accept loops stop, L4 copies
+    /// stop, L7 connections shut down gracefully, health checkers stop.
+    pub shutdown: CancellationToken,
+    /// Every task the mesh spawns, so shutdown can wait for all of them.
+    pub tracker: TaskTracker,
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+/// The services one published port serves.
+pub(crate) enum PortRoutes {
+    Tcp(Arc<ServiceRuntime>),
+    Http {
+        rules: Vec<HttpRule>,
+        /// Indexed by `HttpRule::target`.
+        services: Vec<Arc<ServiceRuntime>>,
+    },
+}
+
+/// One published port as its connection tasks see it.
+pub(crate) struct ListenerShared {
+    pub published: u16,
+    pub protocol: Protocol,
+    pub local_addr: SocketAddr,
+    /// Swapped whole by updates; each connection (L4) or request (L7) clones the `Arc`.
+    routes: RwLock<Arc<PortRoutes>>,
+    pub accepted_total: AtomicU64,
+    pub unrouted_total: AtomicU64,
+    pub header_timeouts_total: AtomicU64,
+}
+
+impl ListenerShared {
+    pub(crate) fn routes(&self) -> Arc<PortRoutes> {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(&routes)
+    }
+
+    fn set_routes(&self, routes: PortRoutes) {
+        let mut current = self
+            .routes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::new(routes);
+    }
+}
+
+/// A running listener, as the update logic owns it.
+struct Listener {
+    shared: Arc<ListenerShared>,
+    /// Stops this listener's accept loop only; its connections keep running.
+    stop: CancellationToken,
+    accept_task: JoinHandle<()>,
+}
+
+/// A service the mesh carries, with its running health checker if it has one.
+struct ServiceEntry {
+    runtime: Arc<ServiceRuntime>,
+    checker: Option<Checker>,
+}
+
+struct Checker {
+    check: HealthCheck,
+    protocol: Protocol,
+    stop: CancellationToken,
+}
+
+/// What the update logic owns; behind an async mutex because updates bind sockets and
+/// wait for closed listeners, and two updates must not interleave.
+#[derive(Default)]
+struct MeshState {
+    services: HashMap<String, ServiceEntry>,
+    listeners: BTreeMap<u16, Listener>,
+    shut_down: bool,
+}
+
+/// What `render_metrics`, `set_endpoints` and `local_addr` read without waiting for an
+/// update in progress.
+#[derive(Default)]
+struct Views {
+    services: HashMap<String, Arc<ServiceRuntime>>,
+    listeners: Vec<Arc<ListenerShared>>,
+}
+
+/// What one `set_services` call changed.
+#[derive(Debug, Default)]
+pub struct UpdateReport {
+    /// Published ports that started listening.
+    pub opened: Vec<u16>,
+    /// Published ports that stopped listening.
+    pub closed: Vec<u16>,
+    /// Ports that could not be opened (`MeshError::Bind`); the next update retries them.
+    pub failed: Vec<MeshError>,
+}
+
+/// The routing mesh of one node. Not `Clone`: the daemon owns it, and dropping it stops
+/// every listener and connection (call `shutdown` to wait for them).
+pub struct Mesh {
+    shared: Arc<Shared>,
+    state: tokio::sync::Mutex<MeshState>,
+    views: RwLock<Views>,
+}
+
+impl Mesh {
+    /// Builds a mesh with no services. Starts nothing; the first `set_services` opens
+    /// listeners, so it must run inside a tokio runtime.
+    pub fn new(config: MeshConfig) -> Result<Mesh, MeshError> {
+        config.validate()?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_header_size(config.max_header_bytes)
+            // The read buffer must hold a maximal head plus what a client pipelines
+            // behind it; twice the head limit keeps hyper's floor satisfied.
+            .max_buf_size(config.max_header_bytes * 2);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            // A PING every 20 s finds dead h2 clients, whose streams would otherwise hold
+            // endpoint in-flight counts.
+            .keep_alive_interval(Duration::from_secs(20));
+
+        Ok(Mesh {
+            shared: Arc::new(Shared {
+                config,
+                clock: Clock::new(),
+                client,
+                probe_client: health::probe_client(),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                http1,
+                http2,
+            }),
+            state: tokio::sync::Mutex::new(MeshState::default()),
+            views: RwLock::new(Views::default()),
+        })
+    }
+
+    /// Makes the mesh serve exactly `services`: opens listeners for new published ports,
+    /// closes those no longer published, and updates route and endpoint tables in place.
+    /// The set is validated first and refused whole if invalid. Bind failures are
+    /// reported per port in the `UpdateReport`, not as an `Err`.
+    pub async fn set_services(
+        &self,
+        services: Vec<ServiceRoute>,
+    ) -> Result<UpdateReport, MeshError> {
+        validate_services(&services)?;
+        let mut state = self.state.lock().await;
+        if state.shut_down {
+            return Err(MeshError::ShutDown);
+        }
+        let mut report = UpdateReport::default();
+
+        let mut previous = std::mem::take(&mut state.services);
+        for service in &services {
+            let entry = match previous.remove(&service.service_id) {
+                Some(mut entry) => {
+                    entry
+                        .runtime
+                        .update(&service.service_name, &service.endpoints);
+                    self.reconcile_checker(&mut entry, service);
+                    entry
+                }
+                None => {
+                    let mut entry = ServiceEntry {
+                        runtime: Arc::new(ServiceRuntime::new(
+                            &service.service_id,
+                            &service.service_name,
+                            &service.endpoints,
+                        )),
+                        checker: None,
+                    };
+                    self.reconcile_checker(&mut entry, service);
+                    entry
+                }
+            };
+            state.services.insert(service.service_id.clone(), entry);
+        }
+        for (service_id, entry) in previous {
+            if let Some(checker) = entry.checker {
+                checker.stop.cancel();
+            }
+            tracing::info!(%service_id, "service left the mesh");
+        }
+
+        // Group by published port, keeping the caller's order within a port so equal
+        // routes resolve the same way every time.
+        let mut wanted: BTreeMap<u16, (Protocol, Vec<&ServiceRoute>)> = BTreeMap::new();
+        for service in &services {
+            wanted
+                .entry(service.published)
+                .or_insert_with(|| (service.protocol, Vec::new()))
+                .1
+                .push(service);
+        }
+
+        let to_close: Vec<u16> = state
+            .listeners
+            .iter()
+            .filter(|(published, listener)| {
+                wanted
+                    .get(published)
+                    .is_none_or(|(protocol, _)| *protocol != listener.shared.protocol)
+            })
+            .map(|(published, _)| *published)
+            .collect();
+        for published in to_close {
+            if let Some(listener) = state.listeners.remove(&published) {
+                listener.stop.cancel();
+                // Wait for the accept loop to drop its socket, so the port is really
+                // closed (and free to rebind) when this call returns.
+                let _ = listener.accept_task.await;
+                tracing::info!(published, "published port closed");
+                report.closed.push(published);
+            }
+        }
+
+        for (published, (protocol, port_services)) in wanted {
+            let runtimes: Vec<Arc<ServiceRuntime>> = port_services
+                .iter()
+                .filter_map(|service| state.services.get(&service.service_id))
+                .map(|entry| Arc::clone(&entry.runtime))
+                .collect();
+            let routes = match protocol {
+                Protocol::Tcp => match runtimes.into_iter().next() {
+                    Some(runtime) => PortRoutes::Tcp(runtime),
+                    None => continue,
+                },
+                Protocol::Http => PortRoutes::Http {
+                    rules: route::build_rules(port_services.len(), |service_idx| {
+                        &port_services[service_idx].routes
+                    }),
+                    services: runtimes,
+                },
+            };
+            if let Some(listener) = state.listeners.get(&published) {
+                listener.shared.set_routes(routes);
+                continue;
+            }
+            match self.open_listener(published, protocol, routes).await {
+                Ok(listener) => {
+                    tracing::info!(
+                        published,
+                        protocol = protocol.as_str(),
+                        addr = %listener.shared.local_addr,
+                        "published port open"
+                    );
+                    state.listeners.insert(published, listener);
+                    report.opened.push(published);
+                }
+                Err(error) => {
+                    tracing::warn!(published, %error, "published port could not be opened");
+                    report.failed.push(error);
+                }
+            }
+        }
+
+        self.refresh_views(&state);
+        Ok(report)
+    }
+
+    /// Replaces the endpoints of one service without touching its routes or listeners:
+    /// the cheap path for the common update (a task started, stopped or began draining).
+    pub fn set_endpoints(&self, service_id: &str, endpoints: &[Endpoint]) -> Result<(), MeshError> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(duplicate) = endpoints.iter().find(|endpoint| !seen.insert(&endpoint.id)) {
+            return Err(MeshError::InvalidRoute {
+                service_id: service_id.to_string(),
+                reason: format!("endpoint {} appears twice", duplicate.id),
+            });
+        }
+        let views = self
+            .views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let runtime = views
+            .services
+            .get(service_id)
+            .ok_or_else(|| MeshError::UnknownService {
+                service_id: service_id.to_string(),
+            })?;
+        runtime.update(&runtime.service_name(), endpoints);
+        Ok(())
+    }
+
+    /// The address a published port is bound to, once it is open.
+    pub fn local_addr(&self, published: u16) -> Option<SocketAddr> {
+        let views = self
+            .views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        views
+            .listeners
+            .iter()
+            .find(|listener| listener.published == published)
+            .map(|listener| listener.local_addr)
+    }
+
+    /// Every counter of the mesh in the Prometheus text format (version 0.0.4).
+    pub fn render_metrics(&self) -> String {
+        let (services, listeners) = {
+            let views = self
+                .views
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut services: Vec<Arc<ServiceRuntime>> = views.services.values().cloned().collect();
+            services.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+            (services, views.listeners.clone())
+        };
+        metrics::render(&services, &listeners, self.shared.clock.now_ms())
+    }
+
+    /// Stops accepting on every port, ends L4 connections, lets in-flight L7 requests
+    /// finish (hyper's graceful shutdown), stops health checks, and waits for all of it.
+    pub async fn shutdown(&self) {
+        let mut state = self.state.lock().await;
+        state.shut_down = true;
+        self.shared.shutdown.cancel();
+        for (_, listener) in std::mem::take(&mut state.listeners) {
+            let _ = listener.accept_task.await;
+        }
+        state.services.clear();
+        self.refresh_views(&state);
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+
+    fn reconcile_checker(&self, entry: &mut ServiceEntry, service: &ServiceRoute) {
+        let unchanged = match (&entry.checker, &service.health) {
+            (Some(checker), Some(check)) => {
+                checker.check == *check && checker.protocol == service.protocol
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        if let Some(checker) = entry.checker.take() {
+            checker.stop.cancel();
+        }
+        // A new checker starts every endpoint healthy (as HAProxy does), so clear what an
+        // old checker had taken out; without a checker nothing could ever bring them back.
+        for endpoint in entry.runtime.endpoints().iter() {
+            endpoint.set_health_down(false);
+        }
+        if let Some(check) = &service.health {
+            let stop = self.shared.shutdown.child_token();
+            self.shared.tracker.spawn(health::run_checker(
+                Arc::clone(&entry.runtime),
+                service.protocol,
+                check.clone(),
+                self.shared.probe_client.clone(),
+                stop.clone(),
+            ));
+            entry.checker = Some(Checker {
+                check: check.clone(),
+                protocol: service.protocol,
+                stop,
+            });
+        }
+    }
+
+    async fn open_listener(
+        &self,
+        published: u16,
+        protocol: Protocol,
+        routes: PortRoutes,
+    ) -> Result<Listener, MeshError> {
+        let addr = SocketAddr::new(self.shared.config.listen_ip, published);
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MeshError::Bind { addr, source })?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|source| MeshError::Bind { addr, source })?;
+        let shared = Arc::new(ListenerShared {
+            published,
+            protocol,
+            local_addr,
+            routes: RwLock::new(Arc::new(routes)),
+            accepted_total: AtomicU64::new(0),
+            unrouted_total: AtomicU64::new(0),
+            header_timeouts_total: AtomicU64::new(0),
+        });
+        let stop = self.shared.shutdown.child_token();
+        let accept_task = self.shared.tracker.spawn(accept_loop(
+            Arc::clone(&self.shared),
+            Arc::clone(&shared),
+            socket,
+            stop.clone(),
+        ));
+        Ok(Listener {
+            shared,
+            stop,
+            accept_task,
+        })
+    }
+
+    fn refresh_views(&self, state: &MeshState) {
+        let mut views = self
+            .views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        views.services = state
+            .services
+            .iter()
+            .map(|(service_id, entry)| (service_id.clone(), Arc::clone(&entry.runtime)))
+            .collect();
+        views.listeners = state
+            .listeners
+            .values()
+            .map(|listener| Arc::clone(&listener.shared))
+            .collect();
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // Without this, dropping the handle would leave listeners running with nothing
+        // left to stop them.
+        self.shared.shutdown.cancel();
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerShared>,
+    socket: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                listener
+                    .accepted_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Small requests and responses must not wait for Nagle's delayed ACK.
+                let _ = stream.set_nodelay(true);
+                let connection_shared = Arc::clone(&shared);
+                let connection_listener = Arc::clone(&listener);
+                match listener.protocol {
+                    Protocol::Tcp => shared.tracker.spawn(l4::forward_connection(
+                        connection_shared,
+                        connection_listener,
+                        stream,
+                        peer,
+                    )),
+                    Protocol::Http => shared.tracker.spawn(l7::serve_connection(
+                        connection_shared,
+                        connection_listener,
+                        stream,
+                        peer,
+                    )),
+                };
+            }
+            Err(error) => {
+                // Usually EMFILE/ENFILE: back off briefly instead of spinning on an
+                // accept that keeps failing, and keep serving what is already open.
+                tracing::warn!(published = listener.published, %error, "accept failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The heartbeat session loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hoist_api::{
+    ErrorBody, HeartbeatRequest, HeartbeatResponse, NotLeaderBody, RenewRequest, RenewResponse,
+};
+use hoist_pki::NodeCsr;
+use hoist_types::{EngineInfo, NodeId, Role};
+use tokio::sync::watch;
+
+/// What the session needs from the node that runs it.
+pub trait SessionHost: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    /// The current mutual-TLS client (it follows certificate renewals).
+    fn http(&self) -> reqwest::Client;
+    fn advertise_addr(&self) -> String;
+    fn engine(&self) -> EngineInfo;
+    /// The role and expiry (unix seconds) of the current certificate, and its lifetime.
+    fn certificate(&self) -> (Role, i64, u64);
+    fn raft_running(&self) -> bool;
+    fn managers(&self) -> Vec<String>;
+    fn set_managers(&self, managers: Vec<String>);
+    /// Installs a renewed certificate for `key_pem`.
+    fn install_certificate(&self, key_pem: String, chain_pem: String) -> Result<(), String>;
+    /// Starts or stops being a manager to match `role`.
+    fn become_role(&self, role: Role) -> impl Future<Output = Result<(), String>> + Send;
+    /// The cluster no longer knows this node.
+    fn removed(&self, message: String);
+}
+
+/// What the session last learned, for `info` and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    pub leader_addr: Option<String>,
+    pub last_beat_ok: bool,
+}
+
+/// How long before the end of a certificate's life it is renewed: at half its life, as
+/// Swarm does, so a node that is down for a while still has time to renew.
+fn should_renew(not_after: i64, lifetime_secs: u64, now: i64) -> bool {
+    let remaining = not_after - now;
+    remaining < (lifetime_secs / 2) as i64
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+enum BeatOutcome {
+    Ok(HeartbeatResponse),
+    NotLeader(Option<String>),
+    Refused(String),
+    Unreachable(String),
+}
+
+async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
+    let (cert_role, _, _) = host.certificate();
+    let request = HeartbeatRequest {
+        addr: host.advertise_addr(),
+        engine: host.engine(),
+        cert_role,
+        raft_running: host.raft_running(),
+    };
+    let url = format!("https://{addr}/v1/dispatcher/heartbeat");
+    let response = match host
+        .http()
+        .post(&url)
+        .json(&request)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => return BeatOutcome::Unreachable(err.to_string()),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return match response.json().await {
+            Ok(body) => BeatOutcome::Ok(body),
+            Err(err) => BeatOutcome::Unreachable(format!("bad heartbeat response: {err}")),
+        };
+    }
+    let text = response.text().await.unwrap_or_default();
+    if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+        let leader = serde_json::from_str::<NotLeaderBody>(&text)
+            .ok()
+            .and_then(|body| body.leader_addr);
+        return BeatOutcome::NotLeader(leader);
+    }
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|body| body.message)
+        .unwrap_or(text);
+    if status == reqwest::StatusCode::FORBIDDEN {
+        BeatOutcome::Refused(message)
+    } else {
+        BeatOutcome::Unreachable(format!("{status}: {message}"))
+    }
+}
+
+async fn renew<H: SessionHost>(host: &H, addr: &str) -> Result<Role, String> {
+    let csr = NodeCsr::generate().map_err(|err| err.to_string())?;
+    let url = format!("https://{addr}/v1/node/renew");
+    let response = host
+        .http()
+        .post(&url)
+        .json(&RenewRequest {
+            csr_pem: csr.csr_pem,
+        })
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|err| err.to_string())?;
+    if !response.status().is_success() {
+        let status = response.status();
+        return Err(format!("{status}: {}", response.text().await.unwrap_or_default()));
+    }
+    let renewed: RenewResponse = response.json().await.map_err(|err| err.to_string())?;
+    host.install_certificate(csr.key_pem, renewed.chain_pem)?;
+    Ok(renewed.role)
+}
+
+/// Runs until `shutdown` turns true or the cluster says this node was removed.
+pub async fn run_session<H: SessionHost>(
+    host: Arc<H>,
+    state: watch::Sender<SessionState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let node_id = host.node_id();
+    let mut period = Duration::from_secs(1);
+    let mut target: Option<String> = None;
+    let mut next_manager = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let addr = match target.clone() {
+            Some(addr) => addr,
+            None => {
+                let managers = host.managers();
+                if managers.is_empty() {
+                    tracing::warn!(node = %node_id, "no manager address known");
+                    String::new()
+                } else {
+                    next_manager = (next_manager + 1) % managers.len();
+                    managers[next_manager].clone()
+                }
+            }
+        };
+        let mut retry_now = false;
+        if !addr.is_empty() {
+            match beat(host.as_ref(), &addr).await {
+                BeatOutcome::Ok(response) => {
+                    state.send_modify(|state| {
+                        state.leader_addr = Some(addr.clone());
+                        state.last_beat_ok = true;
+                    });
+                    target = Some(addr.clone());
+                    period = Duration::from_millis(response.period_ms.max(50));
+                    if !response.managers.is_empty() {
+                        host.set_managers(response.managers.clone());
+                    }
+                    follow_up(host.as_ref(), &addr, &response).await;
+                }
+                BeatOutcome::NotLeader(leader) => {
+                    tracing::debug!(node = %node_id, from = %addr, leader = ?leader, "redirected to the leader");
+                    retry_now = leader.as_deref() != Some(addr.as_str()) && leader.is_some();
+                    target = leader;
+                }
+                BeatOutcome::Refused(message) => {
+                    tracing::error!(node = %node_id, %message, "the cluster refused this node");
+                    state.send_modify(|state| state.last_beat_ok = false);
+                    host.removed(message);
+                    return;
+                }
+                BeatOutcome::Unreachable(reason) => {
+                    tracing::debug!(node = %node_id, manager = %addr, %reason, "heartbeat failed");
+                    state.send_modify(|state| state.last_beat_ok = false);
+                    target = None;
+                    retry_now = true;
+                }
+            }
+        }
+        let wait = if retry_now {
+            // Try the next manager quickly, but not in a hot loop when all are down.
+            period / 4
+        } else {
+            period
+        };
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Brings the node's certificate and role in line with what the leader said.
+async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatResponse) {
+    let node_id = host.node_id();
+    let (cert_role, not_after, lifetime) = host.certificate();
+    let lifetime = if lifetime == 0 {
+        response.cert_expiry_secs
+    } else {
+        lifetime
+    };
+    if cert_role != response.desired_role || should_renew(not_after, lifetime, unix_now()) {
+        match renew(host, leader).await {
+            Ok(role) => tracing::info!(node = %node_id, %role, "certificate renewed"),
+            Err(err) => {
+                tracing::warn!(node = %node_id, error = %err, "certificate renewal failed");
+                return;
+            }
+        }
+    }
+    let (cert_role, _, _) = host.certificate();
+    let wants_raft = response.desired_role == Role::Manager && cert_role == Role::Manager;
+    if wants_raft != host.raft_running() || (wants_raft && cert_role == Role::Manager) {
+        if let Err(err) = host.become_role(if wants_raft { Role::Manager } else { Role::Worker }).await {
+            tracing::warn!(node = %node_id, error = %err, "changing role");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_renew;
+
+    #[test]
+    fn certificates_renew_at_half_life() {
+        let lifetime = 90 * 24 * 3600;
+        let now = 1_000_000;
+        assert!(!should_renew(now + lifetime as i64, lifetime, now));
+        assert!(!should_renew(now + lifetime as i64 / 2 + 10, lifetime, now));
+        assert!(should_renew(now + lifetime as i64 / 2 - 10, lifetime, now));
+        assert!(should_renew(now - 1, lifetime, now));
+    }
+}
