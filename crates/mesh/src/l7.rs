@@ -341,11 +341,11 @@ async fn forward(
         let in_flight = endpoint.begin();
         endpoint.metrics.requests_total.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            config.upstream_timeout,
-            shared.client.request(upstream_request),
-        )
-        .await;
+        let outcome = tokio::select! {
+            biased;
+            response = shared.client.request(upstream_request) => Ok(response),
+            _ = shared.coarse_timer.sleep(config.upstream_timeout) => Err(()),
+        };
         match outcome {
             Ok(Ok(response)) => {
                 endpoint.metrics.latency.observe(started.elapsed());
@@ -382,7 +382,7 @@ async fn forward(
                 drop(in_flight);
                 tried.push(endpoint);
             }
-            Err(_elapsed) => {
+            Err(()) => {
                 // Not retried: the endpoint may be working on it, and repeating a slow
                 // request elsewhere doubles the load exactly when things are slow.
                 endpoint.record_failure(

@@ -15,6 +15,7 @@
 
 mod balance;
 mod body;
+mod coarse_timer;
 mod error;
 mod health;
 mod l4;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::UpstreamBody;
+use crate::coarse_timer::CoarseTimer;
 use crate::error::MeshError;
 use crate::health::{self, ProbeClient};
 use crate::model::{validate_services, Endpoint, HealthCheck, MeshConfig, Protocol, ServiceRoute};
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub http1: http1::Builder,
     pub http2: http2::Builder<TokioExecutor>,
+    /// Per-request deadlines (request head, upstream answer); see `coarse_timer`.
+    pub coarse_timer: CoarseTimer,
 }
 
 /// The services one published port serves.
@@ -116,6 +119,9 @@ struct Checker {
 struct MeshState {
     services: HashMap<String, ServiceEntry>,
     listeners: BTreeMap<u16, Listener>,
+    /// The coarse timer's sweeper is started by the first update, which is the first
+    /// call that is sure to run inside a tokio runtime.
+    sweeper_started: bool,
     shut_down: bool,
 }
 
@@ -159,9 +165,10 @@ impl Mesh {
             .pool_timer(TokioTimer::new())
             .build(connector);
 
+        let coarse_timer = CoarseTimer::default();
         let mut http1 = http1::Builder::new();
         http1
-            .timer(TokioTimer::new())
+            .timer(coarse_timer.clone())
             .header_read_timeout(config.header_read_timeout)
             .max_header_size(config.max_header_bytes)
             // The read buffer must hold a maximal head plus what a client pipelines
@@ -185,6 +192,7 @@ impl Mesh {
                 tracker: TaskTracker::new(),
                 http1,
                 http2,
+                coarse_timer,
             }),
             state: tokio::sync::Mutex::new(MeshState::default()),
             views: RwLock::new(Views::default()),
@@ -205,6 +213,15 @@ impl Mesh {
             return Err(MeshError::ShutDown);
         }
         let mut report = UpdateReport::default();
+        if !state.sweeper_started {
+            state.sweeper_started = true;
+            self.shared.tracker.spawn(
+                self.shared
+                    .coarse_timer
+                    .clone()
+                    .run_sweeper(self.shared.shutdown.clone()),
+            );
+        }
 
         let mut previous = std::mem::take(&mut state.services);
         for service in &services {

@@ -90,9 +90,9 @@ pub enum Action {
     /// A new task, `Pending`, desired running, with a fresh id from the caller's
     /// generator. `task.node_id` is set when it must run on that node (global tasks,
     /// rebalance moves); the scheduler then only checks that node. `task.status.message`
-    /// says why it exists.
+    /// says why it exists. Boxed: a task is large and the other actions are small.
     CreateTask {
-        task: Task,
+        task: Box<Task>,
     },
     SetDesired {
         task_id: TaskId,

@@ -664,7 +664,9 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
             pending_reason: None,
         };
         self.touched.insert(task.id);
-        self.out.actions.push(Action::CreateTask { task });
+        self.out.actions.push(Action::CreateTask {
+            task: Box::new(task),
+        });
     }
 
     fn set_desired(&mut self, task: &Task, desired: DesiredState, reason: String) {

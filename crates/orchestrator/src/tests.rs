@@ -103,7 +103,7 @@ impl Sim {
         for action in &result.actions {
             match action {
                 Action::CreateTask { task } => {
-                    assert!(self.tasks.insert(task.id, task.clone()).is_none());
+                    assert!(self.tasks.insert(task.id, (**task).clone()).is_none());
                 }
                 Action::SetDesired {
                     task_id, desired, ..
@@ -218,7 +218,7 @@ fn creates(result: &Reconciliation) -> Vec<&Task> {
         .actions
         .iter()
         .filter_map(|action| match action {
-            Action::CreateTask { task } => Some(task),
+            Action::CreateTask { task } => Some(&**task),
             _ => None,
         })
         .collect()

@@ -1,1 +1,390 @@
-//! Placeholder until the test kit lands.
+//! Starting real local clusters of `hoist daemon` processes for integration tests.
+//!
+//! Every node is its own OS process on its own loopback address (127.A.B.n, with A.B
+//! unique to the cluster and checked free), talking over real sockets. Faults are real
+//! signals. Every process a cluster started is killed when it is dropped, even when the
+//! test panics, and daemons also die with the test thread that started them
+//! (`PR_SET_PDEATHSIG`), so an aborted run leaves nothing behind.
+//!
+//! The kit knows nothing of hoist's internals: it drives the binary's CLI, reads its
+//! JSON output, and looks at the data directories only to find task processes to clean
+//! up.
+
+mod tls;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use tls::tls_get;
+
+/// The port every test daemon listens on; addresses differ by IP instead.
+pub const NODE_PORT: u16 = 2377;
+
+/// How a cluster is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub managers: usize,
+    pub workers: usize,
+    pub heartbeat_period: &'static str,
+    pub heartbeat_grace: u32,
+    pub extra_init_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            managers: 1,
+            workers: 0,
+            heartbeat_period: "1s",
+            heartbeat_grace: 3,
+            extra_init_args: Vec::new(),
+        }
+    }
+}
+
+/// One daemon of a test cluster.
+pub struct NodeProc {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn addr(&self) -> String {
+        format!("{}:{NODE_PORT}", self.ip)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A local cluster of daemon processes.
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    /// Kept for its Drop, which removes every data directory.
+    _dir: tempfile::TempDir,
+}
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
+
+/// Finds a 127.A.B.0/24 block where nobody listens on the node port.
+fn free_block(n_nodes: usize) -> [u8; 2] {
+    let pid = std::process::id();
+    loop {
+        let serial = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
+        let a = 20 + ((pid + serial / 250) % 200) as u8;
+        let b = 1 + (serial % 250) as u8;
+        let free = (1..=n_nodes).all(|host| {
+            let addr = SocketAddr::from((Ipv4Addr::new(127, a, b, host as u8), NODE_PORT));
+            TcpListener::bind(addr).is_ok()
+        });
+        if free {
+            return [a, b];
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    /// Starts `managers + workers` daemons, inits the first and joins the others.
+    pub fn start(bin: &Path, options: ClusterOptions) -> Cluster {
+        let cluster = Cluster::spawn(bin, options.managers + options.workers);
+        let mut init: Vec<String> = vec![
+            "init".into(),
+            "--heartbeat-period".into(),
+            options.heartbeat_period.into(),
+            "--heartbeat-grace".into(),
+            options.heartbeat_grace.to_string(),
+        ];
+        init.extend(options.extra_init_args.iter().cloned());
+        let init_args: Vec<&str> = init.iter().map(String::as_str).collect();
+        cluster.hoist_ok(0, &init_args);
+        let manager_token = cluster.hoist_ok(0, &["join-token", "manager", "-q"]).trim().to_string();
+        let worker_token = cluster.hoist_ok(0, &["join-token", "worker", "-q"]).trim().to_string();
+        let first = cluster.nodes[0].addr();
+        for index in 1..cluster.nodes.len() {
+            let token = if index < options.managers {
+                &manager_token
+            } else {
+                &worker_token
+            };
+            cluster.hoist_ok(index, &["join", "--token", token, &first]);
+        }
+        cluster.wait_all_ready(0, Duration::from_secs(30));
+        cluster
+    }
+
+    /// Starts `n` daemons that are in no cluster yet.
+    pub fn spawn(bin: &Path, n: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-test-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let [a, b] = free_block(n);
+        let mut nodes = Vec::new();
+        for index in 0..n {
+            let name = format!("node-{}", index + 1);
+            let data_dir = dir.path().join(&name);
+            nodes.push(NodeProc {
+                socket: data_dir.join("hoist.sock"),
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                ip: Ipv4Addr::new(127, a, b, index as u8 + 1),
+                data_dir,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster {
+            bin: bin.to_path_buf(),
+            nodes,
+            _dir: dir,
+        };
+        for index in 0..n {
+            cluster.start_node(index);
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) node `index`'s daemon with its data directory.
+    pub fn start_node(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        assert!(node.child.is_none(), "{} is already running", node.name);
+        std::fs::create_dir_all(&node.data_dir).expect("creating the data directory");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("opening the node log");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("daemon")
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--listen-addr")
+            .arg(node.addr())
+            .arg("--hostname")
+            .arg(&node.name)
+            .env("HOIST_LOG", "info,openraft=off,hoist=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the
+        // daemon if the test thread that started it dies.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("starting hoist daemon");
+        node.child = Some(child);
+        let socket = node.socket.clone();
+        let name = node.name.clone();
+        wait_for(&format!("{name}'s control socket"), Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| ())
+        });
+    }
+
+    /// Runs `hoist ARGS` against node `index`.
+    pub fn hoist(&self, index: usize, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("HOIST_HOST", format!("unix://{}", self.nodes[index].socket.display()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the hoist CLI")
+    }
+
+    /// Runs `hoist ARGS` and returns its stdout, panicking with stderr on failure.
+    pub fn hoist_ok(&self, index: usize, args: &[&str]) -> String {
+        let output = self.hoist(index, args);
+        if !output.status.success() {
+            panic!(
+                "`hoist {}` on {} failed: {}{}\n--- log tail ---\n{}",
+                args.join(" "),
+                self.nodes[index].name,
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout),
+                self.log_tail(index, 30)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `hoist ARGS`, expects failure, and returns stderr.
+    pub fn hoist_err(&self, index: usize, args: &[&str]) -> String {
+        let output = self.hoist(index, args);
+        assert!(
+            !output.status.success(),
+            "`hoist {}` was expected to fail but printed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// `hoist ARGS --format json` parsed, or `None` if the command failed.
+    pub fn json(&self, index: usize, args: &[&str]) -> Option<Value> {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        let output = self.hoist(index, &args);
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// `node ls` as JSON from node `index`.
+    pub fn node_ls(&self, index: usize) -> Option<Vec<Value>> {
+        self.json(index, &["node", "ls"])
+            .and_then(|value| value.as_array().cloned())
+    }
+
+    /// Waits until node `index` lists every node of the cluster as Ready.
+    pub fn wait_all_ready(&self, index: usize, timeout: Duration) {
+        let expected = self.nodes.len();
+        wait_for("every node Ready", timeout, || {
+            let nodes = self.node_ls(index)?;
+            let ready = nodes
+                .iter()
+                .filter(|node| node["status"] == "ready")
+                .count();
+            (nodes.len() == expected && ready == expected).then_some(())
+        });
+    }
+
+    /// The index of the node that is the Raft leader, as node `asked` sees it.
+    pub fn leader(&self, asked: usize) -> Option<usize> {
+        let info = self.json(asked, &["info"])?;
+        let leader = info["leader"].as_str()?;
+        let nodes = self.node_ls(asked)?;
+        let hostname = nodes
+            .iter()
+            .find(|node| node["id"] == leader)?
+            .get("hostname")?
+            .as_str()?
+            .to_string();
+        self.nodes.iter().position(|node| node.name == hostname)
+    }
+
+    pub fn node_index(&self, hostname: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name == hostname)
+    }
+
+    /// SIGKILLs node `index` and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, index: usize, signal: i32) {
+        if let Some(pid) = self.nodes[index].pid() {
+            // SAFETY: sending a signal to a child we started and have not reaped.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Freezes node `index` (SIGSTOP): it holds its sockets but answers nothing.
+    pub fn pause(&self, index: usize) {
+        self.signal(index, libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, index: usize) {
+        self.signal(index, libc::SIGCONT);
+    }
+
+    pub fn restart(&mut self, index: usize) {
+        self.kill(index);
+        self.start_node(index);
+    }
+
+    /// The last `lines` lines of node `index`'s log, for failure messages.
+    pub fn log_tail(&self, index: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[index].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Task processes the daemons' process driver recorded, so they can be killed too.
+    fn task_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for node in &self.nodes {
+            collect_pid_files(&node.data_dir, &mut pids, 0);
+        }
+        pids
+    }
+}
+
+/// Reads every `pid` file under `dir` (task records of the process driver).
+fn collect_pid_files(dir: &Path, pids: &mut Vec<i32>, depth: usize) {
+    if depth > 6 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_pid_files(&path, pids, depth + 1);
+        } else if path.file_name().and_then(|name| name.to_str()) == Some("pid") {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            {
+                pids.push(pid);
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.resume(index);
+            self.kill(index);
+        }
+        for pid in self.task_pids() {
+            if pid > 1 {
+                // SAFETY: task processes run in their own process groups, led by the
+                // recorded pid; killing the group takes their children too.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}

@@ -83,7 +83,9 @@ pub struct Member {
     identity: IdentityHandle,
     files: Mutex<NodeIdentity>,
     certificate: Mutex<PeerIdentity>,
-    pub http: reqwest::Client,
+    /// Rebuilt whenever the certificate changes: pooled connections keep the identity
+    /// they were opened with, and a renewed role must be seen by the servers at once.
+    http: RwLock<reqwest::Client>,
     managers: Mutex<Vec<String>>,
     manager: RwLock<Option<ManagerRuntime>>,
     /// The leader has confirmed this manager is a voter.
@@ -161,13 +163,7 @@ impl Daemon {
     ) -> anyhow::Result<Arc<Member>> {
         let identity = IdentityHandle::new(&files)?;
         let certificate = files.peer()?;
-        let client_config = hoist_pki::client_config(&identity)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(client_config)
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .context("building the TLS client")?;
+        let http = mtls_client(&identity)?;
         let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
             .await
             .with_context(|| format!("listening on {}", self.config.listen_addr))?;
@@ -182,7 +178,7 @@ impl Daemon {
             identity,
             files: Mutex::new(files),
             certificate: Mutex::new(certificate),
-            http,
+            http: RwLock::new(http),
             managers: Mutex::new(record.managers),
             manager: RwLock::new(None),
             voter_confirmed: AtomicBool::new(false),
@@ -220,7 +216,7 @@ impl Daemon {
             member.node_id.0,
             &raft_dir(&member.data_dir),
             RaftConfig::default(),
-            member.http.clone(),
+            member.http(),
         )
         .await?;
         let manager = Manager::new(member.node_id, raft);
@@ -442,7 +438,7 @@ impl Daemon {
                 continue;
             }
             let response = member
-                .http
+                .http()
                 .post(format!("https://{addr}/v1/raft/join-me"))
                 .json(&body)
                 .timeout(Duration::from_secs(20))
@@ -563,7 +559,22 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
     Ok(pem)
 }
 
+/// The client for calls to other nodes, presenting this node's certificate.
+fn mtls_client(identity: &IdentityHandle) -> anyhow::Result<reqwest::Client> {
+    let client_config = hoist_pki::client_config(identity)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_config)
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .context("building the TLS client")
+}
+
 impl Member {
+    pub fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn manager(&self) -> Option<Manager> {
         self.manager
             .read()
@@ -622,7 +633,7 @@ impl SessionHost for SessionHandle {
     }
 
     fn http(&self) -> reqwest::Client {
-        self.member.http.clone()
+        self.member.http()
     }
 
     fn advertise_addr(&self) -> String {
@@ -677,6 +688,8 @@ impl SessionHost for SessionHandle {
         }
         write_secret_json(&identity_file(&self.member.data_dir), &renewed).map_err(|err| format!("{err:#}"))?;
         self.member.identity.replace(&renewed).map_err(|err| err.to_string())?;
+        let http = mtls_client(&self.member.identity).map_err(|err| format!("{err:#}"))?;
+        *self.member.http.write().unwrap_or_else(|p| p.into_inner()) = http;
         *self.member.certificate.lock().unwrap_or_else(|p| p.into_inner()) = peer;
         *files = renewed;
         Ok(())

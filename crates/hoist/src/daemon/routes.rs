@@ -420,7 +420,7 @@ async fn forward(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let mut request = member.http.request(method, format!("https://{leader}{path}"));
+    let mut request = member.http().request(method, format!("https://{leader}{path}"));
     if let Some(body) = body {
         request = request.json(&body);
     }
