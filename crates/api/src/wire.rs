@@ -166,3 +166,65 @@ pub struct RenewResponse {
 pub struct RaftJoinRequest {
     pub addr: String,
 }
+
+/// `service create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateServiceRequest {
+    pub spec: hoist_types::service::ServiceSpec,
+}
+
+/// A service with its replica counts, as `service ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub service: hoist_types::service::Service,
+    pub running: u64,
+    pub desired: u64,
+}
+
+/// `service update`: the whole new spec, with the version it was derived from, so two
+/// concurrent updates cannot silently overwrite each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateServiceRequest {
+    pub version: u64,
+    pub spec: hoist_types::service::ServiceSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u64,
+}
+
+/// A task with its node's name, as `service ps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: hoist_types::task::Task,
+    pub node_hostname: Option<String>,
+    /// The name shown in `service ps` (`web.3`).
+    pub name: String,
+}
+
+/// What the dispatcher pushes to a worker: every task the node should know about.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AssignmentSet {
+    pub tasks: Vec<hoist_types::task::Task>,
+}
+
+/// A worker's batch of observed task states.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReportRequest {
+    pub reports: Vec<hoist_state::TaskReport>,
+}
+
+/// Which log lines to return.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub follow: bool,
+    /// For a node's own endpoint: the task whose logs to read.
+    #[serde(default)]
+    pub task: Option<String>,
+}

@@ -226,3 +226,71 @@ mod tests {
         assert!(expired_nodes(&nodes, &last_seen, at(5), at(7), timeout).is_empty());
     }
 }
+
+/// The tasks a node should know about: assigned to it and not yet ended.
+pub(crate) fn assignments_of(state: &hoist_state::ClusterState, node_id: NodeId) -> hoist_api::AssignmentSet {
+    let tasks = state
+        .tasks
+        .values()
+        .filter(|task| task.node_id == Some(node_id))
+        .filter(|task| !task.status.state.is_unassigned() && !task.status.state.is_terminal())
+        .cloned()
+        .collect();
+    hoist_api::AssignmentSet { tasks }
+}
+
+impl Manager {
+    /// A stream of the node's assignment sets: the current one at once, then each time
+    /// it changes. Ends when this manager stops leading, so the worker reconnects to the
+    /// new leader.
+    pub fn assignment_stream(
+        &self,
+        node_id: NodeId,
+    ) -> impl futures::Stream<Item = hoist_api::AssignmentSet> + Send + 'static {
+        let manager = self.clone();
+        let versions = self.raft().state().subscribe();
+        futures::stream::unfold(
+            (manager, versions, None::<hoist_api::AssignmentSet>),
+            move |(manager, mut versions, last)| async move {
+                loop {
+                    if !manager.is_leader() {
+                        return None;
+                    }
+                    versions.borrow_and_update();
+                    let current = manager.local(|state| assignments_of(state, node_id));
+                    if last.as_ref() != Some(&current) {
+                        return Some((current.clone(), (manager, versions, Some(current))));
+                    }
+                    // Re-check leadership now and then even if nothing changes.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), versions.changed()).await;
+                }
+            },
+        )
+    }
+
+    /// Records what a worker observed of its tasks. Terminal states are stamped with the
+    /// leader's clock, since restart delays are counted from them and a worker's clock
+    /// may differ.
+    pub async fn report_status(
+        &self,
+        peer: &PeerIdentity,
+        mut reports: Vec<hoist_state::TaskReport>,
+    ) -> Result<()> {
+        self.require_leader()?;
+        let now = now_ms();
+        for report in &mut reports {
+            if report.status.state.is_terminal() {
+                report.status.timestamp_ms = now;
+            }
+        }
+        if reports.is_empty() {
+            return Ok(());
+        }
+        self.propose(Change::ReportTaskStatus {
+            node_id: peer.node_id,
+            reports,
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -10,6 +10,8 @@
 mod dispatcher;
 mod join;
 mod nodes;
+mod orchestrate;
+mod services;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -87,11 +87,11 @@ pub(crate) async fn serve_connection(
         }
     };
 
-    let send_408 = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(TimeoutFlags::default());
     let io = TokioIo::new(ClientIo {
         stream,
         read_since_write: false,
-        send_408_on_drop: Arc::clone(&send_408),
+        flags: Arc::clone(&flags),
     });
     let context = Arc::new(ConnectionContext {
         shared: Arc::clone(&shared),
@@ -126,12 +126,15 @@ pub(crate) async fn serve_connection(
             if result.as_ref().is_err_and(hyper::Error::is_timeout) {
                 // Set before `connection` (which owns the socket) is dropped at the end
                 // of this block; `ClientIo::drop` writes the 408.
-                send_408.store(true, Relaxed);
-                listener.header_timeouts_total.fetch_add(1, Relaxed);
+                flags.send_408.store(true, Relaxed);
             }
             result
         }
     };
+    // The connection, and with it `ClientIo`, is dropped by now.
+    if flags.sent_408.load(Relaxed) {
+        listener.header_timeouts_total.fetch_add(1, Relaxed);
+    }
     if let Err(error) = result {
         tracing::debug!(%peer, published = listener.published, %error, "client connection ended with an error");
     }
@@ -163,15 +166,26 @@ struct ClientIo {
     stream: TcpStream,
     /// True when the client sent bytes after our last write: a request is (partly) in.
     read_since_write: bool,
-    send_408_on_drop: Arc<AtomicBool>,
+    flags: Arc<TimeoutFlags>,
+}
+
+/// Shared between `serve_connection` and the `ClientIo` that hyper owns.
+#[derive(Default)]
+struct TimeoutFlags {
+    /// Set by `serve_connection` when hyper reported the header timeout.
+    send_408: AtomicBool,
+    /// Set by `ClientIo::drop` when it did write the 408 (a request was partly in; an
+    /// idle keep-alive connection is closed without one and not counted).
+    sent_408: AtomicBool,
 }
 
 impl Drop for ClientIo {
     fn drop(&mut self) {
-        if self.read_since_write && self.send_408_on_drop.load(Relaxed) {
+        if self.read_since_write && self.flags.send_408.load(Relaxed) {
             // The send buffer is empty (nothing was answered on this request), so a
             // non-blocking write of a few dozen bytes goes through whole.
             let _ = self.stream.try_write(RESPONSE_408);
+            self.flags.sent_408.store(true, Relaxed);
         }
     }
 }

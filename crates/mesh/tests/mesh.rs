@@ -259,7 +259,7 @@ async fn l7_draining_endpoint_finishes_its_long_request() {
 async fn l7_slowloris_gets_408_and_does_not_starve_others() {
     let backend = Backend::start("a").await;
     let port = free_port();
-    let deadline = Duration::from_millis(1000);
+    let deadline = Duration::from_millis(2000);
     let config = MeshConfig {
         header_read_timeout: deadline,
         ..test_config()

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role};
+use hoist_types::service::{Service, ServiceSpec};
+use hoist_types::task::{DesiredState, Task, TaskState, TaskStatus};
+use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role, ServiceId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
@@ -60,8 +62,50 @@ pub enum Change {
         role: Role,
         new_secret: String,
     },
+    /// `service create`: validated by the proposer and again here.
+    CreateService { service: Service },
+    /// `service update` / `scale`: a new spec; the version goes up by one.
+    UpdateService {
+        service_id: ServiceId,
+        spec: ServiceSpec,
+        at_ms: u64,
+    },
+    /// `service rm`: the orchestrator then stops and deletes its tasks.
+    RemoveService { service_id: ServiceId },
+    /// What the orchestrator and the scheduler decided in one pass, applied in order.
+    /// Edits that no longer fit the state are skipped, not refused: the state may have
+    /// moved between the leader's read and this apply.
+    EditTasks { edits: Vec<TaskEdit>, at_ms: u64 },
+    /// Observed states reported by the workers that run the tasks.
+    ReportTaskStatus {
+        node_id: NodeId,
+        reports: Vec<TaskReport>,
+    },
     /// A no-op used to confirm that the log accepts writes (and by benchmarks).
     Noop,
+}
+
+/// One edit of the task table (from the orchestrator or the scheduler).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "edit", rename_all = "snake_case")]
+pub enum TaskEdit {
+    /// Insert a new task (skipped if the id exists or its service is gone).
+    Create { task: Box<Task> },
+    /// Move the desired state forward (never back).
+    SetDesired { task_id: TaskId, desired: DesiredState },
+    /// Remove a task record (history pruning, removed services).
+    Delete { task_id: TaskId },
+    /// The scheduler placed a pending task.
+    Assign { task_id: TaskId, node_id: NodeId },
+    /// The scheduler could not place it, and says why.
+    SetPendingReason { task_id: TaskId, reason: String },
+}
+
+/// A worker's report of one task's observed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
 }
 
 /// What an applied change produced, returned to the proposer.
@@ -86,6 +130,10 @@ pub enum ChangeError {
     NodeRemoved(NodeId),
     #[error("{0}")]
     Invalid(String),
+    #[error("service {0} not found")]
+    ServiceNotFound(ServiceId),
+    #[error("a service named {0:?} already exists")]
+    ServiceNameTaken(String),
 }
 
 impl ClusterState {
@@ -129,6 +177,27 @@ impl ClusterState {
             | Change::SetNodeStatus { node_id, .. }
             | Change::SetNodeDescription { node_id, .. }
             | Change::RemoveNode { node_id, .. } => self.existing(*node_id),
+            Change::CreateService { service } => {
+                if self.services.contains_key(&service.id) {
+                    return Err(ChangeError::Invalid(format!("service id {} already exists", service.id)));
+                }
+                self.check_service_spec(None, &service.spec)
+            }
+            Change::UpdateService { service_id, spec, .. } => {
+                if !self.services.contains_key(service_id) {
+                    return Err(ChangeError::ServiceNotFound(*service_id));
+                }
+                self.check_service_spec(Some(*service_id), spec)
+            }
+            Change::RemoveService { service_id } => {
+                if self.services.contains_key(service_id) {
+                    Ok(())
+                } else {
+                    Err(ChangeError::ServiceNotFound(*service_id))
+                }
+            }
+            Change::EditTasks { .. } => Ok(()),
+            Change::ReportTaskStatus { .. } => Ok(()),
             Change::RotateToken { new_secret, .. } => {
                 if new_secret.len() < 16 {
                     Err(ChangeError::Invalid("token secret too short".into()))
@@ -137,6 +206,19 @@ impl ClusterState {
                 }
             }
         }
+    }
+
+    fn check_service_spec(&self, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<(), ChangeError> {
+        spec.validate().map_err(|err| ChangeError::Invalid(err.to_string()))?;
+        if let Some(other) = self
+            .services
+            .values()
+            .find(|service| Some(service.id) != own && service.spec.name == spec.name)
+        {
+            return Err(ChangeError::ServiceNameTaken(other.spec.name.clone()));
+        }
+        spec.check_port_conflicts(own, self.services.values())
+            .map_err(|err| ChangeError::Invalid(err.to_string()))
     }
 
     fn existing(&self, node_id: NodeId) -> Result<(), ChangeError> {
@@ -239,7 +321,94 @@ impl ClusterState {
                 let excess = self.tokens.retired.len().saturating_sub(RETIRED_SECRETS_KEPT);
                 self.tokens.retired.drain(..excess);
             }
+            Change::CreateService { service } => {
+                self.services.insert(service.id, service.clone());
+            }
+            Change::UpdateService {
+                service_id,
+                spec,
+                at_ms,
+            } => {
+                if let Some(service) = self.services.get_mut(service_id) {
+                    service.spec = spec.clone();
+                    service.version += 1;
+                    service.updated_at_ms = *at_ms;
+                }
+            }
+            Change::RemoveService { service_id } => {
+                self.services.remove(service_id);
+            }
+            Change::EditTasks { edits, at_ms } => {
+                for edit in edits {
+                    self.apply_task_edit(edit, *at_ms);
+                }
+            }
+            Change::ReportTaskStatus { node_id, reports } => {
+                for report in reports {
+                    self.apply_task_report(*node_id, report);
+                }
+            }
             Change::Noop => {}
+        }
+    }
+
+    fn apply_task_edit(&mut self, edit: &TaskEdit, at_ms: u64) {
+        match edit {
+            TaskEdit::Create { task } => {
+                if !self.tasks.contains_key(&task.id) && self.services.contains_key(&task.service_id) {
+                    self.tasks.insert(task.id, task.as_ref().clone());
+                }
+            }
+            TaskEdit::SetDesired { task_id, desired } => {
+                if let Some(task) = self.tasks.get_mut(task_id) {
+                    if task.desired_state < *desired {
+                        task.desired_state = *desired;
+                        task.updated_at_ms = at_ms;
+                    }
+                }
+            }
+            TaskEdit::Delete { task_id } => {
+                self.tasks.remove(task_id);
+            }
+            TaskEdit::Assign { task_id, node_id } => {
+                let node_usable = self.nodes.contains_key(node_id);
+                if let Some(task) = self.tasks.get_mut(task_id) {
+                    if node_usable
+                        && task.status.state.is_unassigned()
+                        && task.desired_state == DesiredState::Running
+                    {
+                        task.node_id = Some(*node_id);
+                        task.status = TaskStatus::new(TaskState::Assigned, "assigned", at_ms);
+                        task.pending_reason = None;
+                        task.updated_at_ms = at_ms;
+                    }
+                }
+            }
+            TaskEdit::SetPendingReason { task_id, reason } => {
+                if let Some(task) = self.tasks.get_mut(task_id) {
+                    if task.status.state.is_unassigned() && task.pending_reason.as_deref() != Some(reason) {
+                        task.pending_reason = Some(reason.clone());
+                        task.updated_at_ms = at_ms;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Only the node a task is assigned to may report it, and observed states only move
+    /// forward (the same state again may carry new detail, such as endpoints).
+    fn apply_task_report(&mut self, node_id: NodeId, report: &TaskReport) {
+        let Some(task) = self.tasks.get_mut(&report.task_id) else {
+            return;
+        };
+        if task.node_id != Some(node_id) {
+            return;
+        }
+        let current = task.status.state;
+        let next = report.status.state;
+        if next == current || current.can_move_to(next) {
+            task.updated_at_ms = report.status.timestamp_ms;
+            task.status = report.status.clone();
         }
     }
 }

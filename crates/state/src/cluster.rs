@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hoist_types::{Node, NodeId, Role};
+use hoist_types::service::Service;
+use hoist_types::task::Task;
+use hoist_types::{Node, NodeId, Role, ServiceId, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// Everything the managers agree on. Serialized whole for Raft snapshots and backups.
@@ -19,6 +21,11 @@ pub struct ClusterState {
     /// Nodes removed from the cluster: their certificates are refused even though they
     /// are still within their validity.
     pub removed_nodes: BTreeSet<NodeId>,
+    #[serde(default)]
+    pub services: BTreeMap<ServiceId, Service>,
+    /// Every task, including the recent history of each slot.
+    #[serde(default)]
+    pub tasks: BTreeMap<TaskId, Task>,
     /// Bumped by every applied change, so watchers can tell a state from the next.
     pub version: u64,
 }
@@ -115,6 +122,39 @@ impl ClusterState {
                 "node id prefix {reference:?} is ambiguous ({n} nodes match)"
             )),
         }
+    }
+
+    /// Finds a service by full id, unique id prefix, or name.
+    pub fn find_service(&self, reference: &str) -> Result<&Service, String> {
+        if let Some(service) = self.services.values().find(|service| service.spec.name == reference) {
+            return Ok(service);
+        }
+        let by_prefix: Vec<&Service> = self
+            .services
+            .values()
+            .filter(|service| !reference.is_empty() && service.id.to_string().starts_with(reference))
+            .collect();
+        match by_prefix.len() {
+            1 => Ok(by_prefix[0]),
+            0 => Err(format!("service {reference} not found")),
+            n => Err(format!("service id prefix {reference:?} is ambiguous ({n} services match)")),
+        }
+    }
+
+    /// Tasks of one service, in slot order then newest first.
+    pub fn service_tasks(&self, service_id: ServiceId) -> Vec<&Task> {
+        let mut tasks: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|task| task.service_id == service_id)
+            .collect();
+        tasks.sort_by(|a, b| {
+            a.slot
+                .cmp(&b.slot)
+                .then(a.node_id.cmp(&b.node_id))
+                .then(b.created_at_ms.cmp(&a.created_at_ms))
+        });
+        tasks
     }
 
     /// Whether a certificate for `node_id` should still be honoured.

@@ -10,5 +10,5 @@
 mod change;
 mod cluster;
 
-pub use change::{Change, ChangeError, ChangeOutcome};
+pub use change::{Change, ChangeError, ChangeOutcome, TaskEdit, TaskReport};
 pub use cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret};

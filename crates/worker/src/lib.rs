@@ -6,6 +6,9 @@
 //! It never talks to Raft: what the cluster wants reaches it only through the
 //! dispatcher's answers.
 
+mod agent;
 mod session;
+
+pub use agent::{run_assignments, run_reporter, Agent, AgentConfig};
 
 pub use session::{run_session, SessionHost, SessionState};

@@ -74,6 +74,11 @@ pub fn check_mounts_supported() -> Result<(), DriverError> {
 }
 
 /// Runs tasks as child processes. Cheap to clone; clones share state.
+///
+/// Background work: one watcher per live task, which ends when the task's
+/// process does, and one reader per `logs` call, which ends when its receiver is
+/// dropped or the output is complete. Dropping the driver stops nothing, by
+/// design: the tasks keep running for the next instance to adopt.
 #[derive(Clone, Debug)]
 pub struct ProcessDriver {
     inner: Arc<Inner>,
@@ -279,13 +284,26 @@ impl ProcessDriver {
             });
         };
         // Not reaped yet (only our wait does that), so /proc/PID is still there
-        // even if the program already exited.
+        // even if the program already exited. Without its start time we could
+        // neither adopt nor safely signal the task later, so it must not run.
         let proc_start_ticks = match procfs::read_stat(pid) {
-            Ok(Some(stat)) => stat.start_ticks,
-            Ok(None) => 0,
+            Ok(Some(stat)) => Ok(stat.start_ticks),
+            Ok(None) => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| {
+            DriverError::io(
+                "cannot read process start time",
+                format!("/proc/{pid}/stat"),
+                err,
+            )
+        });
+        let proc_start_ticks = match proc_start_ticks {
+            Ok(ticks) => ticks,
             Err(err) => {
-                tracing::warn!(task_id, pid, error = %err, "cannot read process start time");
-                0
+                let _ = killpg(group_of(pid), Signal::SIGKILL);
+                let _ = child.wait().await;
+                return Err(err);
             }
         };
         let record = TaskRecord {

@@ -43,10 +43,23 @@ impl TaskRecord {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|err| DriverError::io("cannot read task record", path, err))?;
-        serde_json::from_slice(&bytes).map_err(|source| DriverError::CorruptRecord {
-            path: path.to_owned(),
-            source,
-        })
+        let record: TaskRecord =
+            serde_json::from_slice(&bytes).map_err(|source| DriverError::CorruptRecord {
+                path: path.to_owned(),
+                source,
+            })?;
+        if record.format > RECORD_FORMAT {
+            // Written by a newer worker: guessing at its meaning could signal
+            // the wrong process.
+            return Err(DriverError::CorruptRecord {
+                path: path.to_owned(),
+                source: serde::de::Error::custom(format!(
+                    "record format {} is newer than this driver's ({RECORD_FORMAT})",
+                    record.format
+                )),
+            });
+        }
+        Ok(record)
     }
 
     pub(crate) async fn save(&self, path: &Path) -> Result<(), DriverError> {

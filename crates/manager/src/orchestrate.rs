@@ -1,0 +1,104 @@
+//! The leader's control loop: reads the applied state, asks the pure orchestrator and
+//! scheduler what to change, and proposes their decisions as one Change per pass.
+//!
+//! The loop only runs while this manager leads. It wakes when the state changes, when
+//! the orchestrator asked to be woken (a restart delay ends), and on a slow tick.
+
+use std::time::Duration;
+
+use hoist_orchestrator::{reconcile, Action, ReconcileInput};
+use hoist_scheduler::{ClusterView, Decision};
+use hoist_state::{Change, TaskEdit};
+use hoist_types::TaskId;
+use tokio::sync::watch;
+
+use crate::{now_ms, Manager};
+
+/// A pass runs at most this often, so a burst of status reports is handled in one.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Even without a change, look again this often (catches anything missed).
+const IDLE_TICK: Duration = Duration::from_secs(2);
+
+fn action_edit(action: Action) -> TaskEdit {
+    match action {
+        Action::CreateTask { task } => TaskEdit::Create { task },
+        Action::SetDesired {
+            task_id, desired, ..
+        } => TaskEdit::SetDesired { task_id, desired },
+        Action::DeleteTask { task_id, .. } => TaskEdit::Delete { task_id },
+    }
+}
+
+fn decision_edit(decision: Decision) -> TaskEdit {
+    match decision {
+        Decision::Assign { task_id, node_id } => TaskEdit::Assign { task_id, node_id },
+        Decision::Pending { task_id, reason } => TaskEdit::SetPendingReason { task_id, reason },
+    }
+}
+
+/// One pass over the state: the edits to propose, and when to look again at the latest.
+pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskEdit>, Option<u64>) {
+    let input = ReconcileInput::new(state.services.values(), state.tasks.values(), state.nodes.values());
+    let reconciliation = reconcile(&input, now_ms, TaskId::random);
+    if !reconciliation.actions.is_empty() {
+        for action in &reconciliation.actions {
+            tracing::debug!(task = %action.task_id(), reason = action.reason(), "orchestrator");
+        }
+        let edits = reconciliation.actions.into_iter().map(action_edit).collect();
+        return (edits, reconciliation.wake_at_ms);
+    }
+    let view = ClusterView::new(state.nodes.values(), state.services.values(), state.tasks.values());
+    let pending = state.tasks.values().filter(|task| task.status.state.is_unassigned());
+    let edits = hoist_scheduler::schedule(&view, pending)
+        .into_iter()
+        .filter(|decision| match decision {
+            // The scheduler repeats an unplaceable task's reason every pass; write it
+            // only when it changed.
+            Decision::Pending { task_id, reason } => {
+                state.tasks.get(task_id).and_then(|task| task.pending_reason.as_deref()) != Some(reason.as_str())
+            }
+            Decision::Assign { .. } => true,
+        })
+        .map(decision_edit)
+        .collect();
+    (edits, reconciliation.wake_at_ms)
+}
+
+impl Manager {
+    /// Runs the orchestrator and scheduler while this node leads, until `shutdown`.
+    pub async fn run_orchestrator(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut versions = self.raft().state().subscribe();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut wait = IDLE_TICK;
+            if self.is_leader() {
+                let now = now_ms();
+                let (edits, wake_at) = self.local(|state| plan(state, now));
+                if let Some(wake_at) = wake_at {
+                    wait = wait.min(Duration::from_millis(wake_at.saturating_sub(now).max(10)));
+                }
+                if !edits.is_empty() {
+                    let n_edits = edits.len();
+                    match self.propose(Change::EditTasks { edits, at_ms: now }).await {
+                        Ok(_) => {
+                            tracing::debug!(n_edits, "orchestration pass applied");
+                            wait = MIN_PASS_INTERVAL;
+                        }
+                        Err(err) => tracing::warn!(error = %err, "orchestration pass"),
+                    }
+                }
+            }
+            versions.borrow_and_update();
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = versions.changed() => {
+                    tokio::time::sleep(MIN_PASS_INTERVAL).await;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Services as the operator sees them: create, update, scale, remove, list, and the
+//! tasks of one service.
+
+use hoist_api::{ServiceView, TaskView};
+use hoist_orchestrator::service_replica_counts;
+use hoist_state::{Change, ClusterState};
+use hoist_types::service::{Service, ServiceMode, ServiceSpec};
+use hoist_types::ServiceId;
+
+use crate::{now_ms, Manager, ManagerError, Result};
+
+fn view(state: &ClusterState, service: &Service) -> ServiceView {
+    let counts = service_replica_counts(service, state.tasks.values());
+    ServiceView {
+        service: service.clone(),
+        running: counts.running,
+        desired: counts.desired,
+    }
+}
+
+fn check_spec(state: &ClusterState, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<()> {
+    spec.validate()
+        .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+    if let Some(other) = state
+        .services
+        .values()
+        .find(|service| Some(service.id) != own && service.spec.name == spec.name)
+    {
+        return Err(ManagerError::Refused(format!(
+            "a service named {:?} already exists ({})",
+            other.spec.name, other.id
+        )));
+    }
+    spec.check_port_conflicts(own, state.services.values())
+        .map_err(|err| ManagerError::Refused(err.to_string()))
+}
+
+impl Manager {
+    /// Validates and stores a new service. Nothing is stored when anything is wrong.
+    pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceView> {
+        let state = self.read(ClusterState::clone).await?;
+        check_spec(&state, None, &spec)?;
+        let at_ms = now_ms();
+        let service = Service {
+            id: ServiceId::random(),
+            spec,
+            version: 1,
+            created_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        };
+        let service_id = service.id;
+        self.propose(Change::CreateService { service }).await?;
+        tracing::info!(service = %service_id, "service created");
+        self.inspect_service(&service_id.to_string()).await
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<ServiceView>> {
+        self.read(|state| {
+            state
+                .services
+                .values()
+                .map(|service| view(state, service))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn inspect_service(&self, reference: &str) -> Result<ServiceView> {
+        self.read(|state| {
+            state
+                .find_service(reference)
+                .map(|service| view(state, service))
+        })
+        .await?
+        .map_err(ManagerError::NotFound)
+    }
+
+    /// Replaces the spec, if `version` is still the current one.
+    pub async fn update_service(&self, reference: &str, version: u64, spec: ServiceSpec) -> Result<ServiceView> {
+        let state = self.read(ClusterState::clone).await?;
+        let service = state.find_service(reference).map_err(ManagerError::NotFound)?;
+        if service.version != version {
+            return Err(ManagerError::Refused(format!(
+                "update out of sequence: service {} is at version {}, the update was made from version {version}; retry",
+                service.spec.name, service.version
+            )));
+        }
+        check_spec(&state, Some(service.id), &spec)?;
+        let service_id = service.id;
+        self.propose(Change::UpdateService {
+            service_id,
+            spec,
+            at_ms: now_ms(),
+        })
+        .await?;
+        self.inspect_service(&service_id.to_string()).await
+    }
+
+    pub async fn scale_service(&self, reference: &str, replicas: u64) -> Result<ServiceView> {
+        let service = self
+            .read(|state| state.find_service(reference).cloned())
+            .await?
+            .map_err(ManagerError::NotFound)?;
+        if matches!(service.spec.mode, ServiceMode::Global) {
+            return Err(ManagerError::Invalid(format!(
+                "{}: scale can only be used with replicated mode",
+                service.spec.name
+            )));
+        }
+        let mut spec = service.spec.clone();
+        spec.mode = ServiceMode::Replicated { replicas };
+        self.update_service(&service.id.to_string(), service.version, spec).await
+    }
+
+    pub async fn remove_service(&self, reference: &str) -> Result<ServiceId> {
+        let service_id = self
+            .read(|state| state.find_service(reference).map(|service| service.id))
+            .await?
+            .map_err(ManagerError::NotFound)?;
+        self.propose(Change::RemoveService { service_id }).await?;
+        tracing::info!(service = %service_id, "service removed");
+        Ok(service_id)
+    }
+
+    /// The tasks of a service, newest first within each slot.
+    pub async fn service_tasks(&self, reference: &str) -> Result<Vec<TaskView>> {
+        self.read(|state| {
+            let service = state.find_service(reference)?;
+            Ok(state
+                .service_tasks(service.id)
+                .into_iter()
+                .map(|task| TaskView {
+                    node_hostname: task
+                        .node_id
+                        .and_then(|node_id| state.nodes.get(&node_id))
+                        .map(|node| node.hostname.clone()),
+                    name: task.name(),
+                    task: task.clone(),
+                })
+                .collect())
+        })
+        .await?
+        .map_err(ManagerError::NotFound)
+    }
+}

@@ -1,0 +1,466 @@
+//! The task runner: makes the node's tasks match the assignment set the dispatcher
+//! pushes, through the driver, and reports every observed state back.
+//!
+//! A task is only ever started for an assignment that wants it running, and stopped
+//! when the assignment says so or when it is no longer assigned here (it was replaced
+//! while this node was cut off), so a slot never runs twice once the node has caught
+//! up. A restarted worker first adopts the tasks its driver still runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hoist_api::{AssignmentSet, StatusReportRequest};
+use hoist_driver::{BindMount, Driver, RunSpec, TaskExit};
+use hoist_state::TaskReport;
+use hoist_types::service::MountKind;
+use hoist_types::task::{DesiredState, Task, TaskEndpoint, TaskState, TaskStatus};
+use hoist_types::{NodeId, TaskId};
+use tokio::sync::{mpsc, watch};
+
+use crate::SessionState;
+
+/// Files of tasks that ended are kept this long after they leave the assignment set,
+/// so `service logs` can still show why a task failed.
+const KEEP_ENDED_TASK_FILES: Duration = Duration::from_secs(600);
+
+/// What the runner knows of one local task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    Stopping,
+    Ended { at: Instant },
+}
+
+struct LocalTask {
+    phase: Phase,
+    /// Set once we asked it to stop, so its exit reads as Shutdown, not Failed.
+    stop_requested: bool,
+}
+
+/// Who this node is, for the tasks' environment and endpoints.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_id: NodeId,
+    pub node_name: String,
+    /// The host part of endpoints other nodes dial.
+    pub endpoint_host: String,
+    /// Where each task's files go (`<dir>/<task id>`).
+    pub tasks_dir: PathBuf,
+}
+
+/// Runs the node's tasks.
+#[derive(Clone)]
+pub struct Agent {
+    config: Arc<AgentConfig>,
+    driver: Arc<dyn Driver>,
+    tasks: Arc<Mutex<HashMap<TaskId, LocalTask>>>,
+    reports: mpsc::UnboundedSender<TaskReport>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    /// A runner and the receiving end of its reports (for [`run_reporter`]).
+    pub fn new(config: AgentConfig, driver: Arc<dyn Driver>) -> (Agent, mpsc::UnboundedReceiver<TaskReport>) {
+        let (reports, receiver) = mpsc::unbounded_channel();
+        (
+            Agent {
+                config: Arc::new(config),
+                driver,
+                tasks: Arc::new(Mutex::new(HashMap::new())),
+                reports,
+            },
+            receiver,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, LocalTask>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn report(&self, task_id: TaskId, status: TaskStatus) {
+        let _ = self.reports.send(TaskReport { task_id, status });
+    }
+
+    /// Finds the tasks the driver still runs from before a restart.
+    pub async fn adopt(&self) {
+        let running = match self.driver.list().await {
+            Ok(running) => running,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing the driver's tasks");
+                return;
+            }
+        };
+        for handle in running {
+            let Ok(task_id) = handle.task_id.parse::<TaskId>() else {
+                continue;
+            };
+            tracing::info!(task = %task_id, "adopted a running task");
+            self.lock().insert(
+                task_id,
+                LocalTask {
+                    phase: Phase::Running,
+                    stop_requested: false,
+                },
+            );
+            self.watch_exit(task_id, handle.exit.clone());
+        }
+    }
+
+    /// Brings the local tasks in line with `set`.
+    pub fn apply(&self, set: &AssignmentSet) {
+        let assigned: HashMap<TaskId, &Task> = set.tasks.iter().map(|task| (task.id, task)).collect();
+        for task in &set.tasks {
+            let phase = self.lock().get(&task.id).map(|local| local.phase);
+            match (task.desired_state, phase) {
+                (DesiredState::Running, None) => self.start(task.clone()),
+                (DesiredState::Running, Some(Phase::Running)) => {
+                    // Adopted, or the leader missed our report: say again that it runs.
+                    if task.status.state != TaskState::Running {
+                        self.report_running(task.id, None);
+                    }
+                }
+                (DesiredState::Running, Some(_)) => {}
+                (_, Some(Phase::Starting | Phase::Running)) => self.stop(task.id, task.spec.stop_grace_period_ms),
+                (_, None) => {
+                    self.report(task.id, TaskStatus::new(TaskState::Shutdown, "shut down before it started", now_ms()));
+                }
+                (_, Some(Phase::Stopping | Phase::Ended { .. })) => {}
+            }
+        }
+        // Tasks no longer assigned here were replaced or removed meanwhile.
+        let stale: Vec<(TaskId, Phase)> = self
+            .lock()
+            .iter()
+            .filter(|(task_id, _)| !assigned.contains_key(task_id))
+            .map(|(task_id, local)| (*task_id, local.phase))
+            .collect();
+        for (task_id, phase) in stale {
+            match phase {
+                Phase::Starting | Phase::Running => {
+                    tracing::info!(task = %task_id, "stopping a task no longer assigned to this node");
+                    self.stop(task_id, 10_000);
+                }
+                Phase::Ended { at } if at.elapsed() > KEEP_ENDED_TASK_FILES => {
+                    self.lock().remove(&task_id);
+                    let driver = self.driver.clone();
+                    tokio::spawn(async move {
+                        let _ = driver.remove(&task_id.to_string()).await;
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn run_spec(&self, task: &Task) -> RunSpec {
+        RunSpec {
+            task_id: task.id.to_string(),
+            service_id: task.service_id.to_string(),
+            service_name: task.spec.name.clone(),
+            node_id: self.config.node_id.to_string(),
+            node_name: self.config.node_name.clone(),
+            command: task.spec.command.clone(),
+            env: task.spec.env.clone(),
+            ports: task.spec.ports.iter().map(|port| port.target).collect(),
+            mounts: task
+                .spec
+                .mounts
+                .iter()
+                .filter(|mount| mount.kind == MountKind::Bind)
+                .map(|mount| BindMount {
+                    source: PathBuf::from(&mount.source),
+                    target: PathBuf::from(&mount.target),
+                    readonly: mount.readonly,
+                })
+                .collect(),
+            limits: None,
+            stop_grace: Duration::from_millis(task.spec.stop_grace_period_ms),
+            image: task.spec.image.clone(),
+            workdir: task.spec.workdir.as_ref().map(PathBuf::from),
+            state_dir: self.config.tasks_dir.join(task.id.to_string()),
+        }
+    }
+
+    fn start(&self, task: Task) {
+        self.lock().insert(
+            task.id,
+            LocalTask {
+                phase: Phase::Starting,
+                stop_requested: false,
+            },
+        );
+        self.report(task.id, TaskStatus::new(TaskState::Starting, "starting", now_ms()));
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let spec = agent.run_spec(&task);
+            match agent.driver.start(&spec).await {
+                Ok(handle) => {
+                    let endpoints: Vec<TaskEndpoint> = handle
+                        .endpoints
+                        .iter()
+                        .map(|endpoint| TaskEndpoint {
+                            target_port: endpoint.target_port,
+                            addr: format!("{}:{}", agent.config.endpoint_host, endpoint.host_port),
+                        })
+                        .collect();
+                    let stop_requested = {
+                        let mut tasks = agent.lock();
+                        match tasks.get_mut(&task.id) {
+                            Some(local) => {
+                                if local.phase == Phase::Starting {
+                                    local.phase = Phase::Running;
+                                }
+                                local.stop_requested
+                            }
+                            None => true,
+                        }
+                    };
+                    tracing::info!(task = %task.id, service = %task.service_id, "task running");
+                    agent.report_running(task.id, Some(endpoints));
+                    agent.watch_exit(task.id, handle.exit.clone());
+                    if stop_requested {
+                        agent.stop(task.id, task.spec.stop_grace_period_ms);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(task = %task.id, error = %err, "task failed to start");
+                    if let Some(local) = agent.lock().get_mut(&task.id) {
+                        local.phase = Phase::Ended { at: Instant::now() };
+                    }
+                    let mut status = TaskStatus::new(TaskState::Rejected, "failed to start", now_ms());
+                    status.err = Some(err.to_string());
+                    agent.report(task.id, status);
+                }
+            }
+        });
+    }
+
+    fn report_running(&self, task_id: TaskId, endpoints: Option<Vec<TaskEndpoint>>) {
+        let mut status = TaskStatus::new(TaskState::Running, "started", now_ms());
+        match endpoints {
+            Some(endpoints) => status.endpoints = endpoints,
+            None => {
+                // Adopted: ask the driver where it serves.
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(handle) = agent.driver.inspect(&task_id.to_string()).await {
+                        status.endpoints = handle
+                            .endpoints
+                            .iter()
+                            .map(|endpoint| TaskEndpoint {
+                                target_port: endpoint.target_port,
+                                addr: format!("{}:{}", agent.config.endpoint_host, endpoint.host_port),
+                            })
+                            .collect();
+                    }
+                    agent.report(task_id, status);
+                });
+                return;
+            }
+        }
+        self.report(task_id, status);
+    }
+
+    fn watch_exit(&self, task_id: TaskId, exit: hoist_driver::ExitWatch) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let how = exit.wait().await;
+            let stop_requested = {
+                let mut tasks = agent.lock();
+                match tasks.get_mut(&task_id) {
+                    Some(local) => {
+                        local.phase = Phase::Ended { at: Instant::now() };
+                        local.stop_requested
+                    }
+                    None => true,
+                }
+            };
+            let status = exit_status(how, stop_requested);
+            tracing::info!(task = %task_id, exit = %how, state = %status.state, "task ended");
+            agent.report(task_id, status);
+        });
+    }
+
+    fn stop(&self, task_id: TaskId, grace_ms: u64) {
+        {
+            let mut tasks = self.lock();
+            let Some(local) = tasks.get_mut(&task_id) else {
+                return;
+            };
+            local.stop_requested = true;
+            if local.phase != Phase::Running {
+                // A start in flight stops itself once it runs.
+                return;
+            }
+            local.phase = Phase::Stopping;
+        }
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            if let Err(err) = driver.stop(&task_id.to_string(), Duration::from_millis(grace_ms)).await {
+                tracing::warn!(task = %task_id, error = %err, "stopping task");
+            }
+        });
+    }
+
+    /// Task ids this node runs now (for tests and `info`).
+    pub fn running(&self) -> Vec<TaskId> {
+        self.lock()
+            .iter()
+            .filter(|(_, local)| matches!(local.phase, Phase::Starting | Phase::Running | Phase::Stopping))
+            .map(|(task_id, _)| *task_id)
+            .collect()
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+}
+
+/// The observed state a process exit means.
+fn exit_status(how: TaskExit, stop_requested: bool) -> TaskStatus {
+    let now = now_ms();
+    if stop_requested {
+        return TaskStatus::new(TaskState::Shutdown, format!("shut down ({how})"), now);
+    }
+    match how {
+        TaskExit::Exited { code: 0 } => {
+            let mut status = TaskStatus::new(TaskState::Complete, "finished", now);
+            status.exit_code = Some(0);
+            status
+        }
+        TaskExit::Exited { code } => {
+            let mut status = TaskStatus::new(TaskState::Failed, "task exited", now);
+            status.exit_code = Some(code);
+            status.err = Some(format!("task: non-zero exit ({code})"));
+            status
+        }
+        other => {
+            let mut status = TaskStatus::new(TaskState::Failed, "task ended", now);
+            status.err = Some(other.to_string());
+            status
+        }
+    }
+}
+
+/// Sends the runner's reports to the leader in batches, retrying until they land.
+pub async fn run_reporter(
+    http: impl Fn() -> reqwest::Client + Send + 'static,
+    mut reports: mpsc::UnboundedReceiver<TaskReport>,
+    session: watch::Receiver<SessionState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Latest report per task; an older state is never sent after a newer one.
+    let mut pending: Vec<TaskReport> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                report = reports.recv() => match report {
+                    Some(report) => pending.push(report),
+                    None => return,
+                },
+            }
+        }
+        // A short window gathers the reports of one burst into one Raft write.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(report) = reports.try_recv() {
+            pending.push(report);
+        }
+        let leader = session.borrow().leader_addr.clone();
+        let Some(leader) = leader else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let body = StatusReportRequest {
+            reports: pending.clone(),
+        };
+        let sent = http()
+            .post(format!("https://{leader}/v1/dispatcher/status"))
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => pending.clear(),
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), "status report refused; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "status report failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Follows the leader's assignment stream and hands each set to the runner.
+pub async fn run_assignments(
+    http: impl Fn() -> reqwest::Client + Send + 'static,
+    agent: Agent,
+    mut session: watch::Receiver<SessionState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let leader = session.borrow_and_update().leader_addr.clone();
+        let Some(leader) = leader else {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = session.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            continue;
+        };
+        let response = http()
+            .post(format!("https://{leader}/v1/dispatcher/assignments"))
+            .json(&())
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                let mut body = response.bytes_stream();
+                let mut buffer: Vec<u8> = Vec::new();
+                loop {
+                    let chunk = tokio::select! {
+                        _ = shutdown.changed() => return,
+                        chunk = body.next() => chunk,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(newline) = buffer.iter().position(|byte| *byte == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=newline).collect();
+                        match serde_json::from_slice::<AssignmentSet>(&line) {
+                            Ok(set) => agent.apply(&set),
+                            Err(err) if line.len() > 1 => tracing::warn!(error = %err, "bad assignment set"),
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), "assignment stream refused");
+            }
+            Err(err) => tracing::debug!(error = %err, "assignment stream failed"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
