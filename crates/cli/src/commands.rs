@@ -16,7 +16,7 @@ use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateA
 /// The default daemon socket when neither --host nor HOIST_HOST is given.
 pub const DEFAULT_SOCKET: &str = "/var/run/hoist/hoist.sock";
 
-fn client_for(host: Option<&str>) -> anyhow::Result<Client> {
+pub fn client_for(host: Option<&str>) -> anyhow::Result<Client> {
     let host = host.unwrap_or(DEFAULT_SOCKET);
     let path = match host.strip_prefix("unix://") {
         Some(path) => path,
@@ -68,7 +68,10 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         }
         Command::Node(command) => node(&client, command).await?,
         Command::Info(args) => info(&client, args).await?,
-        Command::Daemon(_) => bail!("the daemon is not a client command"),
+        Command::Service(command) => crate::service::run(&client, command).await?,
+        Command::Daemon(_) | Command::Hello(_) | Command::Demo(_) => {
+            bail!("this command is not a client command")
+        }
     }
     Ok(())
 }

@@ -6,12 +6,14 @@
 
 mod commands;
 mod output;
+pub mod service;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use commands::run_client;
+pub use commands::{client_for, run_client};
+pub use output::{print_table, render_table};
 
 /// Hoist: a container orchestrator with built-in load balancing.
 #[derive(Debug, Parser)]
@@ -41,6 +43,44 @@ pub enum Command {
     Node(NodeCommand),
     /// Show cluster-wide information.
     Info(InfoArgs),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(crate::service::ServiceCommand),
+    /// Run the demo web page (the workload `hoist demo` deploys).
+    Hello(HelloArgs),
+    /// Start a local cluster of daemons and deploy the hello service on it.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `hoist hello`.
+#[derive(Clone, Debug, Args)]
+pub struct HelloArgs {
+    /// Address to listen on [default: 0.0.0.0:$PORT when PORT is set, else 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Also serve the files of DIR under /files/ and list them on the page
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Arguments of `hoist demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Number of managers.
+    #[arg(long, default_value_t = 1)]
+    pub managers: usize,
+    /// Number of workers.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// A folder every hello replica serves under /files/ (a bind mount; needs root).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Published port of the hello service on every node.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Where the demo keeps its nodes' data (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

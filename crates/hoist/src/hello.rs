@@ -39,17 +39,7 @@ const DEFAULT_PORT: u16 = 8080;
 /// before sending it, and must not be an easy way to exhaust a node's memory.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Arguments of `hoist hello`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct HelloArgs {
-    /// Address to listen on [default: 0.0.0.0:$PORT when PORT is set, else 0.0.0.0:8080]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-
-    /// Also serve the files of DIR under /files/ and list them on the page
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
+pub use hoist_cli::HelloArgs;
 
 /// Who is answering: fixed for the life of the process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 //! the crates together.
 
 mod daemon;
+mod demo;
+mod hello;
 
 use clap::Parser;
 use hoist_cli::{Cli, Command};
@@ -10,8 +12,10 @@ use hoist_cli::{Cli, Command};
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -31,6 +35,11 @@ fn main() -> std::process::ExitCode {
                 init_tracing();
                 daemon::run(args).await
             }
+            Command::Hello(args) => {
+                init_tracing();
+                hello::run(args).await
+            }
+            Command::Demo(args) => demo::run(args).await,
             command => hoist_cli::run_client(cli.host.as_deref(), command).await,
         }
     });

@@ -81,8 +81,9 @@ pub(crate) async fn serve_connection(
         // Closed before sending anything, or a socket error: nothing to answer.
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_elapsed) => {
-            listener.header_timeouts_total.fetch_add(1, Relaxed);
-            let _ = stream.try_write(RESPONSE_408);
+            // Nothing at all arrived: a preconnected or abandoned socket, not a slow
+            // request. Close it without a 408, which browsers and pooled clients would
+            // only misread as the answer to their next request.
             return;
         }
     };

@@ -86,9 +86,10 @@ async fn l7_spreads_3000_requests_evenly_power_of_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l4_forwards_and_ejects_a_refused_endpoint() {
     let alive = Backend::start("alive").await;
+    let (dead_addr, _dead_socket) = refused_addr();
     let dead = hoist_mesh::Endpoint {
         id: "task-dead".into(),
-        addr: refused_addr(),
+        addr: dead_addr,
         state: hoist_mesh::EndpointState::Active,
     };
     let port = free_port();
@@ -273,17 +274,18 @@ async fn l7_slowloris_gets_408_and_does_not_starve_others() {
 
     let started = Instant::now();
     let mut slow = Vec::new();
-    for n in 0..200 {
+    for _ in 0..200 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        if n % 10 == 0 {
-            // Some send nothing at all.
-        } else {
-            stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
-                .await
-                .unwrap();
-        }
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+            .await
+            .unwrap();
         slow.push(stream);
+    }
+    // Some connect and send nothing at all: closed at the deadline, without a 408.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
     }
     // A normal client is served while the 200 connections hang.
     let client = client();
@@ -305,11 +307,30 @@ async fn l7_slowloris_gets_408_and_does_not_starve_others() {
     }
     assert!(started.elapsed() >= deadline);
     assert!(statuses.iter().all(|&status| status == 408), "{statuses:?}");
+    for mut stream in silent {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+            .await
+            .expect("silent connection not closed within 10 s");
+        assert!(
+            read.is_err() || buf.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
     assert_eq!(backend.hits(), 20);
-    let text = mesh.render_metrics();
-    assert_eq!(
-        metric(&text, "hoist_mesh_port_header_timeouts_total", ""),
-        Some(200.0)
+    // The counter moves just after the 408 is written, so it may trail the clients.
+    let timeouts = || {
+        metric(
+            &mesh.render_metrics(),
+            "hoist_mesh_port_header_timeouts_total",
+            "",
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(2), || timeouts() == Some(200.0)).await,
+        "{:?}",
+        timeouts()
     );
     mesh.shutdown().await;
 }
@@ -374,9 +395,10 @@ async fn l7_adds_forwarding_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_retries_idempotent_requests_but_never_a_post() {
     let alive = Backend::start("alive").await;
+    let (dead_addr, _dead_socket) = refused_addr();
     let dead = hoist_mesh::Endpoint {
         id: "task-dead".into(),
-        addr: refused_addr(),
+        addr: dead_addr,
         state: hoist_mesh::EndpointState::Active,
     };
     let port = free_port();

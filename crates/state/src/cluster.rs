@@ -149,9 +149,13 @@ impl ClusterState {
             .filter(|task| task.service_id == service_id)
             .collect();
         tasks.sort_by(|a, b| {
+            // A global task's slot is its node; a replicated task's slot is its number,
+            // whatever node each attempt ran on.
+            let global_a = if a.slot == 0 { a.node_id } else { None };
+            let global_b = if b.slot == 0 { b.node_id } else { None };
             a.slot
                 .cmp(&b.slot)
-                .then(a.node_id.cmp(&b.node_id))
+                .then(global_a.cmp(&global_b))
                 .then(b.created_at_ms.cmp(&a.created_at_ms))
         });
         tasks

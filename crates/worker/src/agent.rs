@@ -320,6 +320,16 @@ impl Agent {
             .collect()
     }
 
+    /// Stops every task this node runs (the node is leaving the cluster).
+    pub async fn stop_all(&self) {
+        let running = self.driver.list().await.unwrap_or_default();
+        for handle in running {
+            let _ = self.driver.stop(&handle.task_id, Duration::from_secs(10)).await;
+            let _ = self.driver.remove(&handle.task_id).await;
+        }
+        self.lock().clear();
+    }
+
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
     }

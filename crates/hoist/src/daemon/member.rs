@@ -22,7 +22,8 @@ use hoist_pki::{IdentityHandle, JoinToken, NodeCsr, NodeIdentity, PeerIdentity};
 use hoist_raft::{RaftConfig, RaftNode};
 use hoist_state::ClusterSettings;
 use hoist_types::{EngineInfo, NodeId, Role};
-use hoist_worker::{run_session, SessionHost, SessionState};
+use hoist_driver::{Driver, ProcessDriver};
+use hoist_worker::{run_assignments, run_reporter, run_session, Agent, AgentConfig, SessionHost, SessionState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -96,6 +97,8 @@ pub struct Member {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set when the cluster removed this node; routes then say so.
     removed: Mutex<Option<String>>,
+    /// Runs the tasks assigned to this node.
+    pub agent: Agent,
 }
 
 struct ManagerRuntime {
@@ -170,6 +173,21 @@ impl Daemon {
         let server_config = hoist_pki::server_config(&identity)?;
         let (stop, _) = watch::channel(false);
         let (session_state, _) = watch::channel(SessionState::default());
+        let driver: Arc<dyn Driver> = Arc::new(ProcessDriver::new(self.config.data_dir.join("driver"))?);
+        let endpoint_host = record
+            .advertise_addr
+            .rsplit_once(':')
+            .map(|(host, _)| host.to_string())
+            .unwrap_or_else(|| record.advertise_addr.clone());
+        let (agent, reports) = Agent::new(
+            AgentConfig {
+                node_id: record.node_id,
+                node_name: record.hostname.clone(),
+                endpoint_host,
+                tasks_dir: self.config.data_dir.join("tasks"),
+            },
+            driver,
+        );
         let member = Arc::new(Member {
             node_id: record.node_id,
             cluster_id: record.cluster_id,
@@ -187,7 +205,32 @@ impl Daemon {
             stop,
             tasks: Mutex::new(Vec::new()),
             removed: Mutex::new(None),
+            agent,
         });
+        member.agent.adopt().await;
+        let reporter = {
+            let for_http = member.clone();
+            tokio::spawn(run_reporter(
+                move || for_http.http(),
+                reports,
+                member.session_state.subscribe(),
+                member.stop.subscribe(),
+            ))
+        };
+        let assignments = {
+            let for_http = member.clone();
+            tokio::spawn(run_assignments(
+                move || for_http.http(),
+                member.agent.clone(),
+                member.session_state.subscribe(),
+                member.stop.subscribe(),
+            ))
+        };
+        member
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([reporter, assignments]);
         let tls = server::serve_tls(self.clone(), listener, server_config).await;
         member.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
         *self.member.write().unwrap_or_else(|p| p.into_inner()) = Some(member.clone());
@@ -223,7 +266,12 @@ impl Daemon {
         let (stop, stop_rx) = watch::channel(false);
         {
             let watcher = manager.clone();
+            let stop_rx = stop_rx.clone();
             tokio::spawn(async move { watcher.run_node_watch(stop_rx).await });
+        }
+        {
+            let orchestrator = manager.clone();
+            tokio::spawn(async move { orchestrator.run_orchestrator(stop_rx).await });
         }
         *member.manager.write().unwrap_or_else(|p| p.into_inner()) = Some(ManagerRuntime {
             manager: manager.clone(),
@@ -498,6 +546,8 @@ impl Daemon {
         if let Some(member) = member {
             self.stop_member(&member).await;
             self.stop_manager(&member).await;
+            // A node that leaves takes its tasks down with it, as Swarm does.
+            member.agent.stop_all().await;
         }
         let dir = &self.config.data_dir;
         for path in [node_file(dir), identity_file(dir)] {

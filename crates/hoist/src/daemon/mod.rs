@@ -5,6 +5,7 @@
 mod member;
 mod routes;
 mod server;
+mod service_routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

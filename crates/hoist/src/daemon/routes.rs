@@ -27,7 +27,7 @@ use tower::ServiceExt;
 
 use super::member::{manager_error_status, LifecycleError, Member};
 use super::server::Caller;
-use super::Daemon;
+use super::{service_routes, Daemon};
 
 type AppState = Arc<Daemon>;
 
@@ -52,6 +52,18 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/nodes/{node}/promote", post(node_promote))
         .route("/v1/nodes/{node}/demote", post(node_demote))
         .route("/v1/join-tokens/{role}", get(token_get).post(token_rotate))
+        .route("/v1/services", get(service_routes::service_ls).post(service_routes::service_create))
+        .route(
+            "/v1/services/{service}",
+            get(service_routes::service_inspect).delete(service_routes::service_rm),
+        )
+        .route("/v1/services/{service}/update", post(service_routes::service_update))
+        .route("/v1/services/{service}/scale", post(service_routes::service_scale))
+        .route("/v1/services/{service}/tasks", get(service_routes::service_tasks))
+        .route("/v1/services/{service}/logs", get(service_routes::service_logs))
+        .route("/v1/node-logs", get(service_routes::node_logs))
+        .route("/v1/dispatcher/assignments", post(service_routes::assignments))
+        .route("/v1/dispatcher/status", post(service_routes::status))
         .layer(axum::middleware::from_fn_with_state(daemon.clone(), authorize))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(daemon)
@@ -120,6 +132,7 @@ fn class_of(path: &str) -> Class {
         "/v1/init" | "/v1/join-cluster" | "/v1/leave" => Class::LocalOnly,
         "/v1/join" => Class::Open,
         "/v1/dispatcher/heartbeat" | "/v1/node/renew" => Class::Member,
+        "/v1/dispatcher/assignments" | "/v1/dispatcher/status" => Class::Member,
         "/v1/raft/join-me" => Class::ManagerPeer,
         _ if path.starts_with("/raft/") => Class::ManagerPeer,
         _ if path.starts_with("/v1/dispatcher/") => Class::Member,
@@ -212,14 +225,14 @@ async fn authorize(
     Ok(next.run(request).await)
 }
 
-fn peer_of(caller: &Caller) -> Result<&PeerIdentity, ApiError> {
+pub(super) fn peer_of(caller: &Caller) -> Result<&PeerIdentity, ApiError> {
     match caller {
         Caller::Peer(Some(peer)) => Ok(peer),
         _ => Err(ApiError::new(401, "a node certificate is required")),
     }
 }
 
-fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
+pub(super) fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
     let member = daemon
         .member()
         .ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
@@ -229,7 +242,7 @@ fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
     Ok(member)
 }
 
-fn manager_of(daemon: &Daemon) -> Result<(Arc<Member>, Manager), ApiError> {
+pub(super) fn manager_of(daemon: &Daemon) -> Result<(Arc<Member>, Manager), ApiError> {
     let member = member_of(daemon)?;
     let manager = member.manager().ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
     Ok((member, manager))

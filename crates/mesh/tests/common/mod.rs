@@ -148,19 +148,30 @@ impl Drop for Backend {
     }
 }
 
-/// A loopback port that was free a moment ago (the kernel hands out ephemeral ports in a
-/// random order, so the race with other processes is negligible).
+/// A loopback port that was free a moment ago and that this process has not handed out
+/// before (the kernel may give the same ephemeral port to two consecutive binds).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
-/// An address that refuses connections: a port that was just bound and released.
-pub fn refused_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// An address that refuses connections: a socket bound but never listening, kept by the
+/// returned guard so no one else can take the port meanwhile.
+pub fn refused_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 pub fn test_config() -> MeshConfig {

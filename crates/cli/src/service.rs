@@ -1,0 +1,691 @@
+//! `hoist service ...`: Docker's verbs, flags and columns for services.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use hoist_api::{
+    Client, CreateServiceRequest, ScaleRequest, ServiceView, TaskView, UpdateServiceRequest,
+};
+use hoist_types::service::{
+    parse_cpus, parse_key_value, parse_memory, Constraint, Mount, PlacementPref, PublishedPort,
+    Rebalance, RestartCondition, ServiceMode, ServiceSpec,
+};
+use hoist_types::task::{DesiredState, TaskState};
+
+use crate::output::{ago, print_json, print_table, wants_json};
+use crate::ListArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(CreateArgs),
+    /// List services.
+    Ls(ListArgs),
+    /// List the tasks of a service.
+    Ps(PsArgs),
+    /// Show a service as JSON (or --pretty).
+    Inspect {
+        services: Vec<String>,
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Set the replicas of replicated services: NAME=N ...
+    Scale {
+        /// Return at once instead of waiting for convergence.
+        #[arg(long, short)]
+        detach: bool,
+        #[arg(required = true)]
+        scales: Vec<String>,
+    },
+    /// Change a service.
+    Update(UpdateArgs),
+    /// Remove services.
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Show the output of a service's tasks.
+    Logs {
+        /// Keep following new output.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines of each task.
+        #[arg(long)]
+        tail: Option<usize>,
+        service: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// Number of tasks (replicated mode).
+    #[arg(long)]
+    pub replicas: Option<i64>,
+    /// replicated or global.
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
+    /// Publish a port: PUBLISHED:TARGET[/tcp|http] or published=..,target=..[,protocol=..][,mode=ingress|host].
+    #[arg(long, short = 'p')]
+    pub publish: Vec<String>,
+    /// Environment variable KEY=VALUE.
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// Service label KEY=VALUE.
+    #[arg(long, short = 'l')]
+    pub label: Vec<String>,
+    /// type=bind,source=/a,target=/b[,readonly].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Placement constraint, e.g. node.labels.disk==ssd.
+    #[arg(long)]
+    pub constraint: Vec<String>,
+    /// spread=node.labels.KEY.
+    #[arg(long = "placement-pref")]
+    pub placement_pref: Vec<String>,
+    #[arg(long = "reserve-cpu")]
+    pub reserve_cpu: Option<String>,
+    #[arg(long = "reserve-memory")]
+    pub reserve_memory: Option<String>,
+    #[arg(long = "limit-cpu")]
+    pub limit_cpu: Option<String>,
+    #[arg(long = "limit-memory")]
+    pub limit_memory: Option<String>,
+    /// any, on-failure or none.
+    #[arg(long = "restart-condition")]
+    pub restart_condition: Option<String>,
+    #[arg(long = "restart-delay", value_parser = crate::parse_duration_ms)]
+    pub restart_delay: Option<u64>,
+    #[arg(long = "restart-max-attempts")]
+    pub restart_max_attempts: Option<u64>,
+    #[arg(long = "restart-window", value_parser = crate::parse_duration_ms)]
+    pub restart_window: Option<u64>,
+    #[arg(long = "stop-grace-period", value_parser = crate::parse_duration_ms)]
+    pub stop_grace_period: Option<u64>,
+    /// process or docker (default: process for a command, docker for an image).
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Move tasks to even out the spread when nodes come back: auto or off.
+    #[arg(long)]
+    pub rebalance: Option<String>,
+    /// HTTP path the mesh checks on http ports, e.g. /healthz.
+    #[arg(long = "health-path")]
+    pub health_path: Option<String>,
+    /// Return at once instead of showing progress until converged.
+    #[arg(long, short)]
+    pub detach: bool,
+    /// The command (process driver) or the image and its command (docker driver).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Show every task, including ended ones beyond the current (default: all).
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[arg(long)]
+    pub replicas: Option<i64>,
+    #[arg(long = "env-add")]
+    pub env_add: Vec<String>,
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    #[arg(long = "constraint-add")]
+    pub constraint_add: Vec<String>,
+    #[arg(long = "constraint-rm")]
+    pub constraint_rm: Vec<String>,
+    #[arg(long)]
+    pub rebalance: Option<String>,
+    #[arg(long, short)]
+    pub detach: bool,
+    pub service: String,
+}
+
+fn encode(reference: &str) -> String {
+    reference
+        .bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+pub async fn run(client: &Client, command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create(args) => create(client, args).await,
+        ServiceCommand::Ls(args) => ls(client, args).await,
+        ServiceCommand::Ps(args) => ps(client, args).await,
+        ServiceCommand::Inspect { services, pretty } => inspect(client, services, pretty).await,
+        ServiceCommand::Scale { detach, scales } => scale(client, scales, detach).await,
+        ServiceCommand::Update(args) => update(client, args).await,
+        ServiceCommand::Rm { services } => {
+            let mut failures = Vec::new();
+            for service in services {
+                match client
+                    .delete::<serde_json::Value>(&format!("/v1/services/{}", encode(&service)))
+                    .await
+                {
+                    Ok(_) => println!("{service}"),
+                    Err(err) => failures.push(format!("{service}: {err}")),
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failures.join("\n"))
+            }
+        }
+        ServiceCommand::Logs {
+            follow,
+            tail,
+            service,
+        } => logs(client, &service, follow, tail).await,
+    }
+}
+
+/// Whether the first word names an image rather than a program: images have a tag or a
+/// registry path (`nginx:1.25`, `nginxdemos/hello`); a bare word is a program if it is
+/// on PATH.
+fn looks_like_image(first: &str) -> bool {
+    if first.starts_with('/') || first.starts_with('.') {
+        return false;
+    }
+    if first.contains(':') || first.contains('/') {
+        return true;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(first).is_file()))
+        .unwrap_or(false);
+    !on_path
+}
+
+fn replicas_arg(replicas: i64) -> anyhow::Result<u64> {
+    u64::try_from(replicas).map_err(|_| anyhow::anyhow!("invalid --replicas {replicas}: it must be 0 or more"))
+}
+
+fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
+    let mut spec = ServiceSpec {
+        name: args.name,
+        ..ServiceSpec::default()
+    };
+    spec.mode = match args.mode.as_str() {
+        "replicated" => ServiceMode::Replicated {
+            replicas: args.replicas.map(replicas_arg).transpose()?.unwrap_or(1),
+        },
+        "global" => {
+            if args.replicas.is_some() {
+                bail!("--replicas can only be used with --mode replicated");
+            }
+            ServiceMode::Global
+        }
+        other => bail!("invalid --mode {other:?}: expected replicated or global"),
+    };
+    let driver = match args.driver {
+        Some(driver) => driver,
+        None if looks_like_image(&args.command[0]) => "docker".into(),
+        None => "process".into(),
+    };
+    if driver == "docker" {
+        spec.image = Some(args.command[0].clone());
+        spec.command = args.command[1..].to_vec();
+    } else {
+        spec.command = args.command;
+    }
+    spec.driver = driver;
+    for text in &args.publish {
+        spec.ports.push(PublishedPort::parse(text)?);
+    }
+    for text in &args.env {
+        let (key, value) = parse_key_value("env", text)?;
+        spec.env.insert(key, value);
+    }
+    for text in &args.label {
+        let (key, value) = parse_key_value("label", text)?;
+        spec.labels.insert(key, value);
+    }
+    for text in &args.mount {
+        spec.mounts.push(Mount::parse(text)?);
+    }
+    for text in &args.constraint {
+        spec.constraints.push(Constraint::parse(text)?);
+    }
+    for text in &args.placement_pref {
+        spec.placement_prefs.push(PlacementPref::parse(text)?);
+    }
+    if let Some(text) = &args.reserve_cpu {
+        spec.resources.reservations.nano_cpus = parse_cpus(text)?;
+    }
+    if let Some(text) = &args.reserve_memory {
+        spec.resources.reservations.memory_bytes = parse_memory(text)?;
+    }
+    if let Some(text) = &args.limit_cpu {
+        spec.resources.limits.nano_cpus = parse_cpus(text)?;
+    }
+    if let Some(text) = &args.limit_memory {
+        spec.resources.limits.memory_bytes = parse_memory(text)?;
+    }
+    if let Some(text) = &args.restart_condition {
+        spec.restart_policy.condition = text.parse::<RestartCondition>()?;
+    }
+    if let Some(delay) = args.restart_delay {
+        spec.restart_policy.delay_ms = delay;
+    }
+    if let Some(attempts) = args.restart_max_attempts {
+        spec.restart_policy.max_attempts = Some(attempts);
+    }
+    if let Some(window) = args.restart_window {
+        spec.restart_policy.window_ms = Some(window);
+    }
+    if let Some(grace) = args.stop_grace_period {
+        spec.stop_grace_period_ms = grace;
+    }
+    if let Some(text) = &args.rebalance {
+        spec.rebalance = parse_rebalance(text)?;
+    }
+    spec.health_path = args.health_path;
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn parse_rebalance(text: &str) -> anyhow::Result<Rebalance> {
+    match text {
+        "auto" => Ok(Rebalance::Auto),
+        "off" => Ok(Rebalance::Off),
+        other => bail!("invalid --rebalance {other:?}: expected auto or off"),
+    }
+}
+
+async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
+    let detach = args.detach;
+    let spec = spec_from(args)?;
+    let created: ServiceView = client
+        .post("/v1/services", &CreateServiceRequest { spec })
+        .await?;
+    println!("{}", created.service.id);
+    if !detach {
+        converge(client, &created.service.id.to_string()).await?;
+    }
+    Ok(())
+}
+
+/// How far along a task is, out of 6, for the progress bars.
+fn progress_step(state: TaskState) -> usize {
+    match state {
+        TaskState::New => 0,
+        TaskState::Pending => 1,
+        TaskState::Assigned => 2,
+        TaskState::Accepted | TaskState::Preparing => 3,
+        TaskState::Starting => 4,
+        TaskState::Running => 6,
+        _ => 0,
+    }
+}
+
+fn bar(step: usize) -> String {
+    const WIDTH: usize = 50;
+    let filled = WIDTH * step / 6;
+    if filled >= WIDTH {
+        format!("[{}>]", "=".repeat(WIDTH))
+    } else {
+        format!("[{}>{}]", "=".repeat(filled), " ".repeat(WIDTH - filled))
+    }
+}
+
+/// Shows progress until every slot runs (Docker's `overall progress` display, one
+/// line printed per change since output may not be a terminal).
+async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
+    const PATIENCE: Duration = Duration::from_secs(120);
+    let started = Instant::now();
+    let mut last_printed = String::new();
+    loop {
+        let view: ServiceView = client.get(&format!("/v1/services/{}", encode(service))).await?;
+        let tasks: Vec<TaskView> = client
+            .get(&format!("/v1/services/{}/tasks", encode(service)))
+            .await?;
+        let live: Vec<&TaskView> = tasks
+            .iter()
+            .filter(|view| view.task.desired_state == DesiredState::Running)
+            .collect();
+        let mut lines = vec![format!(
+            "overall progress: {} out of {} tasks",
+            view.running, view.desired
+        )];
+        let total = view.desired;
+        let mut slots: BTreeMap<String, &TaskView> = BTreeMap::new();
+        for task in &live {
+            slots.entry(task.name.clone()).or_insert(task);
+        }
+        for (index, (_, task)) in slots.iter().enumerate() {
+            let state = task.task.status.state;
+            let label = match (&task.task.pending_reason, state) {
+                (Some(reason), TaskState::Pending) => format!("pending: {reason}"),
+                _ => state.to_string(),
+            };
+            lines.push(format!("{}/{}: {:<9} {}", index + 1, total.max(slots.len() as u64), label, bar(progress_step(state))));
+        }
+        let text = lines.join("\n");
+        if text != last_printed {
+            println!("{text}");
+            last_printed = text;
+        }
+        if view.running == view.desired {
+            println!("verify: Service converged");
+            return Ok(());
+        }
+        if started.elapsed() > PATIENCE {
+            bail!(
+                "the service has not converged after {}s: see `hoist service ps {service}`",
+                PATIENCE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn mode_text(view: &ServiceView) -> &'static str {
+    match view.service.spec.mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
+fn what_runs(spec: &ServiceSpec) -> String {
+    match &spec.image {
+        Some(image) => image.clone(),
+        None => {
+            let text = spec.command.join(" ");
+            if text.chars().count() > 40 {
+                format!("{}…", text.chars().take(39).collect::<String>())
+            } else {
+                text
+            }
+        }
+    }
+}
+
+fn ports_text(spec: &ServiceSpec) -> String {
+    spec.ports
+        .iter()
+        .map(|port| format!("*:{}->{}/{}", port.published, port.target, format!("{:?}", port.protocol).to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
+    let json = wants_json(&args.format)?;
+    let mut services: Vec<ServiceView> = client.get("/v1/services").await?;
+    services.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
+    if args.quiet {
+        for view in &services {
+            println!("{}", view.service.id);
+        }
+        return Ok(());
+    }
+    if json {
+        return print_json(&services);
+    }
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|view| {
+            vec![
+                view.service.id.to_string(),
+                view.service.spec.name.clone(),
+                mode_text(view).to_string(),
+                format!("{}/{}", view.running, view.desired),
+                what_runs(&view.service.spec),
+                ports_text(&view.service.spec),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE/COMMAND", "PORTS"], &rows);
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
+    let json = wants_json(&args.format)?;
+    let tasks: Vec<TaskView> = client
+        .get(&format!("/v1/services/{}/tasks", encode(&args.service)))
+        .await?;
+    if args.quiet {
+        for view in &tasks {
+            println!("{}", view.task.id);
+        }
+        return Ok(());
+    }
+    if json {
+        return print_json(&tasks);
+    }
+    let now = now_ms();
+    let mut rows = Vec::new();
+    let mut previous_name = String::new();
+    for view in &tasks {
+        let task = &view.task;
+        // Docker shows a slot's older tasks under the current one, marked `\_`.
+        let name = if view.name == previous_name {
+            format!(" \\_ {}", view.name)
+        } else {
+            view.name.clone()
+        };
+        previous_name = view.name.clone();
+        let error = match (&task.status.err, &task.pending_reason) {
+            (Some(err), _) => err.clone(),
+            (None, Some(reason)) if task.status.state.is_unassigned() => reason.clone(),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            task.id.to_string(),
+            name,
+            view.node_hostname.clone().unwrap_or_default(),
+            capitalized(task.desired_state.as_str()),
+            format!(
+                "{} {}",
+                capitalized(task.status.state.as_str()),
+                ago(task.status.timestamp_ms, now)
+            ),
+            error,
+        ]);
+    }
+    print_table(&["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], &rows);
+    Ok(())
+}
+
+async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow::Result<()> {
+    if services.is_empty() {
+        bail!("service inspect needs at least one service");
+    }
+    let mut views = Vec::new();
+    for service in &services {
+        let view: ServiceView = client.get(&format!("/v1/services/{}", encode(service))).await?;
+        views.push(view);
+    }
+    if !pretty {
+        return print_json(&views);
+    }
+    for view in &views {
+        let spec = &view.service.spec;
+        println!("ID:\t\t{}", view.service.id);
+        println!("Name:\t\t{}", spec.name);
+        println!("Service Mode:\t{}", capitalized(mode_text(view)));
+        if let Some(replicas) = spec.replicas() {
+            println!(" Replicas:\t{replicas}");
+        }
+        println!("Running:\t{}/{}", view.running, view.desired);
+        println!("Driver:\t\t{}", spec.driver);
+        println!("Runs:\t\t{}", what_runs(spec));
+        if !spec.env.is_empty() {
+            println!("Env:");
+            for (key, value) in &spec.env {
+                println!(" {key}={value}");
+            }
+        }
+        if !spec.constraints.is_empty() {
+            println!("Placement:");
+            for constraint in &spec.constraints {
+                println!(" Constraint:\t{constraint}");
+            }
+        }
+        if !spec.ports.is_empty() {
+            println!("Ports:\t\t{}", ports_text(spec));
+        }
+        println!("Rebalance:\t{:?}", spec.rebalance);
+        println!(
+            "Restart Policy:\t{:?}, delay {} ms, max attempts {}",
+            spec.restart_policy.condition,
+            spec.restart_policy.delay_ms,
+            spec.restart_policy
+                .max_attempts
+                .map(|attempts| attempts.to_string())
+                .unwrap_or_else(|| "unlimited".into())
+        );
+        println!("Stop Grace:\t{} ms", spec.stop_grace_period_ms);
+        println!();
+    }
+    Ok(())
+}
+
+async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Result<()> {
+    let mut parsed = Vec::new();
+    for text in &scales {
+        let Some((name, replicas)) = text.split_once('=') else {
+            bail!("invalid scale {text:?}: expected SERVICE=REPLICAS");
+        };
+        let replicas: i64 = replicas
+            .parse()
+            .with_context(|| format!("invalid replicas in {text:?}"))?;
+        parsed.push((name.to_string(), replicas_arg(replicas)?));
+    }
+    for (name, replicas) in &parsed {
+        let _: ServiceView = client
+            .post(
+                &format!("/v1/services/{}/scale", encode(name)),
+                &ScaleRequest { replicas: *replicas },
+            )
+            .await?;
+        println!("{name} scaled to {replicas}");
+    }
+    if !detach {
+        for (name, _) in &parsed {
+            converge(client, name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
+    let view: ServiceView = client
+        .get(&format!("/v1/services/{}", encode(&args.service)))
+        .await?;
+    let mut spec = view.service.spec.clone();
+    if let Some(replicas) = args.replicas {
+        match spec.mode {
+            ServiceMode::Replicated { .. } => {
+                spec.mode = ServiceMode::Replicated {
+                    replicas: replicas_arg(replicas)?,
+                }
+            }
+            ServiceMode::Global => bail!("--replicas can only be used with replicated mode"),
+        }
+    }
+    for key in &args.env_rm {
+        spec.env.remove(key);
+    }
+    for text in &args.env_add {
+        let (key, value) = parse_key_value("env", text)?;
+        spec.env.insert(key, value);
+    }
+    for text in &args.constraint_rm {
+        let constraint = Constraint::parse(text)?;
+        spec.constraints.retain(|existing| *existing != constraint);
+    }
+    for text in &args.constraint_add {
+        spec.constraints.push(Constraint::parse(text)?);
+    }
+    if let Some(text) = &args.rebalance {
+        spec.rebalance = parse_rebalance(text)?;
+    }
+    spec.validate()?;
+    let updated: ServiceView = client
+        .post(
+            &format!("/v1/services/{}/update", encode(&args.service)),
+            &UpdateServiceRequest {
+                version: view.service.version,
+                spec,
+            },
+        )
+        .await?;
+    println!("{}", updated.service.spec.name);
+    if !args.detach {
+        converge(client, &updated.service.id.to_string()).await?;
+    }
+    Ok(())
+}
+
+async fn logs(client: &Client, service: &str, follow: bool, tail: Option<usize>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut query = format!("?follow={follow}");
+    if let Some(tail) = tail {
+        query.push_str(&format!("&tail={tail}"));
+    }
+    let mut response = client
+        .get_stream(&format!("/v1/services/{}/logs{query}", encode(service)))
+        .await?;
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = response.chunk().await.context("reading logs")? {
+        // A reader that went away (`| head`) ends the command quietly.
+        let written = stdout.write_all(&chunk).and_then(|()| stdout.flush());
+        match written {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_and_commands_are_told_apart() {
+        assert!(looks_like_image("nginx:1.25"));
+        assert!(looks_like_image("nginxdemos/hello"));
+        assert!(!looks_like_image("/usr/bin/env"));
+        assert!(!looks_like_image("sh"), "sh is on PATH");
+        assert!(looks_like_image("surely-no-such-program-xyz"));
+    }
+
+    #[test]
+    fn negative_replicas_are_refused_with_the_flag_named() {
+        let err = replicas_arg(-1).unwrap_err().to_string();
+        assert!(err.contains("--replicas"), "{err}");
+    }
+}
