@@ -93,7 +93,10 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|err| self.connect_error(err))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.connect_error(err))?;
         let response = Self::check(response).await?;
         response
             .json()
@@ -135,4 +138,3 @@ impl Client {
         })
     }
 }
-

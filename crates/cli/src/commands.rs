@@ -51,7 +51,11 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                 token: args.token,
                 manager_addr: args.manager_addr,
                 advertise_addr: args.advertise_addr,
-                expected_role: args.role.map(|role| role.parse::<Role>()).transpose().map_err(anyhow::Error::msg)?,
+                expected_role: args
+                    .role
+                    .map(|role| role.parse::<Role>())
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
             };
             let response: JoinClusterResponse = client.post("/v1/join-cluster", &request).await?;
             println!(
@@ -128,7 +132,9 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             }
             let mut views = Vec::new();
             for reference in &node {
-                let view: NodeView = client.get(&format!("/v1/nodes/{}", encode(reference))).await?;
+                let view: NodeView = client
+                    .get(&format!("/v1/nodes/{}", encode(reference)))
+                    .await?;
                 views.push(view);
             }
             if pretty {
@@ -146,7 +152,10 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
                 let view: NodeView = client
                     .post(&format!("/v1/nodes/{}/promote", encode(&reference)), &())
                     .await?;
-                println!("Node {} promoted to a manager in the cluster.", view.node.hostname);
+                println!(
+                    "Node {} promoted to a manager in the cluster.",
+                    view.node.hostname
+                );
                 Ok(())
             })
             .await
@@ -205,7 +214,9 @@ fn encode(reference: &str) -> String {
     reference
         .bytes()
         .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -214,7 +225,12 @@ fn encode(reference: &str) -> String {
 async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
     let mut nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
-    nodes.sort_by(|a, b| a.node.hostname.cmp(&b.node.hostname).then(a.node.id.cmp(&b.node.id)));
+    nodes.sort_by(|a, b| {
+        a.node
+            .hostname
+            .cmp(&b.node.hostname)
+            .then(a.node.id.cmp(&b.node.id))
+    });
     if args.quiet {
         for view in &nodes {
             println!("{}", view.node.id);
@@ -238,7 +254,14 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
         })
         .collect();
     print_table(
-        &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDRESS"],
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ADDRESS",
+        ],
         &rows,
     );
     Ok(())
@@ -300,7 +323,10 @@ async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()
         label_rm: args.label_rm,
     };
     let _: NodeView = client
-        .post(&format!("/v1/nodes/{}/update", encode(&args.node)), &request)
+        .post(
+            &format!("/v1/nodes/{}/update", encode(&args.node)),
+            &request,
+        )
         .await
         .with_context(|| format!("updating node {}", args.node))?;
     println!("{}", args.node);
@@ -326,7 +352,10 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
     }
     println!(" Hostname: {}", info.hostname);
     if let Some(role) = info.role {
-        println!(" Role: {role}{}", if info.is_leader { " (leader)" } else { "" });
+        println!(
+            " Role: {role}{}",
+            if info.is_leader { " (leader)" } else { "" }
+        );
     }
     if let Some(leader) = info.leader {
         println!(

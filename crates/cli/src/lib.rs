@@ -215,16 +215,20 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 10s or 500ms"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a number and a unit, like 10s or 500ms")
+    })?;
     let scale = match unit {
         "ms" => 1.0,
         "s" | "" => 1_000.0,
         "m" => 60_000.0,
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
-        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
     if value < 0.0 || !value.is_finite() {
         return Err(format!("invalid duration {text:?}"));

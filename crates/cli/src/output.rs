@@ -76,7 +76,10 @@ mod tests {
     fn tables_align_columns() {
         let text = render_table(
             &["ID", "HOSTNAME"],
-            &[vec!["a".into(), "node-1".into()], vec!["bbbb".into(), "n2".into()]],
+            &[
+                vec!["a".into(), "node-1".into()],
+                vec!["bbbb".into(), "n2".into()],
+            ],
         );
         assert_eq!(text, "ID     HOSTNAME\na      node-1\nbbbb   n2\n");
     }

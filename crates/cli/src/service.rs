@@ -63,7 +63,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: String,
     /// Number of tasks (replicated mode).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
     /// replicated or global.
     #[arg(long, default_value = "replicated")]
@@ -118,7 +118,7 @@ pub struct CreateArgs {
     #[arg(long, short)]
     pub detach: bool,
     /// The command (process driver) or the image and its command (docker driver).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, trailing_var_arg = true)]
     pub command: Vec<String>,
 }
 
@@ -136,7 +136,7 @@ pub struct PsArgs {
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
     #[arg(long = "env-add")]
     pub env_add: Vec<String>,
@@ -157,7 +157,9 @@ fn encode(reference: &str) -> String {
     reference
         .bytes()
         .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -213,7 +215,8 @@ fn looks_like_image(first: &str) -> bool {
 }
 
 fn replicas_arg(replicas: i64) -> anyhow::Result<u64> {
-    u64::try_from(replicas).map_err(|_| anyhow::anyhow!("invalid --replicas {replicas}: it must be 0 or more"))
+    u64::try_from(replicas)
+        .map_err(|_| anyhow::anyhow!("invalid --replicas {replicas}: it must be 0 or more"))
 }
 
 fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
@@ -351,7 +354,9 @@ async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_printed = String::new();
     loop {
-        let view: ServiceView = client.get(&format!("/v1/services/{}", encode(service))).await?;
+        let view: ServiceView = client
+            .get(&format!("/v1/services/{}", encode(service)))
+            .await?;
         let tasks: Vec<TaskView> = client
             .get(&format!("/v1/services/{}/tasks", encode(service)))
             .await?;
@@ -374,7 +379,13 @@ async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
                 (Some(reason), TaskState::Pending) => format!("pending: {reason}"),
                 _ => state.to_string(),
             };
-            lines.push(format!("{}/{}: {:<9} {}", index + 1, total.max(slots.len() as u64), label, bar(progress_step(state))));
+            lines.push(format!(
+                "{}/{}: {:<9} {}",
+                index + 1,
+                total.max(slots.len() as u64),
+                label,
+                bar(progress_step(state))
+            ));
         }
         let text = lines.join("\n");
         if text != last_printed {
@@ -419,7 +430,14 @@ fn what_runs(spec: &ServiceSpec) -> String {
 fn ports_text(spec: &ServiceSpec) -> String {
     spec.ports
         .iter()
-        .map(|port| format!("*:{}->{}/{}", port.published, port.target, format!("{:?}", port.protocol).to_lowercase()))
+        .map(|port| {
+            format!(
+                "*:{}->{}/{}",
+                port.published,
+                port.target,
+                format!("{:?}", port.protocol).to_lowercase()
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -450,7 +468,10 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE/COMMAND", "PORTS"], &rows);
+    print_table(
+        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE/COMMAND", "PORTS"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -513,7 +534,17 @@ async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
             error,
         ]);
     }
-    print_table(&["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"], &rows);
+    print_table(
+        &[
+            "ID",
+            "NAME",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -523,7 +554,9 @@ async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow
     }
     let mut views = Vec::new();
     for service in &services {
-        let view: ServiceView = client.get(&format!("/v1/services/{}", encode(service))).await?;
+        let view: ServiceView = client
+            .get(&format!("/v1/services/{}", encode(service)))
+            .await?;
         views.push(view);
     }
     if !pretty {
@@ -586,7 +619,9 @@ async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Re
         let _: ServiceView = client
             .post(
                 &format!("/v1/services/{}/scale", encode(name)),
-                &ScaleRequest { replicas: *replicas },
+                &ScaleRequest {
+                    replicas: *replicas,
+                },
             )
             .await?;
         println!("{name} scaled to {replicas}");
@@ -648,7 +683,12 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn logs(client: &Client, service: &str, follow: bool, tail: Option<usize>) -> anyhow::Result<()> {
+async fn logs(
+    client: &Client,
+    service: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let mut query = format!("?follow={follow}");
     if let Some(tail) = tail {

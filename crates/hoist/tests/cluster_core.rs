@@ -18,14 +18,22 @@ fn summary(nodes: &[Value]) -> BTreeSet<String> {
         .map(|node| {
             format!(
                 "{} {} {} {} {} {}",
-                node["id"], node["hostname"], node["status"], node["availability"], node["role"], node["labels"]
+                node["id"],
+                node["hostname"],
+                node["status"],
+                node["availability"],
+                node["role"],
+                node["labels"]
             )
         })
         .collect()
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[test]
@@ -40,7 +48,10 @@ fn three_managers_and_two_workers_agree_on_the_node_list() {
     );
     let first = cluster.node_ls(0).expect("node ls on the first manager");
     assert_eq!(first.len(), 5);
-    let managers = first.iter().filter(|node| node["role"] == "manager").count();
+    let managers = first
+        .iter()
+        .filter(|node| node["role"] == "manager")
+        .count();
     assert_eq!(managers, 3);
     let leaders = first
         .iter()
@@ -48,11 +59,15 @@ fn three_managers_and_two_workers_agree_on_the_node_list() {
         .count();
     assert_eq!(leaders, 1, "exactly one leader: {first:?}");
     for index in 1..3 {
-        let other = wait_for("the same node list on every manager", Duration::from_secs(10), || {
-            cluster
-                .node_ls(index)
-                .filter(|other| summary(other) == summary(&first))
-        });
+        let other = wait_for(
+            "the same node list on every manager",
+            Duration::from_secs(10),
+            || {
+                cluster
+                    .node_ls(index)
+                    .filter(|other| summary(other) == summary(&first))
+            },
+        );
         assert_eq!(summary(&other), summary(&first));
     }
     // Workers cannot read cluster state, and say so.
@@ -82,18 +97,34 @@ fn a_killed_leader_is_replaced_and_rejoins_with_all_state() {
         cluster.leader(survivor).filter(|new| *new != leader)
     });
     let elapsed = killed_at.elapsed();
-    assert!(elapsed < Duration::from_secs(5), "failover took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "failover took {elapsed:?}"
+    );
     // Writes keep working.
     let target = cluster.nodes[survivor].name.clone();
-    cluster.hoist_ok(new_leader, &["node", "update", "--label-add", "after=failover", &target]);
-    cluster.hoist_ok(survivor, &["node", "update", "--label-add", "via=follower", &target]);
+    cluster.hoist_ok(
+        new_leader,
+        &["node", "update", "--label-add", "after=failover", &target],
+    );
+    cluster.hoist_ok(
+        survivor,
+        &["node", "update", "--label-add", "via=follower", &target],
+    );
     // The old leader comes back as a follower with everything.
     cluster.start_node(leader);
-    wait_for("the old leader to catch up", Duration::from_secs(20), || {
-        let nodes = cluster.node_ls(leader)?;
-        let node = nodes.iter().find(|node| node["hostname"] == target.as_str())?;
-        (node["labels"]["after"] == "failover" && node["labels"]["via"] == "follower").then_some(())
-    });
+    wait_for(
+        "the old leader to catch up",
+        Duration::from_secs(20),
+        || {
+            let nodes = cluster.node_ls(leader)?;
+            let node = nodes
+                .iter()
+                .find(|node| node["hostname"] == target.as_str())?;
+            (node["labels"]["after"] == "failover" && node["labels"]["via"] == "follower")
+                .then_some(())
+        },
+    );
     let info = cluster.json(leader, &["info"]).expect("info");
     assert_eq!(info["is_leader"], false, "{info}");
     let old = cluster
@@ -102,11 +133,15 @@ fn a_killed_leader_is_replaced_and_rejoins_with_all_state() {
         .into_iter()
         .find(|node| node["hostname"] == cluster.nodes[leader].name.as_str())
         .unwrap();
-    wait_for("the old leader Ready and Reachable", Duration::from_secs(15), || {
-        let nodes = cluster.node_ls(new_leader)?;
-        let node = nodes.iter().find(|node| node["id"] == old["id"])?;
-        (node["status"] == "ready" && node["manager_status"] == "Reachable").then_some(())
-    });
+    wait_for(
+        "the old leader Ready and Reachable",
+        Duration::from_secs(15),
+        || {
+            let nodes = cluster.node_ls(new_leader)?;
+            let node = nodes.iter().find(|node| node["id"] == old["id"])?;
+            (node["status"] == "ready" && node["manager_status"] == "Reachable").then_some(())
+        },
+    );
 }
 
 #[test]
@@ -131,14 +166,24 @@ fn killing_every_manager_loses_nothing() {
     for index in 0..3 {
         cluster.start_node(index);
     }
-    let after_nodes = wait_for("the state back after a full restart", Duration::from_secs(30), || {
-        let nodes = cluster.node_ls(1)?;
-        let all_ready = nodes.iter().all(|node| node["status"] == "ready");
-        (all_ready && nodes.len() == 4).then(|| summary(&nodes))
-    });
+    let after_nodes = wait_for(
+        "the state back after a full restart",
+        Duration::from_secs(30),
+        || {
+            let nodes = cluster.node_ls(1)?;
+            let all_ready = nodes.iter().all(|node| node["status"] == "ready");
+            (all_ready && nodes.len() == 4).then(|| summary(&nodes))
+        },
+    );
     assert_eq!(after_nodes, before_nodes);
-    assert_eq!(cluster.hoist_ok(2, &["join-token", "worker", "-q"]), worker_token);
-    assert_eq!(cluster.hoist_ok(0, &["join-token", "manager", "-q"]), manager_token);
+    assert_eq!(
+        cluster.hoist_ok(2, &["join-token", "worker", "-q"]),
+        worker_token
+    );
+    assert_eq!(
+        cluster.hoist_ok(0, &["join-token", "manager", "-q"]),
+        manager_token
+    );
 }
 
 #[test]
@@ -166,7 +211,10 @@ fn a_killed_worker_is_down_within_period_times_grace_and_ready_after_restart() {
     // the node became Down, free of this test's polling delay.
     let down_at_ms = down["updated_at_ms"].as_u64().expect("updated_at_ms");
     let took = down_at_ms.saturating_sub(killed_at_ms);
-    assert!(took <= limit_ms, "Down after {took} ms, limit {limit_ms} ms");
+    assert!(
+        took <= limit_ms,
+        "Down after {took} ms, limit {limit_ms} ms"
+    );
     assert_eq!(down["status_message"], "heartbeat failure");
     cluster.start_node(1);
     cluster.wait_all_ready(0, Duration::from_secs(15));
@@ -179,7 +227,10 @@ fn bad_tokens_forged_cas_and_wrong_certificates_are_refused_and_change_nothing()
     let manager_addr = cluster.nodes[0].addr();
     let before = summary(&cluster.node_ls(0).unwrap());
 
-    let worker_token = cluster.hoist_ok(0, &["join-token", "worker", "-q"]).trim().to_string();
+    let worker_token = cluster
+        .hoist_ok(0, &["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
     let digest = worker_token.split('-').nth(2).unwrap().to_string();
 
     // Malformed.
@@ -194,11 +245,28 @@ fn bad_tokens_forged_cas_and_wrong_certificates_are_refused_and_change_nothing()
     let err = outsiders.hoist_err(0, &["join", "--token", &worker_token, &manager_addr]);
     assert!(err.contains("rotated"), "{err}");
     // The wrong role.
-    let current = cluster.hoist_ok(0, &["join-token", "worker", "-q"]).trim().to_string();
-    let err = outsiders.hoist_err(0, &["join", "--role", "manager", "--token", &current, &manager_addr]);
+    let current = cluster
+        .hoist_ok(0, &["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    let err = outsiders.hoist_err(
+        0,
+        &[
+            "join",
+            "--role",
+            "manager",
+            "--token",
+            &current,
+            &manager_addr,
+        ],
+    );
     assert!(err.contains("worker join token"), "{err}");
     // A CA that is not the one the token names.
-    let forged = format!("HOIST-1-{}-{}", "ab".repeat(32), current.split('-').nth(3).unwrap());
+    let forged = format!(
+        "HOIST-1-{}-{}",
+        "ab".repeat(32),
+        current.split('-').nth(3).unwrap()
+    );
     let err = outsiders.hoist_err(0, &["join", "--token", &forged, &manager_addr]);
     assert!(
         err.contains("presented a CA whose digest does not match the token: refusing to join"),
@@ -210,13 +278,15 @@ fn bad_tokens_forged_cas_and_wrong_certificates_are_refused_and_change_nothing()
     assert!(body.contains("requires a client certificate"), "{body}");
     // A worker's certificate on a manager endpoint.
     outsiders.hoist_ok(1, &["join", "--token", &current, &manager_addr]);
-    let worker_identity = std::fs::read_to_string(outsiders.nodes[1].data_dir.join("identity.json")).unwrap();
+    let worker_identity =
+        std::fs::read_to_string(outsiders.nodes[1].data_dir.join("identity.json")).unwrap();
     let body = raw_tls_get(&manager_addr, "/v1/nodes", Some(&worker_identity));
     assert!(body.starts_with("HTTP/1.1 403"), "{body}");
     assert!(body.contains("presented a worker certificate"), "{body}");
     // A certificate from another cluster's CA fails the handshake.
     let other = Cluster::start(bin(), ClusterOptions::default());
-    let foreign_identity = std::fs::read_to_string(other.nodes[0].data_dir.join("identity.json")).unwrap();
+    let foreign_identity =
+        std::fs::read_to_string(other.nodes[0].data_dir.join("identity.json")).unwrap();
     let body = raw_tls_get(&manager_addr, "/v1/nodes", Some(&foreign_identity));
     assert!(body.starts_with("handshake failed"), "{body}");
 
@@ -268,7 +338,11 @@ fn demoting_or_removing_a_manager_that_would_lose_quorum_is_refused() {
     assert!(err.contains("lose quorum"), "{err}");
     let err = cluster.hoist_err(other, &["node", "rm", &other_name]);
     assert!(err.contains("demote"), "{err}");
-    assert_eq!(summary(&cluster.node_ls(leader).unwrap()), before, "a refused command changes nothing");
+    assert_eq!(
+        summary(&cluster.node_ls(leader).unwrap()),
+        before,
+        "a refused command changes nothing"
+    );
     // Demoting the unreachable one keeps a reachable majority, so it is allowed.
     cluster.hoist_ok(leader, &["node", "demote", &victim_name]);
     let info = cluster.json(leader, &["info"]).unwrap();
@@ -294,7 +368,11 @@ fn a_worker_is_promoted_and_demoted() {
             .then_some(())
     });
     // The promoted node now answers control commands with the same state.
-    let seen = wait_for("node ls on the promoted node", Duration::from_secs(10), || cluster.node_ls(1));
+    let seen = wait_for(
+        "node ls on the promoted node",
+        Duration::from_secs(10),
+        || cluster.node_ls(1),
+    );
     assert_eq!(seen.len(), 3);
     cluster.hoist_ok(0, &["node", "demote", "node-2"]);
     wait_for("node-2 a worker again", Duration::from_secs(20), || {

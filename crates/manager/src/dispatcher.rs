@@ -120,7 +120,9 @@ impl Manager {
                     };
                     match manager.propose(change).await {
                         Ok(_) => tracing::info!(node = %node_id, "node is ready"),
-                        Err(err) => tracing::warn!(node = %node_id, error = %err, "marking node ready"),
+                        Err(err) => {
+                            tracing::warn!(node = %node_id, error = %err, "marking node ready")
+                        }
                     }
                 }
                 manager.dispatcher().lock().in_flight.remove(&node_id);
@@ -138,7 +140,9 @@ impl Manager {
     /// when `shutdown` turns true.
     pub async fn run_node_watch(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let period = self.local(|state| state.settings.heartbeat_period_ms).max(50);
+            let period = self
+                .local(|state| state.settings.heartbeat_period_ms)
+                .max(50);
             let tick = Duration::from_millis(period / 4);
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -186,7 +190,9 @@ impl Manager {
                     };
                     match manager.propose(change).await {
                         Ok(_) => tracing::warn!(node = %node_id, "node is down: heartbeat failure"),
-                        Err(err) => tracing::warn!(node = %node_id, error = %err, "marking node down"),
+                        Err(err) => {
+                            tracing::warn!(node = %node_id, error = %err, "marking node down")
+                        }
                     }
                     manager.dispatcher().lock().in_flight.remove(&node_id);
                 });
@@ -216,7 +222,10 @@ mod tests {
         // b never beat: its grace starts with the leadership.
         let at = |secs| start + Duration::from_secs(secs);
         assert!(expired_nodes(&nodes, &last_seen, start, at(3), timeout).is_empty());
-        assert_eq!(expired_nodes(&nodes, &last_seen, start, at(4), timeout), vec![b]);
+        assert_eq!(
+            expired_nodes(&nodes, &last_seen, start, at(4), timeout),
+            vec![b]
+        );
         assert_eq!(
             expired_nodes(&nodes, &last_seen, start, at(6), timeout),
             vec![a, b],
@@ -228,7 +237,10 @@ mod tests {
 }
 
 /// The tasks a node should know about: assigned to it and not yet ended.
-pub(crate) fn assignments_of(state: &hoist_state::ClusterState, node_id: NodeId) -> hoist_api::AssignmentSet {
+pub(crate) fn assignments_of(
+    state: &hoist_state::ClusterState,
+    node_id: NodeId,
+) -> hoist_api::AssignmentSet {
     let tasks = state
         .tasks
         .values()

@@ -101,7 +101,11 @@ pub fn bootstrap_cluster(config: &BootstrapConfig) -> Result<Bootstrap> {
 
 /// Compares secrets in time independent of where they differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Which role a presented secret grants, or why it grants none.
@@ -141,7 +145,9 @@ impl Manager {
     /// Admits a node presenting a join secret, signing its certificate request.
     pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse> {
         if request.hostname.trim().is_empty() {
-            return Err(ManagerError::Invalid("the joining node has no hostname".into()));
+            return Err(ManagerError::Invalid(
+                "the joining node has no hostname".into(),
+            ));
         }
         let state = self.read(ClusterState::clone).await?;
         let role = role_for_secret(&state, &request.secret)?;
@@ -195,7 +201,10 @@ impl Manager {
     pub async fn renew(&self, peer: &PeerIdentity, csr_pem: &str) -> Result<RenewResponse> {
         let state = self.read(ClusterState::clone).await?;
         let node = state.nodes.get(&peer.node_id).ok_or_else(|| {
-            ManagerError::Forbidden(format!("node {} is not a member of this cluster", peer.node_id))
+            ManagerError::Forbidden(format!(
+                "node {} is not a member of this cluster",
+                peer.node_id
+            ))
         })?;
         let role = node.role;
         let chain_pem = ca_of(&state)?
@@ -215,14 +224,21 @@ impl Manager {
     /// until the node has caught up as a learner.
     pub async fn add_voter(&self, peer: &PeerIdentity, addr: &str) -> Result<()> {
         self.require_leader()?;
-        let wanted = self.read(|state| state.nodes.get(&peer.node_id).map(|node| node.role)).await?;
+        let wanted = self
+            .read(|state| state.nodes.get(&peer.node_id).map(|node| node.role))
+            .await?;
         if wanted != Some(Role::Manager) {
             return Err(ManagerError::Forbidden(format!(
                 "node {} is not meant to be a manager",
                 peer.node_id
             )));
         }
-        if self.raft().membership().voters.contains_key(&peer.node_id.0) {
+        if self
+            .raft()
+            .membership()
+            .voters
+            .contains_key(&peer.node_id.0)
+        {
             return Ok(());
         }
         tracing::info!(node = %peer.node_id, addr, "adding manager to the raft group");
@@ -240,7 +256,11 @@ impl Manager {
             .await?;
         }
         self.read(|state| {
-            let digest = state.ca.as_ref().map(|ca| ca.digest.clone()).unwrap_or_default();
+            let digest = state
+                .ca
+                .as_ref()
+                .map(|ca| ca.digest.clone())
+                .unwrap_or_default();
             let secret = match role {
                 Role::Worker => &state.tokens.worker_secret,
                 Role::Manager => &state.tokens.manager_secret,
@@ -264,8 +284,14 @@ mod tests {
             role: Role::Worker,
             secret: "o".repeat(32),
         });
-        assert_eq!(role_for_secret(&state, &"w".repeat(32)).unwrap(), Role::Worker);
-        assert_eq!(role_for_secret(&state, &"m".repeat(32)).unwrap(), Role::Manager);
+        assert_eq!(
+            role_for_secret(&state, &"w".repeat(32)).unwrap(),
+            Role::Worker
+        );
+        assert_eq!(
+            role_for_secret(&state, &"m".repeat(32)).unwrap(),
+            Role::Manager
+        );
         let rotated = role_for_secret(&state, &"o".repeat(32)).unwrap_err();
         assert!(rotated.to_string().contains("rotated"), "{rotated}");
         let wrong = role_for_secret(&state, &"x".repeat(32)).unwrap_err();

@@ -72,7 +72,9 @@ pub(crate) fn check_quorum_after_removal(
 
 impl Manager {
     pub async fn list_nodes(&self) -> Result<Vec<NodeView>> {
-        let nodes = self.read(|state| state.nodes.values().cloned().collect::<Vec<_>>()).await?;
+        let nodes = self
+            .read(|state| state.nodes.values().cloned().collect::<Vec<_>>())
+            .await?;
         let status = self.raft().status();
         let self_id = self.node_id();
         Ok(nodes
@@ -104,7 +106,11 @@ impl Manager {
             .map_err(ManagerError::NotFound)
     }
 
-    pub async fn update_node(&self, reference: &str, update: NodeUpdateRequest) -> Result<NodeView> {
+    pub async fn update_node(
+        &self,
+        reference: &str,
+        update: NodeUpdateRequest,
+    ) -> Result<NodeView> {
         for key in update.label_add.keys() {
             hoist_types::node::validate_label_key(key)
                 .map_err(|err| ManagerError::Invalid(err.to_string()))?;
@@ -154,7 +160,9 @@ impl Manager {
         self.require_leader()?;
         let state = self.read(ClusterState::clone).await?;
         check_quorum_after_removal(&state, &membership, node.id, "demote")?;
-        if membership.voters.contains_key(&node.id.0) || membership.learners.contains_key(&node.id.0) {
+        if membership.voters.contains_key(&node.id.0)
+            || membership.learners.contains_key(&node.id.0)
+        {
             self.raft().remove_voter(node.id.0).await?;
         }
         self.propose(Change::SetNodeRole {
@@ -207,7 +215,9 @@ impl Manager {
         let me = state.nodes.get(&self.node_id());
         Ok(InfoResponse {
             node_id: Some(self.node_id()),
-            hostname: me.map(|node| node.hostname.clone()).unwrap_or_else(|| hostname.to_string()),
+            hostname: me
+                .map(|node| node.hostname.clone())
+                .unwrap_or_else(|| hostname.to_string()),
             cluster_id: Some(state.cluster_id.clone()),
             role: Some(Role::Manager),
             is_leader: status.leader == Some(self.node_id().0),

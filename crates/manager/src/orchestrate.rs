@@ -39,24 +39,43 @@ fn decision_edit(decision: Decision) -> TaskEdit {
 
 /// One pass over the state: the edits to propose, and when to look again at the latest.
 pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskEdit>, Option<u64>) {
-    let input = ReconcileInput::new(state.services.values(), state.tasks.values(), state.nodes.values());
+    let input = ReconcileInput::new(
+        state.services.values(),
+        state.tasks.values(),
+        state.nodes.values(),
+    );
     let reconciliation = reconcile(&input, now_ms, TaskId::random);
     if !reconciliation.actions.is_empty() {
         for action in &reconciliation.actions {
             tracing::debug!(task = %action.task_id(), reason = action.reason(), "orchestrator");
         }
-        let edits = reconciliation.actions.into_iter().map(action_edit).collect();
+        let edits = reconciliation
+            .actions
+            .into_iter()
+            .map(action_edit)
+            .collect();
         return (edits, reconciliation.wake_at_ms);
     }
-    let view = ClusterView::new(state.nodes.values(), state.services.values(), state.tasks.values());
-    let pending = state.tasks.values().filter(|task| task.status.state.is_unassigned());
+    let view = ClusterView::new(
+        state.nodes.values(),
+        state.services.values(),
+        state.tasks.values(),
+    );
+    let pending = state
+        .tasks
+        .values()
+        .filter(|task| task.status.state.is_unassigned());
     let edits = hoist_scheduler::schedule(&view, pending)
         .into_iter()
         .filter(|decision| match decision {
             // The scheduler repeats an unplaceable task's reason every pass; write it
             // only when it changed.
             Decision::Pending { task_id, reason } => {
-                state.tasks.get(task_id).and_then(|task| task.pending_reason.as_deref()) != Some(reason.as_str())
+                state
+                    .tasks
+                    .get(task_id)
+                    .and_then(|task| task.pending_reason.as_deref())
+                    != Some(reason.as_str())
             }
             Decision::Assign { .. } => true,
         })

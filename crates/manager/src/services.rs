@@ -76,9 +76,16 @@ impl Manager {
     }
 
     /// Replaces the spec, if `version` is still the current one.
-    pub async fn update_service(&self, reference: &str, version: u64, spec: ServiceSpec) -> Result<ServiceView> {
+    pub async fn update_service(
+        &self,
+        reference: &str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> Result<ServiceView> {
         let state = self.read(ClusterState::clone).await?;
-        let service = state.find_service(reference).map_err(ManagerError::NotFound)?;
+        let service = state
+            .find_service(reference)
+            .map_err(ManagerError::NotFound)?;
         if service.version != version {
             return Err(ManagerError::Refused(format!(
                 "update out of sequence: service {} is at version {}, the update was made from version {version}; retry",
@@ -109,7 +116,8 @@ impl Manager {
         }
         let mut spec = service.spec.clone();
         spec.mode = ServiceMode::Replicated { replicas };
-        self.update_service(&service.id.to_string(), service.version, spec).await
+        self.update_service(&service.id.to_string(), service.version, spec)
+            .await
     }
 
     pub async fn remove_service(&self, reference: &str) -> Result<ServiceId> {

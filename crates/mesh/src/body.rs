@@ -3,7 +3,7 @@
 //! Owns: `FullBody` (a small in-memory body: error pages, health probes), `UpstreamBody`
 //! (what is sent to an endpoint: the client's streamed body, or nothing on a retry) and
 //! `DownstreamBody` (what is sent to the client: the endpoint's streamed body, which holds
-//! the endpoint's in-flight count until it ends, or a `FullBody`).
+//! the endpoint's in-flight count and its connection until it ends, or a `FullBody`).
 //!
 //! Does not know: routing, balancing or retries.
 
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::table::InFlight;
+use crate::upstream::PooledSender;
 
 /// A body held whole in memory, sent as one frame.
 pub(crate) struct FullBody {
@@ -93,6 +94,9 @@ pub(crate) enum DownstreamBody {
     Upstream {
         body: Incoming,
         in_flight: Option<InFlight>,
+        /// The connection the body arrives on; back to its pool when the body ends
+        /// cleanly, closed (dropped) otherwise.
+        pooled: Option<PooledSender>,
     },
     Full(FullBody),
 }
@@ -106,10 +110,24 @@ impl Body for DownstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            DownstreamBody::Upstream { body, in_flight } => {
+            DownstreamBody::Upstream {
+                body,
+                in_flight,
+                pooled,
+            } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-                    in_flight.take();
+                match &polled {
+                    Poll::Ready(None) => {
+                        in_flight.take();
+                        if let Some(pooled) = pooled.take() {
+                            pooled.release();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        in_flight.take();
+                        pooled.take();
+                    }
+                    _ => {}
                 }
                 polled
             }

@@ -63,6 +63,7 @@ struct ConnectionContext {
     shared: Arc<Shared>,
     listener: Arc<ListenerShared>,
     peer: SocketAddr,
+    client: ClientAddress,
 }
 
 pub(crate) async fn serve_connection(
@@ -98,6 +99,7 @@ pub(crate) async fn serve_connection(
         shared: Arc::clone(&shared),
         listener: Arc::clone(&listener),
         peer,
+        client: ClientAddress::new(peer.ip()),
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
@@ -312,7 +314,7 @@ async fn forward(
             }
         }
     }
-    add_forwarding_headers(&mut parts.headers, context.peer.ip());
+    add_forwarding_headers(&mut parts.headers, &context.client);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -389,6 +391,7 @@ async fn forward(
                     service_id = %service.service_id,
                     endpoint = %endpoint.id,
                     addr = %endpoint.addr,
+                    client = %context.peer,
                     error = %error_chain(&error),
                     ejected,
                     will_retry,
@@ -460,32 +463,53 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` (one comma-separated line, as nginx's
-/// `$proxy_add_x_forwarded_for` does), sets `X-Forwarded-Proto: http`, and adds an RFC 7239
-/// `Forwarded` element.
-fn add_forwarding_headers(headers: &mut HeaderMap, client_ip: IpAddr) {
-    let client_ip = client_ip.to_canonical();
-    let client = client_ip.to_string();
-    let mut forwarded_for = String::new();
-    for existing in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(existing) = existing.to_str() {
-            forwarded_for.push_str(existing);
-            forwarded_for.push_str(", ");
+/// The client's address as the forwarding headers carry it, formatted once per
+/// connection rather than on every request.
+struct ClientAddress {
+    /// `X-Forwarded-For` element: the canonical IP (an IPv4-mapped IPv6 address as IPv4).
+    forwarded_for: HeaderValue,
+    /// RFC 7239 `Forwarded` element; IPv6 nodes are quoted and bracketed (§6).
+    forwarded: HeaderValue,
+}
+
+impl ClientAddress {
+    fn new(ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
+        let forwarded = match ip {
+            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto=http"),
+            IpAddr::V4(_) => format!("for={ip};proto=http"),
+        };
+        ClientAddress {
+            // Both strings are made of ASCII digits, dots, colons, brackets and quotes,
+            // which are always valid header values.
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&forwarded)
+                .unwrap_or_else(|_| HeaderValue::from_static("for=unknown;proto=http")),
         }
     }
-    forwarded_for.push_str(&client);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// Appends the client to `X-Forwarded-For` (one comma-separated line, as nginx's
+/// `$proxy_add_x_forwarded_for` does), sets `X-Forwarded-Proto: http`, and appends an
+/// RFC 7239 `Forwarded` element.
+fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientAddress) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR.clone(), client.forwarded_for.clone());
+    } else {
+        let mut forwarded_for = Vec::new();
+        for value in existing {
+            forwarded_for.extend_from_slice(value.as_bytes());
+            forwarded_for.extend_from_slice(b", ");
+        }
+        forwarded_for.extend_from_slice(client.forwarded_for.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&forwarded_for) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let node = match client_ip {
-        // IPv6 nodes are quoted and bracketed (RFC 7239 §6).
-        IpAddr::V6(_) => format!("for=\"[{client}]\";proto=http"),
-        IpAddr::V4(_) => format!("for={client};proto=http"),
-    };
-    if let Ok(value) = HeaderValue::from_str(&node) {
-        headers.append(header::FORWARDED, value);
-    }
+    headers.append(header::FORWARDED, client.forwarded.clone());
 }
 
 fn error_response(status: StatusCode, message: String) -> Response<DownstreamBody> {
@@ -524,17 +548,23 @@ mod tests {
             HeaderValue::from_static("10.0.0.1"),
         );
         headers.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
-        add_forwarding_headers(&mut headers, "127.0.0.1".parse().unwrap());
+        add_forwarding_headers(
+            &mut headers,
+            &ClientAddress::new("127.0.0.1".parse().unwrap()),
+        );
         assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers[&X_FORWARDED_PROTO], "http");
         let forwarded: Vec<_> = headers.get_all(header::FORWARDED).iter().collect();
         assert_eq!(forwarded, ["for=10.0.0.1", "for=127.0.0.1;proto=http"]);
 
         let mut headers = HeaderMap::new();
-        add_forwarding_headers(&mut headers, "::1".parse().unwrap());
+        add_forwarding_headers(&mut headers, &ClientAddress::new("::1".parse().unwrap()));
         assert_eq!(headers[header::FORWARDED], "for=\"[::1]\";proto=http");
         let mut headers = HeaderMap::new();
-        add_forwarding_headers(&mut headers, "::ffff:10.1.2.3".parse().unwrap());
+        add_forwarding_headers(
+            &mut headers,
+            &ClientAddress::new("::ffff:10.1.2.3".parse().unwrap()),
+        );
         assert_eq!(headers[&X_FORWARDED_FOR], "10.1.2.3");
     }
 

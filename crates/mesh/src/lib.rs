@@ -25,6 +25,7 @@ mod metrics;
 mod model;
 mod route;
 mod table;
+mod upstream;
 
 pub use balance::{
     least_connections, mix64, pick, power_of_two_choices, Availability, Balancing, Candidate,

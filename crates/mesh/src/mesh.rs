@@ -384,6 +384,8 @@ impl Mesh {
 
     /// Stops accepting on every port, ends L4 connections, lets in-flight L7 requests
     /// finish (hyper's graceful shutdown), stops health checks, and waits for all of it.
+    /// A client streaming a long response keeps this waiting: callers that need a bound
+    /// wrap it in `tokio::time::timeout` (what is left then ends with the runtime).
     pub async fn shutdown(&self) {
         let mut state = self.state.lock().await;
         state.shut_down = true;

@@ -28,7 +28,10 @@ pub struct MeshConfig {
     pub listen_ip: IpAddr,
     /// A client must send a complete request head within this time or get `408` and a
     /// closed connection (slowloris). 10 s, a little below nginx's 60 s
-    /// `client_header_timeout` and HAProxy's usual `timeout http-request 10s`.
+    /// `client_header_timeout` and HAProxy's usual `timeout http-request 10s`. It also
+    /// bounds how long an idle keep-alive client connection is kept, because hyper starts
+    /// the deadline as soon as it waits for the next head (such a connection is closed
+    /// without a 408).
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) accepted; larger gets `431` and is
     /// never forwarded. 16 KiB is HAProxy's `tune.bufsize` and what nginx allows with its

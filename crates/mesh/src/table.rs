@@ -20,6 +20,7 @@ use hyper::http::uri::Authority;
 use crate::balance::{self, Availability, Balancing, Candidate};
 use crate::metrics::EndpointMetrics;
 use crate::model::{Endpoint, EndpointState};
+use crate::upstream::UpstreamPool;
 
 /// Milliseconds since the mesh started; what ejection deadlines are measured in. A
 /// monotonic `Instant` behind it, so wall-clock jumps do not eject or revive endpoints.
@@ -56,6 +57,8 @@ pub(crate) struct EndpointRuntime {
     /// Connections (L4) or in-flight requests (L7); the least-connections input.
     active: AtomicU32,
     pub metrics: EndpointMetrics,
+    /// Idle keep-alive HTTP connections to this endpoint (L7 only).
+    pub upstream: UpstreamPool,
 }
 
 impl EndpointRuntime {
@@ -74,6 +77,7 @@ impl EndpointRuntime {
             consecutive_failures: AtomicU32::new(0),
             active: AtomicU32::new(0),
             metrics: EndpointMetrics::default(),
+            upstream: UpstreamPool::default(),
         }
     }
 
@@ -81,7 +85,6 @@ impl EndpointRuntime {
         self.active.load(Relaxed)
     }
 
-    #[cfg(test)]
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Relaxed)
     }
@@ -224,17 +227,19 @@ impl ServiceRuntime {
             .collect();
         let next: Vec<Arc<EndpointRuntime>> = endpoints
             .iter()
-            .map(
-                |endpoint| match by_id.get(&(endpoint.id.as_str(), endpoint.addr)) {
-                    Some(existing) => {
-                        existing
-                            .draining
-                            .store(endpoint.state == EndpointState::Draining, Relaxed);
-                        Arc::clone(existing)
-                    }
-                    None => Arc::new(EndpointRuntime::new(endpoint)),
-                },
-            )
+            .map(|endpoint| {
+                let Some(existing) = by_id.get(&(endpoint.id.as_str(), endpoint.addr)) else {
+                    return Arc::new(EndpointRuntime::new(endpoint));
+                };
+                let draining = endpoint.state == EndpointState::Draining;
+                existing.draining.store(draining, Relaxed);
+                if draining {
+                    // Idle connections will carry nothing more; in-flight ones finish
+                    // and close as their responses end.
+                    existing.upstream.clear();
+                }
+                Arc::clone(existing)
+            })
             .collect();
         let mut table = self
             .table

@@ -714,3 +714,14 @@ async fn metrics_render_in_prometheus_text_format() {
     }
     mesh.shutdown().await;
 }
+
+#[test]
+fn mesh_and_its_futures_can_move_between_threads() {
+    // The daemon keeps the mesh in an `Arc` and calls it from spawned tasks.
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+    let mesh = Mesh::new(test_config()).unwrap();
+    assert_send_sync(&mesh);
+    assert_send(&mesh.set_services(vec![]));
+    assert_send(&mesh.shutdown());
+}

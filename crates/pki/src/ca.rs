@@ -116,8 +116,9 @@ impl ClusterCa {
         cluster_id: &str,
         validity: Duration,
     ) -> Result<String, PkiError> {
-        let request = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|err| PkiError::Certificate(format!("unreadable certificate request: {err}")))?;
+        let request = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|err| {
+            PkiError::Certificate(format!("unreadable certificate request: {err}"))
+        })?;
         let csr = CertificateSigningRequestParams {
             params: node_params(node_id, role, cluster_id, validity)?,
             public_key: request.public_key,
@@ -151,11 +152,10 @@ fn node_params(
     name.push(DnType::OrganizationalUnitName, role_ou(role));
     name.push(DnType::OrganizationName, cluster_id);
     params.distinguished_name = name;
-    params.subject_alt_names = vec![SanType::DnsName(
-        SERVER_NAME
-            .try_into()
-            .map_err(|_| PkiError::Certificate("bad server name".into()))?,
-    )];
+    params.subject_alt_names =
+        vec![SanType::DnsName(SERVER_NAME.try_into().map_err(|_| {
+            PkiError::Certificate("bad server name".into())
+        })?)];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

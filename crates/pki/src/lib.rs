@@ -47,7 +47,13 @@ mod tests {
         let ca = ClusterCa::generate("cluster-a").unwrap();
         let csr = NodeCsr::generate().unwrap();
         let chain = ca
-            .sign_csr(&csr.csr_pem, NodeId(42), Role::Worker, "cluster-a", Duration::from_secs(3600))
+            .sign_csr(
+                &csr.csr_pem,
+                NodeId(42),
+                Role::Worker,
+                "cluster-a",
+                Duration::from_secs(3600),
+            )
             .unwrap();
         let identity = NodeIdentity {
             key_pem: csr.key_pem,

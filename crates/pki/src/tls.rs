@@ -112,11 +112,10 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, PkiError> {
 /// reach the join endpoint; every other endpoint refuses a connection without one, with
 /// a message rather than a bare handshake failure.
 pub fn server_config(identity: &IdentityHandle) -> Result<ServerConfig, PkiError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|err| PkiError::Certificate(err.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -221,11 +220,14 @@ impl CapturedChain {
 
 fn pem_encode(der: &[u8]) -> String {
     use std::fmt::Write;
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut encoded = String::new();
     for chunk in der.chunks(3) {
-        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -23,11 +23,13 @@ impl JoinToken {
     pub fn parse(text: &str) -> Result<Self, PkiError> {
         let text = text.trim();
         let rest = text.strip_prefix(PREFIX).ok_or_else(|| {
-            PkiError::Token("a join token starts with HOIST-1- (copy it from `hoist join-token`)".into())
+            PkiError::Token(
+                "a join token starts with HOIST-1- (copy it from `hoist join-token`)".into(),
+            )
         })?;
-        let (digest, secret) = rest.split_once('-').ok_or_else(|| {
-            PkiError::Token("expected HOIST-1-<CA digest>-<secret>".into())
-        })?;
+        let (digest, secret) = rest
+            .split_once('-')
+            .ok_or_else(|| PkiError::Token("expected HOIST-1-<CA digest>-<secret>".into()))?;
         if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(PkiError::Token(
                 "the CA digest part must be 64 hex digits".into(),

@@ -86,9 +86,9 @@ impl PeerClient {
             // A refusal (a peer that does not accept our certificate yet, or one that is
             // shutting down) is treated as unreachable, so openraft backs off.
             let body = response.text().await.unwrap_or_default();
-            return Err(RPCError::Unreachable(Unreachable::new(&CallError(format!(
-                "{url}: {status}: {body}"
-            )))));
+            return Err(RPCError::Unreachable(Unreachable::new(&CallError(
+                format!("{url}: {status}: {body}"),
+            ))));
         }
         let result: Result<Resp, Err> = response.json().await.map_err(|err| {
             RPCError::Network(NetworkError::new(&CallError(format!(
@@ -120,8 +120,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
-    {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call("append", &rpc, &option).await
     }
 

@@ -174,7 +174,9 @@ impl RaftNode {
     }
 
     /// Waits for leadership changes.
-    pub fn watch_metrics(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>> {
+    pub fn watch_metrics(
+        &self,
+    ) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>> {
         self.raft.metrics()
     }
 
@@ -253,7 +255,11 @@ impl RaftNode {
         }
     }
 
-    async fn forward_write(&self, addr: &str, change: &Change) -> Result<ApplyResult, ProposeError> {
+    async fn forward_write(
+        &self,
+        addr: &str,
+        change: &Change,
+    ) -> Result<ApplyResult, ProposeError> {
         self.call_leader(addr, "write", change).await
     }
 
@@ -271,7 +277,12 @@ impl RaftNode {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|err| ProposeError::NoQuorum(format!("the leader at {addr} cannot be reached: {}", error_chain(&err))))?;
+            .map_err(|err| {
+                ProposeError::NoQuorum(format!(
+                    "the leader at {addr} cannot be reached: {}",
+                    error_chain(&err)
+                ))
+            })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -290,7 +301,10 @@ impl RaftNode {
         let mut versions = self.shared.subscribe();
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         while *versions.borrow_and_update() < version {
-            if tokio::time::timeout_at(deadline, versions.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, versions.changed())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -400,9 +414,11 @@ impl RaftNode {
 
 fn map_membership_error(err: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ProposeError {
     match err {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ProposeError::NotLeader {
-            leader_addr: forward.leader_node.map(|node| node.addr),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            ProposeError::NotLeader {
+                leader_addr: forward.leader_node.map(|node| node.addr),
+            }
+        }
         other => ProposeError::Raft(other.to_string()),
     }
 }

@@ -127,9 +127,11 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
     let db = Database::create(&path).map_err(|err| open_err(err.to_string()))?;
     let txn = db.begin_write().map_err(|err| open_err(err.to_string()))?;
     for table in [META, SNAPSHOT] {
-        txn.open_table(table).map_err(|err| open_err(err.to_string()))?;
+        txn.open_table(table)
+            .map_err(|err| open_err(err.to_string()))?;
     }
-    txn.open_table(LOG).map_err(|err| open_err(err.to_string()))?;
+    txn.open_table(LOG)
+        .map_err(|err| open_err(err.to_string()))?;
     txn.commit().map_err(|err| open_err(err.to_string()))?;
     let db = Arc::new(db);
 
@@ -203,7 +205,9 @@ impl LogStore {
         let txn = self.db.begin_write().map_err(io_err)?;
         {
             let mut table = txn.open_table(META).map_err(io_err)?;
-            table.insert(key, encode(value)?.as_slice()).map_err(io_err)?;
+            table
+                .insert(key, encode(value)?.as_slice())
+                .map_err(io_err)?;
         }
         txn.commit().map_err(io_err)
     }
@@ -272,7 +276,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(
@@ -434,9 +440,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let state: ClusterState = serde_json::from_slice(&data).map_err(|err| StorageError::IO {
-            source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&err)),
-        })?;
+        let state: ClusterState =
+            serde_json::from_slice(&data).map_err(|err| StorageError::IO {
+                source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&err)),
+            })?;
         write_snapshot(&self.db, meta, &data)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

@@ -58,10 +58,7 @@ pub enum Change {
     /// `node rm` or `leave`: the node and its certificate are gone for good.
     RemoveNode { node_id: NodeId, at_ms: u64 },
     /// `join-token --rotate`.
-    RotateToken {
-        role: Role,
-        new_secret: String,
-    },
+    RotateToken { role: Role, new_secret: String },
     /// `service create`: validated by the proposer and again here.
     CreateService { service: Service },
     /// `service update` / `scale`: a new spec; the version goes up by one.
@@ -92,7 +89,10 @@ pub enum TaskEdit {
     /// Insert a new task (skipped if the id exists or its service is gone).
     Create { task: Box<Task> },
     /// Move the desired state forward (never back).
-    SetDesired { task_id: TaskId, desired: DesiredState },
+    SetDesired {
+        task_id: TaskId,
+        desired: DesiredState,
+    },
     /// Remove a task record (history pruning, removed services).
     Delete { task_id: TaskId },
     /// The scheduler placed a pending task.
@@ -179,11 +179,16 @@ impl ClusterState {
             | Change::RemoveNode { node_id, .. } => self.existing(*node_id),
             Change::CreateService { service } => {
                 if self.services.contains_key(&service.id) {
-                    return Err(ChangeError::Invalid(format!("service id {} already exists", service.id)));
+                    return Err(ChangeError::Invalid(format!(
+                        "service id {} already exists",
+                        service.id
+                    )));
                 }
                 self.check_service_spec(None, &service.spec)
             }
-            Change::UpdateService { service_id, spec, .. } => {
+            Change::UpdateService {
+                service_id, spec, ..
+            } => {
                 if !self.services.contains_key(service_id) {
                     return Err(ChangeError::ServiceNotFound(*service_id));
                 }
@@ -208,8 +213,13 @@ impl ClusterState {
         }
     }
 
-    fn check_service_spec(&self, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<(), ChangeError> {
-        spec.validate().map_err(|err| ChangeError::Invalid(err.to_string()))?;
+    fn check_service_spec(
+        &self,
+        own: Option<ServiceId>,
+        spec: &ServiceSpec,
+    ) -> Result<(), ChangeError> {
+        spec.validate()
+            .map_err(|err| ChangeError::Invalid(err.to_string()))?;
         if let Some(other) = self
             .services
             .values()
@@ -318,7 +328,11 @@ impl ClusterState {
                     role: *role,
                     secret: old,
                 });
-                let excess = self.tokens.retired.len().saturating_sub(RETIRED_SECRETS_KEPT);
+                let excess = self
+                    .tokens
+                    .retired
+                    .len()
+                    .saturating_sub(RETIRED_SECRETS_KEPT);
                 self.tokens.retired.drain(..excess);
             }
             Change::CreateService { service } => {
@@ -355,7 +369,9 @@ impl ClusterState {
     fn apply_task_edit(&mut self, edit: &TaskEdit, at_ms: u64) {
         match edit {
             TaskEdit::Create { task } => {
-                if !self.tasks.contains_key(&task.id) && self.services.contains_key(&task.service_id) {
+                if !self.tasks.contains_key(&task.id)
+                    && self.services.contains_key(&task.service_id)
+                {
                     self.tasks.insert(task.id, task.as_ref().clone());
                 }
             }
@@ -386,7 +402,9 @@ impl ClusterState {
             }
             TaskEdit::SetPendingReason { task_id, reason } => {
                 if let Some(task) = self.tasks.get_mut(task_id) {
-                    if task.status.state.is_unassigned() && task.pending_reason.as_deref() != Some(reason) {
+                    if task.status.state.is_unassigned()
+                        && task.pending_reason.as_deref() != Some(reason)
+                    {
                         task.pending_reason = Some(reason.clone());
                         task.updated_at_ms = at_ms;
                     }
@@ -516,10 +534,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state.find_node("n2").unwrap().id, NodeId(2));
-        assert_eq!(
-            state.find_node("0000000000000001").unwrap().id,
-            NodeId(1)
-        );
+        assert_eq!(state.find_node("0000000000000001").unwrap().id, NodeId(1));
         assert!(state.find_node("000000").is_err(), "ambiguous prefix");
         assert!(state.find_node("nope").is_err());
     }

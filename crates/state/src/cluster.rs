@@ -86,7 +86,9 @@ impl ClusterState {
     }
 
     pub fn managers(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|node| node.role == Role::Manager)
+        self.nodes
+            .values()
+            .filter(|node| node.role == Role::Manager)
     }
 
     /// Finds a node by full id, unique id prefix, or hostname (as `docker node` does).
@@ -126,18 +128,26 @@ impl ClusterState {
 
     /// Finds a service by full id, unique id prefix, or name.
     pub fn find_service(&self, reference: &str) -> Result<&Service, String> {
-        if let Some(service) = self.services.values().find(|service| service.spec.name == reference) {
+        if let Some(service) = self
+            .services
+            .values()
+            .find(|service| service.spec.name == reference)
+        {
             return Ok(service);
         }
         let by_prefix: Vec<&Service> = self
             .services
             .values()
-            .filter(|service| !reference.is_empty() && service.id.to_string().starts_with(reference))
+            .filter(|service| {
+                !reference.is_empty() && service.id.to_string().starts_with(reference)
+            })
             .collect();
         match by_prefix.len() {
             1 => Ok(by_prefix[0]),
             0 => Err(format!("service {reference} not found")),
-            n => Err(format!("service id prefix {reference:?} is ambiguous ({n} services match)")),
+            n => Err(format!(
+                "service id prefix {reference:?} is ambiguous ({n} services match)"
+            )),
         }
     }
 

@@ -7,8 +7,8 @@
 //! (`PR_SET_PDEATHSIG`), so an aborted run leaves nothing behind.
 //!
 //! The kit knows nothing of hoist's internals: it drives the binary's CLI, reads its
-//! JSON output, and looks at the data directories only to find task processes to clean
-//! up.
+//! JSON output, and looks at the process driver's records in the data directories only
+//! to find task processes (to check them, and to clean them up).
 
 mod tls;
 
@@ -127,8 +127,14 @@ impl Cluster {
         init.extend(options.extra_init_args.iter().cloned());
         let init_args: Vec<&str> = init.iter().map(String::as_str).collect();
         cluster.hoist_ok(0, &init_args);
-        let manager_token = cluster.hoist_ok(0, &["join-token", "manager", "-q"]).trim().to_string();
-        let worker_token = cluster.hoist_ok(0, &["join-token", "worker", "-q"]).trim().to_string();
+        let manager_token = cluster
+            .hoist_ok(0, &["join-token", "manager", "-q"])
+            .trim()
+            .to_string();
+        let worker_token = cluster
+            .hoist_ok(0, &["join-token", "worker", "-q"])
+            .trim()
+            .to_string();
         let first = cluster.nodes[0].addr();
         for index in 1..cluster.nodes.len() {
             let token = if index < options.managers {
@@ -208,16 +214,25 @@ impl Cluster {
         node.child = Some(child);
         let socket = node.socket.clone();
         let name = node.name.clone();
-        wait_for(&format!("{name}'s control socket"), Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| ())
-        });
+        wait_for(
+            &format!("{name}'s control socket"),
+            Duration::from_secs(20),
+            || {
+                std::os::unix::net::UnixStream::connect(&socket)
+                    .ok()
+                    .map(|_| ())
+            },
+        );
     }
 
     /// Runs `hoist ARGS` against node `index`.
     pub fn hoist(&self, index: usize, args: &[&str]) -> Output {
         Command::new(&self.bin)
             .args(args)
-            .env("HOIST_HOST", format!("unix://{}", self.nodes[index].socket.display()))
+            .env(
+                "HOIST_HOST",
+                format!("unix://{}", self.nodes[index].socket.display()),
+            )
             .stdin(Stdio::null())
             .output()
             .expect("running the hoist CLI")
@@ -337,37 +352,82 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Task processes the daemons' process driver recorded, so they can be killed too.
-    fn task_pids(&self) -> Vec<i32> {
-        let mut pids = Vec::new();
-        for node in &self.nodes {
-            collect_pid_files(&node.data_dir, &mut pids, 0);
+    /// Task processes the daemons' process driver recorded, alive or not:
+    /// `(node index, task id, pid)`.
+    pub fn recorded_tasks(&self) -> Vec<(usize, String, i32)> {
+        let mut found = Vec::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (task_id, pid) in driver_records(&node.data_dir) {
+                found.push((index, task_id, pid));
+            }
         }
-        pids
+        found
     }
-}
 
-/// Reads every `pid` file under `dir` (task records of the process driver).
-fn collect_pid_files(dir: &Path, pids: &mut Vec<i32>, depth: usize) {
-    if depth > 6 {
-        return;
+    /// Task processes that are alive right now, as `(node index, task id)`. A process
+    /// counts only if it still carries the task's id in its environment, so a reused
+    /// pid is not mistaken for a task.
+    pub fn live_task_processes(&self) -> Vec<(usize, String)> {
+        self.recorded_tasks()
+            .into_iter()
+            .filter(|(_, task_id, pid)| process_runs_task(*pid, task_id))
+            .map(|(index, task_id, _)| (index, task_id))
+            .collect()
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_pid_files(&path, pids, depth + 1);
-        } else if path.file_name().and_then(|name| name.to_str()) == Some("pid") {
-            if let Some(pid) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok())
-            {
-                pids.push(pid);
+
+    /// Kills the task processes node `index` runs (a dead node's workloads die with it).
+    pub fn kill_tasks_of(&self, index: usize) {
+        for (task_id, pid) in driver_records(&self.nodes[index].data_dir) {
+            if process_runs_task(pid, &task_id) {
+                // SAFETY: the pid runs this task (checked just above); the task leads
+                // its own process group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
             }
         }
     }
+}
+
+/// `(task id, pid)` of every record the process driver keeps under `data_dir`.
+pub fn driver_records(data_dir: &Path) -> Vec<(String, i32)> {
+    let mut records = Vec::new();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("driver").join("tasks")) else {
+        return records;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let Some(task_id) = record["task_id"].as_str() else {
+            continue;
+        };
+        if let Some(pid) = record["pid"].as_i64().filter(|pid| *pid > 1) {
+            records.push((task_id.to_string(), pid as i32));
+        }
+    }
+    records
+}
+
+/// Whether `pid` is alive (not a zombie) and runs task `task_id`.
+pub fn process_runs_task(pid: i32, task_id: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.chars().next());
+    if matches!(state, None | Some('Z') | Some('X')) {
+        return false;
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let wanted = format!("HOIST_TASK={task_id}");
+    environ
+        .split(|byte| *byte == 0)
+        .any(|entry| entry == wanted.as_bytes())
 }
 
 impl Drop for Cluster {
@@ -376,15 +436,8 @@ impl Drop for Cluster {
             self.resume(index);
             self.kill(index);
         }
-        for pid in self.task_pids() {
-            if pid > 1 {
-                // SAFETY: task processes run in their own process groups, led by the
-                // recorded pid; killing the group takes their children too.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
+        for index in 0..self.nodes.len() {
+            self.kill_tasks_of(index);
         }
     }
 }

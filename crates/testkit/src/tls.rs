@@ -52,7 +52,9 @@ impl ServerCertVerifier for AcceptAnything {
 /// `"handshake failed: ..."` when the TLS session could not be used.
 pub fn tls_get(addr: &str, path: &str, identity_json: Option<&str>) -> String {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let schemes = provider.signature_verification_algorithms.supported_schemes();
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
@@ -63,13 +65,20 @@ pub fn tls_get(addr: &str, path: &str, identity_json: Option<&str>) -> String {
         Some(json) => {
             let identity: serde_json::Value = serde_json::from_str(json).expect("identity json");
             let chain = CertificateDer::pem_slice_iter(
-                identity["chain_pem"].as_str().expect("chain_pem").as_bytes(),
+                identity["chain_pem"]
+                    .as_str()
+                    .expect("chain_pem")
+                    .as_bytes(),
             )
             .collect::<Result<Vec<_>, _>>()
             .expect("certificate chain");
-            let key = PrivateKeyDer::from_pem_slice(identity["key_pem"].as_str().expect("key_pem").as_bytes())
-                .expect("private key");
-            builder.with_client_auth_cert(chain, key).expect("client identity")
+            let key = PrivateKeyDer::from_pem_slice(
+                identity["key_pem"].as_str().expect("key_pem").as_bytes(),
+            )
+            .expect("private key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
         }
     };
     let stream = match TcpStream::connect(addr) {

@@ -37,7 +37,9 @@ impl std::str::FromStr for Role {
         match text {
             "worker" => Ok(Role::Worker),
             "manager" => Ok(Role::Manager),
-            other => Err(format!("unknown role {other:?} (expected worker or manager)")),
+            other => Err(format!(
+                "unknown role {other:?} (expected worker or manager)"
+            )),
         }
     }
 }

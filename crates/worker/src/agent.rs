@@ -69,7 +69,10 @@ fn now_ms() -> u64 {
 
 impl Agent {
     /// A runner and the receiving end of its reports (for [`run_reporter`]).
-    pub fn new(config: AgentConfig, driver: Arc<dyn Driver>) -> (Agent, mpsc::UnboundedReceiver<TaskReport>) {
+    pub fn new(
+        config: AgentConfig,
+        driver: Arc<dyn Driver>,
+    ) -> (Agent, mpsc::UnboundedReceiver<TaskReport>) {
         let (reports, receiver) = mpsc::unbounded_channel();
         (
             Agent {
@@ -117,7 +120,8 @@ impl Agent {
 
     /// Brings the local tasks in line with `set`.
     pub fn apply(&self, set: &AssignmentSet) {
-        let assigned: HashMap<TaskId, &Task> = set.tasks.iter().map(|task| (task.id, task)).collect();
+        let assigned: HashMap<TaskId, &Task> =
+            set.tasks.iter().map(|task| (task.id, task)).collect();
         for task in &set.tasks {
             let phase = self.lock().get(&task.id).map(|local| local.phase);
             match (task.desired_state, phase) {
@@ -129,9 +133,18 @@ impl Agent {
                     }
                 }
                 (DesiredState::Running, Some(_)) => {}
-                (_, Some(Phase::Starting | Phase::Running)) => self.stop(task.id, task.spec.stop_grace_period_ms),
+                (_, Some(Phase::Starting | Phase::Running)) => {
+                    self.stop(task.id, task.spec.stop_grace_period_ms)
+                }
                 (_, None) => {
-                    self.report(task.id, TaskStatus::new(TaskState::Shutdown, "shut down before it started", now_ms()));
+                    self.report(
+                        task.id,
+                        TaskStatus::new(
+                            TaskState::Shutdown,
+                            "shut down before it started",
+                            now_ms(),
+                        ),
+                    );
                 }
                 (_, Some(Phase::Stopping | Phase::Ended { .. })) => {}
             }
@@ -198,7 +211,10 @@ impl Agent {
                 stop_requested: false,
             },
         );
-        self.report(task.id, TaskStatus::new(TaskState::Starting, "starting", now_ms()));
+        self.report(
+            task.id,
+            TaskStatus::new(TaskState::Starting, "starting", now_ms()),
+        );
         let agent = self.clone();
         tokio::spawn(async move {
             let spec = agent.run_spec(&task);
@@ -236,7 +252,8 @@ impl Agent {
                     if let Some(local) = agent.lock().get_mut(&task.id) {
                         local.phase = Phase::Ended { at: Instant::now() };
                     }
-                    let mut status = TaskStatus::new(TaskState::Rejected, "failed to start", now_ms());
+                    let mut status =
+                        TaskStatus::new(TaskState::Rejected, "failed to start", now_ms());
                     status.err = Some(err.to_string());
                     agent.report(task.id, status);
                 }
@@ -258,7 +275,10 @@ impl Agent {
                             .iter()
                             .map(|endpoint| TaskEndpoint {
                                 target_port: endpoint.target_port,
-                                addr: format!("{}:{}", agent.config.endpoint_host, endpoint.host_port),
+                                addr: format!(
+                                    "{}:{}",
+                                    agent.config.endpoint_host, endpoint.host_port
+                                ),
                             })
                             .collect();
                     }
@@ -305,7 +325,10 @@ impl Agent {
         }
         let driver = self.driver.clone();
         tokio::spawn(async move {
-            if let Err(err) = driver.stop(&task_id.to_string(), Duration::from_millis(grace_ms)).await {
+            if let Err(err) = driver
+                .stop(&task_id.to_string(), Duration::from_millis(grace_ms))
+                .await
+            {
                 tracing::warn!(task = %task_id, error = %err, "stopping task");
             }
         });
@@ -315,7 +338,12 @@ impl Agent {
     pub fn running(&self) -> Vec<TaskId> {
         self.lock()
             .iter()
-            .filter(|(_, local)| matches!(local.phase, Phase::Starting | Phase::Running | Phase::Stopping))
+            .filter(|(_, local)| {
+                matches!(
+                    local.phase,
+                    Phase::Starting | Phase::Running | Phase::Stopping
+                )
+            })
             .map(|(task_id, _)| *task_id)
             .collect()
     }
@@ -324,7 +352,10 @@ impl Agent {
     pub async fn stop_all(&self) {
         let running = self.driver.list().await.unwrap_or_default();
         for handle in running {
-            let _ = self.driver.stop(&handle.task_id, Duration::from_secs(10)).await;
+            let _ = self
+                .driver
+                .stop(&handle.task_id, Duration::from_secs(10))
+                .await;
             let _ = self.driver.remove(&handle.task_id).await;
         }
         self.lock().clear();
@@ -457,7 +488,9 @@ pub async fn run_assignments(
                         let line: Vec<u8> = buffer.drain(..=newline).collect();
                         match serde_json::from_slice::<AssignmentSet>(&line) {
                             Ok(set) => agent.apply(&set),
-                            Err(err) if line.len() > 1 => tracing::warn!(error = %err, "bad assignment set"),
+                            Err(err) if line.len() > 1 => {
+                                tracing::warn!(error = %err, "bad assignment set")
+                            }
                             Err(_) => {}
                         }
                     }

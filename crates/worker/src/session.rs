@@ -118,7 +118,10 @@ async fn renew<H: SessionHost>(host: &H, addr: &str) -> Result<Role, String> {
         .map_err(|err| err.to_string())?;
     if !response.status().is_success() {
         let status = response.status();
-        return Err(format!("{status}: {}", response.text().await.unwrap_or_default()));
+        return Err(format!(
+            "{status}: {}",
+            response.text().await.unwrap_or_default()
+        ));
     }
     let renewed: RenewResponse = response.json().await.map_err(|err| err.to_string())?;
     host.install_certificate(csr.key_pem, renewed.chain_pem)?;
@@ -220,7 +223,14 @@ async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatR
     let (cert_role, _, _) = host.certificate();
     let wants_raft = response.desired_role == Role::Manager && cert_role == Role::Manager;
     if wants_raft != host.raft_running() || (wants_raft && cert_role == Role::Manager) {
-        if let Err(err) = host.become_role(if wants_raft { Role::Manager } else { Role::Worker }).await {
+        if let Err(err) = host
+            .become_role(if wants_raft {
+                Role::Manager
+            } else {
+                Role::Worker
+            })
+            .await
+        {
             tracing::warn!(node = %node_id, error = %err, "changing role");
         }
     }

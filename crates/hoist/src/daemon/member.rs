@@ -17,13 +17,15 @@ use hoist_api::{
     InitRequest, InitResponse, JoinClusterRequest, JoinClusterResponse, JoinRequest, JoinResponse,
     NotLeaderBody, RaftJoinRequest,
 };
+use hoist_driver::{Driver, ProcessDriver};
 use hoist_manager::{bootstrap_cluster, BootstrapConfig, Manager, ManagerError};
 use hoist_pki::{IdentityHandle, JoinToken, NodeCsr, NodeIdentity, PeerIdentity};
 use hoist_raft::{RaftConfig, RaftNode};
 use hoist_state::ClusterSettings;
 use hoist_types::{EngineInfo, NodeId, Role};
-use hoist_driver::{Driver, ProcessDriver};
-use hoist_worker::{run_assignments, run_reporter, run_session, Agent, AgentConfig, SessionHost, SessionState};
+use hoist_worker::{
+    run_assignments, run_reporter, run_session, Agent, AgentConfig, SessionHost, SessionState,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -120,7 +122,10 @@ impl Daemon {
     }
 
     pub fn member(&self) -> Option<Arc<Member>> {
-        self.member.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.member
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn default_advertise(&self) -> Result<String, LifecycleError> {
@@ -173,7 +178,8 @@ impl Daemon {
         let server_config = hoist_pki::server_config(&identity)?;
         let (stop, _) = watch::channel(false);
         let (session_state, _) = watch::channel(SessionState::default());
-        let driver: Arc<dyn Driver> = Arc::new(ProcessDriver::new(self.config.data_dir.join("driver"))?);
+        let driver: Arc<dyn Driver> =
+            Arc::new(ProcessDriver::new(self.config.data_dir.join("driver"))?);
         let endpoint_host = record
             .advertise_addr
             .rsplit_once(':')
@@ -232,7 +238,11 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .extend([reporter, assignments]);
         let tls = server::serve_tls(self.clone(), listener, server_config).await;
-        member.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(tls);
+        member
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tls);
         *self.member.write().unwrap_or_else(|p| p.into_inner()) = Some(member.clone());
         Ok(member)
     }
@@ -247,12 +257,21 @@ impl Daemon {
             member.session_state.clone(),
             member.stop.subscribe(),
         ));
-        member.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        member
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
     }
 
     /// Starts Raft and the manager's loops on this member.
     async fn start_manager(&self, member: &Arc<Member>) -> anyhow::Result<Manager> {
-        if let Some(runtime) = member.manager.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(runtime) = member
+            .manager
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(runtime.manager.clone());
         }
         let raft = RaftNode::start(
@@ -284,7 +303,11 @@ impl Daemon {
     /// Stops Raft here and forgets its store: a demoted manager that comes back later
     /// joins afresh, never with a stale membership.
     async fn stop_manager(&self, member: &Arc<Member>) {
-        let runtime = member.manager.write().unwrap_or_else(|p| p.into_inner()).take();
+        let runtime = member
+            .manager
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(runtime) = runtime {
             let _ = runtime.stop.send(true);
             runtime.manager.raft().shutdown().await;
@@ -296,7 +319,10 @@ impl Daemon {
         }
     }
 
-    pub async fn init(self: &Arc<Self>, request: InitRequest) -> Result<InitResponse, LifecycleError> {
+    pub async fn init(
+        self: &Arc<Self>,
+        request: InitRequest,
+    ) -> Result<InitResponse, LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         if self.member().is_some() {
             return Err(LifecycleError::new(
@@ -306,7 +332,9 @@ impl Daemon {
         }
         let advertise_addr = match request.advertise_addr {
             Some(addr) => {
-                super::validate_addr(&addr).map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err:#}")))?;
+                super::validate_addr(&addr).map_err(|err| {
+                    LifecycleError::new(400, format!("--advertise-addr: {err:#}"))
+                })?;
                 addr
             }
             None => self.default_advertise()?,
@@ -314,19 +342,28 @@ impl Daemon {
         let mut settings = ClusterSettings::default();
         if let Some(period) = request.heartbeat_period_ms {
             if !(50..=60_000).contains(&period) {
-                return Err(LifecycleError::new(400, "--heartbeat-period must be between 50ms and 60s"));
+                return Err(LifecycleError::new(
+                    400,
+                    "--heartbeat-period must be between 50ms and 60s",
+                ));
             }
             settings.heartbeat_period_ms = period;
         }
         if let Some(grace) = request.heartbeat_grace {
             if grace == 0 {
-                return Err(LifecycleError::new(400, "--heartbeat-grace must be at least 1"));
+                return Err(LifecycleError::new(
+                    400,
+                    "--heartbeat-grace must be at least 1",
+                ));
             }
             settings.heartbeat_grace = grace;
         }
         if let Some(expiry) = request.cert_expiry_secs {
             if expiry < 60 {
-                return Err(LifecycleError::new(400, "--cert-expiry must be at least 1m"));
+                return Err(LifecycleError::new(
+                    400,
+                    "--cert-expiry must be at least 1m",
+                ));
             }
             settings.cert_expiry_secs = expiry;
         }
@@ -345,7 +382,9 @@ impl Daemon {
         };
         let result = async {
             let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
-            let member = self.start_member(record.clone(), bootstrap.identity.clone()).await?;
+            let member = self
+                .start_member(record.clone(), bootstrap.identity.clone())
+                .await?;
             let manager = self.start_manager(&member).await?;
             manager
                 .raft()
@@ -384,12 +423,15 @@ impl Daemon {
                 "this node is already part of a cluster: use `hoist leave` before joining another one",
             ));
         }
-        let token = JoinToken::parse(&request.token).map_err(|err| LifecycleError::new(400, err.to_string()))?;
+        let token = JoinToken::parse(&request.token)
+            .map_err(|err| LifecycleError::new(400, err.to_string()))?;
         super::validate_addr(&request.manager_addr)
             .map_err(|err| LifecycleError::new(400, format!("manager address: {err:#}")))?;
         let advertise_addr = match request.advertise_addr {
             Some(addr) => {
-                super::validate_addr(&addr).map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err:#}")))?;
+                super::validate_addr(&addr).map_err(|err| {
+                    LifecycleError::new(400, format!("--advertise-addr: {err:#}"))
+                })?;
                 addr
             }
             None => self.default_advertise()?,
@@ -398,7 +440,8 @@ impl Daemon {
         let csr = NodeCsr::generate().map_err(|err| LifecycleError::new(500, err.to_string()))?;
         let pinned = reqwest::Client::builder()
             .use_preconfigured_tls(
-                hoist_pki::pinned_config(&ca_pem).map_err(|err| LifecycleError::new(500, err.to_string()))?,
+                hoist_pki::pinned_config(&ca_pem)
+                    .map_err(|err| LifecycleError::new(500, err.to_string()))?,
             )
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -415,14 +458,22 @@ impl Daemon {
             })
             .send()
             .await
-            .map_err(|err| LifecycleError::new(502, format!("joining through {}: {err}", request.manager_addr)))?;
+            .map_err(|err| {
+                LifecycleError::new(
+                    502,
+                    format!("joining through {}: {err}", request.manager_addr),
+                )
+            })?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             let message = serde_json::from_str::<hoist_api::ErrorBody>(&text)
                 .map(|body| body.message)
                 .unwrap_or(text);
-            return Err(LifecycleError::new(status.as_u16(), format!("the manager refused the join: {message}")));
+            return Err(LifecycleError::new(
+                status.as_u16(),
+                format!("the manager refused the join: {message}"),
+            ));
         }
         let joined: JoinResponse = response
             .json()
@@ -508,7 +559,10 @@ impl Daemon {
                 }
                 Ok(response) => {
                     let status = response.status();
-                    last_error = format!("{addr}: {status}: {}", response.text().await.unwrap_or_default());
+                    last_error = format!(
+                        "{addr}: {status}: {}",
+                        response.text().await.unwrap_or_default()
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(err) => last_error = format!("{addr}: {err}"),
@@ -520,7 +574,10 @@ impl Daemon {
     pub async fn leave(self: &Arc<Self>, force: bool) -> Result<(), LifecycleError> {
         let _guard = self.lifecycle.lock().await;
         let Some(member) = self.member() else {
-            return Err(LifecycleError::new(409, "this node is not part of a cluster"));
+            return Err(LifecycleError::new(
+                409,
+                "this node is not part of a cluster",
+            ));
         };
         if member.is_manager() && !force {
             let managers = member
@@ -542,7 +599,11 @@ impl Daemon {
 
     /// Stops everything a membership started and forgets it on disk.
     async fn abandon_membership(&self) {
-        let member = self.member.write().unwrap_or_else(|p| p.into_inner()).take();
+        let member = self
+            .member
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(member) = member {
             self.stop_member(&member).await;
             self.stop_manager(&member).await;
@@ -558,7 +619,12 @@ impl Daemon {
 
     async fn stop_member(&self, member: &Arc<Member>) {
         let _ = member.stop.send(true);
-        let tasks: Vec<JoinHandle<()>> = member.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        let tasks: Vec<JoinHandle<()>> = member
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
         for task in tasks {
             task.abort();
         }
@@ -569,7 +635,11 @@ impl Daemon {
         let member = self.member();
         if let Some(member) = member {
             self.stop_member(&member).await;
-            let runtime = member.manager.write().unwrap_or_else(|p| p.into_inner()).take();
+            let runtime = member
+                .manager
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             if let Some(runtime) = runtime {
                 let _ = runtime.stop.send(true);
                 runtime.manager.raft().shutdown().await;
@@ -585,15 +655,24 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
         hoist_pki::join_probe_config().map_err(|err| LifecycleError::new(500, err.to_string()))?;
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|_| LifecycleError::new(502, format!("cannot reach the manager at {addr}: timed out")))?
-        .map_err(|err| LifecycleError::new(502, format!("cannot reach the manager at {addr}: {err}")))?;
+        .map_err(|_| {
+            LifecycleError::new(
+                502,
+                format!("cannot reach the manager at {addr}: timed out"),
+            )
+        })?
+        .map_err(|err| {
+            LifecycleError::new(502, format!("cannot reach the manager at {addr}: {err}"))
+        })?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(hoist_pki::SERVER_NAME)
         .map_err(|err| LifecycleError::new(500, err.to_string()))?;
     tokio::time::timeout(Duration::from_secs(5), connector.connect(name, stream))
         .await
         .map_err(|_| LifecycleError::new(502, format!("TLS handshake with {addr} timed out")))?
-        .map_err(|err| LifecycleError::new(502, format!("TLS handshake with {addr} failed: {err}")))?;
+        .map_err(|err| {
+            LifecycleError::new(502, format!("TLS handshake with {addr} failed: {err}"))
+        })?;
     let Some((digest, pem)) = captured.ca() else {
         return Err(LifecycleError::new(
             502,
@@ -634,23 +713,38 @@ impl Member {
     }
 
     pub fn is_manager(&self) -> bool {
-        self.manager.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.manager
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub fn cert_role(&self) -> Role {
-        self.certificate.lock().unwrap_or_else(|p| p.into_inner()).role
+        self.certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .role
     }
 
     pub fn cert_not_after(&self) -> i64 {
-        self.certificate.lock().unwrap_or_else(|p| p.into_inner()).not_after
+        self.certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .not_after
     }
 
     pub fn managers(&self) -> Vec<String> {
-        self.managers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.managers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn removed_message(&self) -> Option<String> {
-        self.removed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn leader_hint(&self) -> Option<String> {
@@ -699,7 +793,11 @@ impl SessionHost for SessionHandle {
     }
 
     fn certificate(&self) -> (Role, i64, u64) {
-        let certificate = self.member.certificate.lock().unwrap_or_else(|p| p.into_inner());
+        let certificate = self
+            .member
+            .certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         (certificate.role, certificate.not_after, 0)
     }
 
@@ -713,7 +811,11 @@ impl SessionHost for SessionHandle {
 
     fn set_managers(&self, managers: Vec<String>) {
         let changed = {
-            let mut current = self.member.managers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut current = self
+                .member
+                .managers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let changed = *current != managers;
             *current = managers;
             changed
@@ -734,13 +836,24 @@ impl SessionHost for SessionHandle {
         };
         let peer = renewed.peer().map_err(|err| err.to_string())?;
         if peer.node_id != self.member.node_id {
-            return Err(format!("the renewed certificate is for node {}, not this one", peer.node_id));
+            return Err(format!(
+                "the renewed certificate is for node {}, not this one",
+                peer.node_id
+            ));
         }
-        write_secret_json(&identity_file(&self.member.data_dir), &renewed).map_err(|err| format!("{err:#}"))?;
-        self.member.identity.replace(&renewed).map_err(|err| err.to_string())?;
+        write_secret_json(&identity_file(&self.member.data_dir), &renewed)
+            .map_err(|err| format!("{err:#}"))?;
+        self.member
+            .identity
+            .replace(&renewed)
+            .map_err(|err| err.to_string())?;
         let http = mtls_client(&self.member.identity).map_err(|err| format!("{err:#}"))?;
         *self.member.http.write().unwrap_or_else(|p| p.into_inner()) = http;
-        *self.member.certificate.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+        *self
+            .member
+            .certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = peer;
         *files = renewed;
         Ok(())
     }
@@ -755,17 +868,29 @@ impl SessionHost for SessionHandle {
                 let _guard = self.daemon.lifecycle.lock().await;
                 if !member.is_manager() {
                     let _ = std::fs::remove_dir_all(raft_dir(&member.data_dir));
-                    self.daemon.start_manager(member).await.map_err(|err| format!("{err:#}"))?;
+                    self.daemon
+                        .start_manager(member)
+                        .await
+                        .map_err(|err| format!("{err:#}"))?;
                 }
                 let already_voter = member
                     .manager()
-                    .map(|manager| manager.raft().membership().voters.contains_key(&member.node_id.0))
+                    .map(|manager| {
+                        manager
+                            .raft()
+                            .membership()
+                            .voters
+                            .contains_key(&member.node_id.0)
+                    })
                     .unwrap_or(false);
                 if already_voter {
                     member.voter_confirmed.store(true, Ordering::SeqCst);
                     return Ok(());
                 }
-                self.daemon.request_voter(member).await.map_err(|err| format!("{err:#}"))
+                self.daemon
+                    .request_voter(member)
+                    .await
+                    .map_err(|err| format!("{err:#}"))
             }
             Role::Worker => {
                 if !member.is_manager() {
@@ -779,12 +904,17 @@ impl SessionHost for SessionHandle {
     }
 
     fn removed(&self, message: String) {
-        *self.member.removed.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+        *self
+            .member
+            .removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(message);
     }
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 

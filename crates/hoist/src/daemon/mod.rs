@@ -45,7 +45,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let unix = server::serve_unix(daemon.clone(), &socket)
         .await
         .with_context(|| format!("listening on {}", socket.display()))?;
-    daemon.resume().await.context("resuming the node from its data directory")?;
+    daemon
+        .resume()
+        .await
+        .context("resuming the node from its data directory")?;
     tracing::info!(socket = %socket.display(), "hoist daemon ready");
 
     wait_for_signal().await;

@@ -52,19 +52,40 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/nodes/{node}/promote", post(node_promote))
         .route("/v1/nodes/{node}/demote", post(node_demote))
         .route("/v1/join-tokens/{role}", get(token_get).post(token_rotate))
-        .route("/v1/services", get(service_routes::service_ls).post(service_routes::service_create))
+        .route(
+            "/v1/services",
+            get(service_routes::service_ls).post(service_routes::service_create),
+        )
         .route(
             "/v1/services/{service}",
             get(service_routes::service_inspect).delete(service_routes::service_rm),
         )
-        .route("/v1/services/{service}/update", post(service_routes::service_update))
-        .route("/v1/services/{service}/scale", post(service_routes::service_scale))
-        .route("/v1/services/{service}/tasks", get(service_routes::service_tasks))
-        .route("/v1/services/{service}/logs", get(service_routes::service_logs))
+        .route(
+            "/v1/services/{service}/update",
+            post(service_routes::service_update),
+        )
+        .route(
+            "/v1/services/{service}/scale",
+            post(service_routes::service_scale),
+        )
+        .route(
+            "/v1/services/{service}/tasks",
+            get(service_routes::service_tasks),
+        )
+        .route(
+            "/v1/services/{service}/logs",
+            get(service_routes::service_logs),
+        )
         .route("/v1/node-logs", get(service_routes::node_logs))
-        .route("/v1/dispatcher/assignments", post(service_routes::assignments))
+        .route(
+            "/v1/dispatcher/assignments",
+            post(service_routes::assignments),
+        )
         .route("/v1/dispatcher/status", post(service_routes::status))
-        .layer(axum::middleware::from_fn_with_state(daemon.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            authorize,
+        ))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(daemon)
 }
@@ -181,14 +202,17 @@ async fn authorize(
     if peer.cluster_id != member.cluster_id {
         return Err(ApiError::new(
             403,
-            format!("the certificate is for cluster {}, not this one", peer.cluster_id),
+            format!(
+                "the certificate is for cluster {}, not this one",
+                peer.cluster_id
+            ),
         ));
     }
     if let Some(manager) = member.manager() {
         // A manager that has just joined has not received the state yet: it cannot tell
         // members from removed nodes, and must let the leader's replication in.
-        let is_member = manager
-            .local(|state| !state.is_initialized() || state.node_is_member(peer.node_id));
+        let is_member =
+            manager.local(|state| !state.is_initialized() || state.node_is_member(peer.node_id));
         if !is_member {
             return Err(ApiError::new(
                 403,
@@ -209,7 +233,9 @@ async fn authorize(
         ));
     }
     if request.uri().path().starts_with("/raft/") {
-        let manager = member.manager().ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
+        let manager = member
+            .manager()
+            .ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
         let membership = manager.raft().membership();
         let knows_membership = !membership.voters.is_empty();
         if knows_membership
@@ -237,18 +263,26 @@ pub(super) fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
         .member()
         .ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
     if let Some(message) = member.removed_message() {
-        return Err(ApiError::new(503, format!("this node was refused by the cluster: {message}")));
+        return Err(ApiError::new(
+            503,
+            format!("this node was refused by the cluster: {message}"),
+        ));
     }
     Ok(member)
 }
 
 pub(super) fn manager_of(daemon: &Daemon) -> Result<(Arc<Member>, Manager), ApiError> {
     let member = member_of(daemon)?;
-    let manager = member.manager().ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
+    let manager = member
+        .manager()
+        .ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
     Ok((member, manager))
 }
 
-async fn init(State(daemon): State<AppState>, Json(request): Json<InitRequest>) -> ApiResult<hoist_api::InitResponse> {
+async fn init(
+    State(daemon): State<AppState>,
+    Json(request): Json<InitRequest>,
+) -> ApiResult<hoist_api::InitResponse> {
     Ok(Json(daemon.init(request).await?))
 }
 
@@ -259,12 +293,18 @@ async fn join_cluster(
     Ok(Json(daemon.join(request).await?))
 }
 
-async fn leave(State(daemon): State<AppState>, Json(request): Json<LeaveRequest>) -> ApiResult<serde_json::Value> {
+async fn leave(
+    State(daemon): State<AppState>,
+    Json(request): Json<LeaveRequest>,
+) -> ApiResult<serde_json::Value> {
     daemon.leave(request.force).await?;
     Ok(Json(serde_json::json!({})))
 }
 
-async fn join(State(daemon): State<AppState>, Json(request): Json<JoinRequest>) -> ApiResult<hoist_api::JoinResponse> {
+async fn join(
+    State(daemon): State<AppState>,
+    Json(request): Json<JoinRequest>,
+) -> ApiResult<hoist_api::JoinResponse> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.join(request).await?))
 }
@@ -275,7 +315,9 @@ async fn heartbeat(
     Json(request): Json<HeartbeatRequest>,
 ) -> ApiResult<hoist_api::HeartbeatResponse> {
     let peer = peer_of(&caller)?;
-    let member = daemon.member().ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
+    let member = daemon
+        .member()
+        .ok_or_else(|| ApiError::new(503, NOT_IN_CLUSTER))?;
     let Some(manager) = member.manager() else {
         // A worker's listener: point the caller at a manager it may not know yet.
         return Err(ManagerError::NotLeader {
@@ -346,7 +388,11 @@ async fn info(State(daemon): State<AppState>) -> ApiResult<InfoResponse> {
         }));
     };
     if let Some(manager) = member.manager() {
-        return Ok(Json(manager.info(&member.hostname, Some(member.cert_not_after())).await?));
+        return Ok(Json(
+            manager
+                .info(&member.hostname, Some(member.cert_not_after()))
+                .await?,
+        ));
     }
     Ok(Json(InfoResponse {
         node_id: Some(member.node_id),
@@ -373,7 +419,10 @@ async fn node_ls(State(daemon): State<AppState>) -> ApiResult<Vec<hoist_api::Nod
     Ok(Json(manager.list_nodes().await?))
 }
 
-async fn node_inspect(State(daemon): State<AppState>, Path(node): Path<String>) -> ApiResult<hoist_api::NodeView> {
+async fn node_inspect(
+    State(daemon): State<AppState>,
+    Path(node): Path<String>,
+) -> ApiResult<hoist_api::NodeView> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.inspect_node(&node).await?))
 }
@@ -387,17 +436,32 @@ async fn node_update(
     Ok(Json(manager.update_node(&node, request).await?))
 }
 
-async fn node_promote(State(daemon): State<AppState>, Path(node): Path<String>) -> ApiResult<hoist_api::NodeView> {
+async fn node_promote(
+    State(daemon): State<AppState>,
+    Path(node): Path<String>,
+) -> ApiResult<hoist_api::NodeView> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.promote(&node).await?))
 }
 
-async fn node_demote(State(daemon): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+async fn node_demote(
+    State(daemon): State<AppState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
     let (member, manager) = manager_of(&daemon)?;
     match manager.demote(&node).await {
         Ok(view) => Ok(Json(view).into_response()),
-        Err(ManagerError::NotLeader { leader_addr: Some(leader) }) => {
-            forward(&member, reqwest::Method::POST, &leader, &format!("/v1/nodes/{node}/demote"), Some(serde_json::json!(null))).await
+        Err(ManagerError::NotLeader {
+            leader_addr: Some(leader),
+        }) => {
+            forward(
+                &member,
+                reqwest::Method::POST,
+                &leader,
+                &format!("/v1/nodes/{node}/demote"),
+                Some(serde_json::json!(null)),
+            )
+            .await
         }
         Err(err) => Err(err.into()),
     }
@@ -417,8 +481,13 @@ async fn node_rm(
     let (member, manager) = manager_of(&daemon)?;
     match manager.remove_node(&node, query.force).await {
         Ok(()) => Ok(Json(serde_json::json!({})).into_response()),
-        Err(ManagerError::NotLeader { leader_addr: Some(leader) }) => {
-            let path = format!("/v1/nodes/{node}{}", if query.force { "?force=true" } else { "" });
+        Err(ManagerError::NotLeader {
+            leader_addr: Some(leader),
+        }) => {
+            let path = format!(
+                "/v1/nodes/{node}{}",
+                if query.force { "?force=true" } else { "" }
+            );
             forward(&member, reqwest::Method::DELETE, &leader, &path, None).await
         }
         Err(err) => Err(err.into()),
@@ -433,7 +502,9 @@ async fn forward(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let mut request = member.http().request(method, format!("https://{leader}{path}"));
+    let mut request = member
+        .http()
+        .request(method, format!("https://{leader}{path}"));
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -441,20 +512,31 @@ async fn forward(
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|err| ApiError::new(503, format!("forwarding to the leader at {leader}: {err}")))?;
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        .map_err(|err| {
+            ApiError::new(503, format!("forwarding to the leader at {leader}: {err}"))
+        })?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let bytes = response
         .bytes()
         .await
         .map_err(|err| ApiError::new(502, format!("reading the leader's answer: {err}")))?;
-    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 fn parse_role(role: &str) -> Result<Role, ApiError> {
     role.parse().map_err(|err: String| ApiError::new(400, err))
 }
 
-async fn token_get(State(daemon): State<AppState>, Path(role): Path<String>) -> ApiResult<TokenResponse> {
+async fn token_get(
+    State(daemon): State<AppState>,
+    Path(role): Path<String>,
+) -> ApiResult<TokenResponse> {
     let role = parse_role(&role)?;
     let (member, manager) = manager_of(&daemon)?;
     let token = manager.join_token(role, false).await?;

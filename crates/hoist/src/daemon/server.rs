@@ -57,10 +57,12 @@ pub async fn serve_unix(daemon: Arc<Daemon>, socket: &Path) -> std::io::Result<J
             };
             let app = app.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(Caller::Local);
-                    app.clone().oneshot(request)
-                });
+                let service = hyper::service::service_fn(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(Caller::Local);
+                        app.clone().oneshot(request)
+                    },
+                );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
@@ -90,14 +92,15 @@ pub async fn serve_tls(
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%remote, error = %err, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+                let tls =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%remote, error = %err, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
                 let peer = tls
                     .get_ref()
                     .1
@@ -105,10 +108,12 @@ pub async fn serve_tls(
                     .and_then(|certs| certs.first())
                     .and_then(|cert| peer_identity(cert.as_ref()).ok());
                 let caller = Caller::Peer(peer);
-                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(caller.clone());
-                    app.clone().oneshot(request)
-                });
+                let service = hyper::service::service_fn(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(caller.clone());
+                        app.clone().oneshot(request)
+                    },
+                );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), service)
                     .await;

@@ -38,7 +38,10 @@ pub async fn service_ls(State(daemon): State<AppState>) -> ApiResult<Vec<Service
     Ok(Json(manager.list_services().await?))
 }
 
-pub async fn service_inspect(State(daemon): State<AppState>, Path(service): Path<String>) -> ApiResult<ServiceView> {
+pub async fn service_inspect(
+    State(daemon): State<AppState>,
+    Path(service): Path<String>,
+) -> ApiResult<ServiceView> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.inspect_service(&service).await?))
 }
@@ -49,7 +52,11 @@ pub async fn service_update(
     Json(request): Json<UpdateServiceRequest>,
 ) -> ApiResult<ServiceView> {
     let (_, manager) = manager_of(&daemon)?;
-    Ok(Json(manager.update_service(&service, request.version, request.spec).await?))
+    Ok(Json(
+        manager
+            .update_service(&service, request.version, request.spec)
+            .await?,
+    ))
 }
 
 pub async fn service_scale(
@@ -58,16 +65,24 @@ pub async fn service_scale(
     Json(request): Json<ScaleRequest>,
 ) -> ApiResult<ServiceView> {
     let (_, manager) = manager_of(&daemon)?;
-    Ok(Json(manager.scale_service(&service, request.replicas).await?))
+    Ok(Json(
+        manager.scale_service(&service, request.replicas).await?,
+    ))
 }
 
-pub async fn service_rm(State(daemon): State<AppState>, Path(service): Path<String>) -> ApiResult<serde_json::Value> {
+pub async fn service_rm(
+    State(daemon): State<AppState>,
+    Path(service): Path<String>,
+) -> ApiResult<serde_json::Value> {
     let (_, manager) = manager_of(&daemon)?;
     let service_id = manager.remove_service(&service).await?;
     Ok(Json(serde_json::json!({ "id": service_id })))
 }
 
-pub async fn service_tasks(State(daemon): State<AppState>, Path(service): Path<String>) -> ApiResult<Vec<TaskView>> {
+pub async fn service_tasks(
+    State(daemon): State<AppState>,
+    Path(service): Path<String>,
+) -> ApiResult<Vec<TaskView>> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.service_tasks(&service).await?))
 }
@@ -109,17 +124,26 @@ fn text_stream(receiver: mpsc::Receiver<String>) -> Response {
         Some((Ok::<_, Infallible>(format!("{line}\n")), receiver))
     });
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         Body::from_stream(stream),
     )
         .into_response()
 }
 
 /// One task's output, from this node's driver.
-pub async fn node_logs(State(daemon): State<AppState>, Query(query): Query<LogsQuery>) -> Result<Response, ApiError> {
+pub async fn node_logs(
+    State(daemon): State<AppState>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
     let member = member_of(&daemon)?;
-    let task = query.task.ok_or_else(|| ApiError::new(400, "which task? (task=ID)"))?;
-    task.parse::<TaskId>().map_err(|err| ApiError::new(400, err))?;
+    let task = query
+        .task
+        .ok_or_else(|| ApiError::new(400, "which task? (task=ID)"))?;
+    task.parse::<TaskId>()
+        .map_err(|err| ApiError::new(400, err))?;
     let lines = member
         .agent
         .driver()
@@ -153,14 +177,19 @@ pub async fn service_logs(
     let (sender, receiver) = mpsc::channel::<String>(256);
     let mut readers = Vec::new();
     for view in tasks {
-        let Some(node_id) = view.task.node_id else { continue };
+        let Some(node_id) = view.task.node_id else {
+            continue;
+        };
         let prefix = format!(
             "{}.{}@{}    | ",
             view.name,
             &view.task.id.to_string()[..8],
             view.node_hostname.clone().unwrap_or_default()
         );
-        let mut url = format!("/v1/node-logs?task={}&follow={}", view.task.id, query.follow);
+        let mut url = format!(
+            "/v1/node-logs?task={}&follow={}",
+            view.task.id, query.follow
+        );
         if let Some(tail) = query.tail {
             url.push_str(&format!("&tail={tail}"));
         }
@@ -191,7 +220,9 @@ pub async fn service_logs(
             if !follow {
                 request = request.timeout(Duration::from_secs(30));
             }
-            let Ok(response) = request.send().await else { return };
+            let Ok(response) = request.send().await else {
+                return;
+            };
             if !response.status().is_success() {
                 return;
             }

@@ -1,0 +1,126 @@
+//! `hoist demo`: the README's main job, end to end.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to a hello task");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// Processes whose command line mentions `needle` (the demo's data directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_demo_serves_hello_from_three_nodes_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["demo", "--port", "18099", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting hoist demo");
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut output = Vec::new();
+    let ready = loop {
+        match lines_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("Press Ctrl-C");
+                output.push(line);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) if Instant::now() > deadline => break false,
+            Err(_) => {}
+        }
+    };
+    if !ready {
+        let _ = child.kill();
+        panic!("the demo did not come up:\n{}", output.join("\n"));
+    }
+    let text = output.join("\n");
+    assert!(text.contains("HOSTNAME"), "node ls is printed: {text}");
+    assert!(text.contains("hello.1"), "service ps is printed: {text}");
+    assert!(text.contains("export HOIST_HOST=unix://"), "{text}");
+    let urls: Vec<String> = output
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(urls.len(), 3, "{text}");
+    let mut nodes = BTreeSet::new();
+    for addr in &urls {
+        let body = http_get(addr, "/api");
+        let json: serde_json::Value =
+            serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or_default())
+                .expect("hello /api JSON");
+        nodes.insert(json["node"].as_str().unwrap().to_string());
+    }
+    assert_eq!(nodes.len(), 3, "served by three different nodes: {nodes:?}");
+
+    // SAFETY: signalling the child we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let left = processes_mentioning(&data_dir.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    for node in std::fs::read_dir(&data_dir).unwrap().flatten() {
+        if !node.path().is_dir() {
+            continue;
+        }
+        for (task_id, pid) in hoist_testkit::driver_records(&node.path()) {
+            assert!(
+                !hoist_testkit::process_runs_task(pid, &task_id),
+                "task {task_id} (pid {pid}) still runs"
+            );
+        }
+    }
+    assert!(Path::new(&data_dir).exists());
+}

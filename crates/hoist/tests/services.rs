@@ -1,0 +1,466 @@
+//! Services that heal themselves: real daemons on loopback addresses running real
+//! processes through the process driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hoist_testkit::{wait_for, Cluster, ClusterOptions};
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+fn hello(cluster: &Cluster, name: &str, replicas: u32, extra: &[&str]) {
+    let bin = bin().display().to_string();
+    let replicas = replicas.to_string();
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--replicas",
+        &replicas,
+        "--driver",
+        "process",
+    ];
+    args.extend_from_slice(extra);
+    // Published, so the driver gives each replica a port of its own.
+    if !extra.contains(&"-p") {
+        args.extend(["-p", "8080:80"]);
+    }
+    args.extend([bin.as_str(), "hello"]);
+    cluster.hoist_ok(0, &args);
+}
+
+fn tasks(cluster: &Cluster, service: &str) -> Vec<Value> {
+    cluster
+        .json(0, &["service", "ps", service])
+        .and_then(|value| value.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Running tasks per node hostname (observed running and still wanted).
+fn spread(tasks: &[Value]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for task in tasks {
+        if task["desired_state"] == "running" && task["status"]["state"] == "running" {
+            *counts
+                .entry(
+                    task["node_hostname"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn running_and_desired(cluster: &Cluster, asked: usize, service: &str) -> Option<(u64, u64)> {
+    let services = cluster.json(asked, &["service", "ls"])?;
+    let service = services
+        .as_array()?
+        .iter()
+        .find(|view| view["spec"]["name"] == service)?
+        .clone();
+    Some((service["running"].as_u64()?, service["desired"].as_u64()?))
+}
+
+fn wait_converged(cluster: &Cluster, asked: usize, service: &str, timeout: Duration) {
+    wait_for(&format!("{service} converged"), timeout, || {
+        let (running, desired) = running_and_desired(cluster, asked, service)?;
+        (running == desired).then_some(())
+    });
+}
+
+/// Slots with more than one live task process, across all nodes.
+fn slots_running_twice(cluster: &Cluster, asked: usize, service: &str) -> Vec<String> {
+    let listed = cluster
+        .json(asked, &["service", "ps", service])
+        .and_then(|value| value.as_array().cloned())
+        .unwrap_or_default();
+    let slot_of: HashMap<String, String> = listed
+        .iter()
+        .map(|task| {
+            (
+                task["id"].as_str().unwrap_or_default().to_string(),
+                task["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut per_slot: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, task_id) in cluster.live_task_processes() {
+        if let Some(slot) = slot_of.get(&task_id) {
+            *per_slot.entry(slot.clone()).or_insert(0) += 1;
+        }
+    }
+    per_slot
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .map(|(slot, count)| format!("{slot} x{count}"))
+        .collect()
+}
+
+fn max_minus_min(counts: &BTreeMap<String, usize>, nodes: &[&str]) -> usize {
+    let values: Vec<usize> = nodes
+        .iter()
+        .map(|node| counts.get(*node).copied().unwrap_or(0))
+        .collect();
+    values.iter().max().unwrap() - values.iter().min().unwrap()
+}
+
+#[test]
+fn replicas_spread_over_distinct_nodes_and_stay_even_when_scaled() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 4,
+            ..Default::default()
+        },
+    );
+    // Keep the manager out, so the four workers take the tasks.
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    hello(&cluster, "web", 3, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let counts = spread(&tasks(&cluster, "web"));
+    assert_eq!(
+        counts.len(),
+        3,
+        "3 replicas on 3 distinct nodes: {counts:?}"
+    );
+    assert!(counts.values().all(|count| *count == 1), "{counts:?}");
+    cluster.hoist_ok(0, &["service", "scale", "--detach", "web=8"]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let counts = spread(&tasks(&cluster, "web"));
+    let workers = ["node-2", "node-3", "node-4", "node-5"];
+    assert_eq!(counts.values().sum::<usize>(), 8);
+    assert!(max_minus_min(&counts, &workers) <= 1, "{counts:?}");
+    // Every replica answers its page.
+    for task in tasks(&cluster, "web") {
+        if task["status"]["state"] != "running" {
+            continue;
+        }
+        let addr = task["status"]["endpoints"][0]["addr"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = http_get(&addr, "/api");
+        assert!(body.contains(task["id"].as_str().unwrap()), "{body}");
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to a task");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn an_unsatisfiable_constraint_waits_with_its_reason_until_a_matching_node_joins() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    hello(
+        &cluster,
+        "picky",
+        1,
+        &["--constraint", "node.labels.zone==blue"],
+    );
+    let reason = wait_for("a pending reason", Duration::from_secs(20), || {
+        let listed = tasks(&cluster, "picky");
+        let task = listed.first()?;
+        (task["status"]["state"] == "pending")
+            .then(|| task["pending_reason"].as_str().map(str::to_string))
+            .flatten()
+    });
+    assert!(reason.contains("no suitable node"), "{reason}");
+    assert!(reason.contains("2 nodes"), "{reason}");
+    let shown = cluster.hoist_ok(0, &["service", "ps", "picky"]);
+    assert!(shown.contains("no suitable node"), "{shown}");
+    // A node with the label joins: the task starts there.
+    let token = cluster
+        .hoist_ok(0, &["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    let mut extra = Cluster::spawn(bin(), 1);
+    extra.hoist_ok(0, &["join", "--token", &token, &cluster.nodes[0].addr()]);
+    let joined = extra.nodes[0].name.clone();
+    let joined_id = wait_for("the new node listed", Duration::from_secs(20), || {
+        cluster
+            .node_ls(0)?
+            .into_iter()
+            .find(|node| node["addr"] == extra.nodes[0].addr().as_str())
+            .and_then(|node| node["id"].as_str().map(str::to_string))
+    });
+    cluster.hoist_ok(
+        0,
+        &["node", "update", "--label-add", "zone=blue", &joined_id],
+    );
+    wait_converged(&cluster, 0, "picky", Duration::from_secs(30));
+    let counts = spread(&tasks(&cluster, "picky"));
+    assert_eq!(counts.get(&joined), Some(&1), "{counts:?}");
+    // Tidy the extra node's tasks when `extra` drops.
+    extra.kill(0);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_the_spread_comes_back_without_dropping_below_desired() {
+    let mut cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 3,
+            heartbeat_period: "500ms",
+            heartbeat_grace: 3,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    hello(&cluster, "web", 6, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let workers = ["node-2", "node-3", "node-4"];
+    assert!(max_minus_min(&spread(&tasks(&cluster, "web")), &workers) == 0);
+
+    // The worker and its workloads die together, as a machine would.
+    cluster.kill(3);
+    cluster.kill_tasks_of(3);
+    wait_for(
+        "replacements on the other workers",
+        Duration::from_secs(30),
+        || {
+            let counts = spread(&tasks(&cluster, "web"));
+            let on_dead = counts.get("node-4").copied().unwrap_or(0);
+            (on_dead == 0 && counts.values().sum::<usize>() == 6).then_some(())
+        },
+    );
+
+    cluster.start_node(3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut samples = 0;
+    loop {
+        let (running, desired) = running_and_desired(&cluster, 0, "web").expect("service ls");
+        assert!(
+            running >= desired,
+            "only {running} of {desired} running during the rebalance"
+        );
+        samples += 1;
+        let counts = spread(&tasks(&cluster, "web"));
+        if max_minus_min(&counts, &workers) == 0 && counts.values().sum::<usize>() == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spread did not even out: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(samples > 1, "the rebalance was sampled");
+    wait_for("no slot running twice", Duration::from_secs(20), || {
+        slots_running_twice(&cluster, 0, "web")
+            .is_empty()
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_drained_node_empties_and_gets_its_share_back_when_active() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    hello(&cluster, "web", 6, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    assert_eq!(spread(&tasks(&cluster, "web")).get("node-2"), Some(&2));
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-2"]);
+    wait_for("node-2 empty", Duration::from_secs(30), || {
+        let counts = spread(&tasks(&cluster, "web"));
+        (counts.get("node-2").is_none() && counts.values().sum::<usize>() == 6).then_some(())
+    });
+    cluster.hoist_ok(0, &["node", "update", "--availability", "active", "node-2"]);
+    wait_for(
+        "node-2 gets its share back",
+        Duration::from_secs(60),
+        || {
+            let counts = spread(&tasks(&cluster, "web"));
+            (counts.get("node-2") == Some(&2) && counts.values().sum::<usize>() == 6).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_failing_command_is_tried_three_times_under_on_failure_with_two_attempts() {
+    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "crash",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "2",
+            "--restart-delay",
+            "100ms",
+            "--driver",
+            "process",
+            "sh",
+            "-c",
+            "echo trying; exit 1",
+        ],
+    );
+    let listed = wait_for("three failed attempts", Duration::from_secs(40), || {
+        let listed = tasks(&cluster, "crash");
+        let failed = listed
+            .iter()
+            .filter(|task| task["status"]["state"] == "failed")
+            .count();
+        (failed == 3).then_some(listed)
+    });
+    // And no fourth.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = tasks(&cluster, "crash");
+    assert_eq!(again.len(), 3, "{again:?}");
+    assert!(listed.iter().all(|task| task["status"]["exit_code"] == 1));
+    let shown = cluster.hoist_ok(0, &["service", "ps", "crash"]);
+    assert_eq!(shown.matches("crash.1").count(), 3, "{shown}");
+    assert!(
+        shown.contains("\\_ crash.1"),
+        "history is shown under the slot: {shown}"
+    );
+    assert!(shown.contains("non-zero exit (1)"), "{shown}");
+    let logs = cluster.hoist_ok(0, &["service", "logs", "crash"]);
+    assert!(logs.matches("trying").count() >= 3, "{logs}");
+}
+
+#[test]
+fn killing_the_leader_during_a_scale_converges_with_no_slot_running_twice() {
+    let mut cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 3,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    hello(&cluster, "web", 2, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let leader = cluster.leader(0).expect("leader");
+    let other = (leader + 1) % 3;
+    cluster.hoist_ok(other, &["service", "scale", "--detach", "web=10"]);
+    cluster.kill(leader);
+    cluster.kill_tasks_of(leader);
+    wait_converged(&cluster, other, "web", Duration::from_secs(60));
+    wait_for("no slot running twice", Duration::from_secs(20), || {
+        slots_running_twice(&cluster, other, "web")
+            .is_empty()
+            .then_some(())
+    });
+    let (running, desired) = running_and_desired(&cluster, other, "web").unwrap();
+    assert_eq!((running, desired), (10, 10));
+}
+
+#[test]
+fn a_worker_cut_off_beyond_the_grace_stops_its_replaced_tasks_when_it_returns() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 2,
+            heartbeat_period: "500ms",
+            heartbeat_grace: 2,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    hello(&cluster, "web", 4, &["--rebalance", "off"]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    cluster.pause(2);
+    wait_for(
+        "node-3 Down and its tasks replaced",
+        Duration::from_secs(30),
+        || {
+            let nodes = cluster.node_ls(0)?;
+            let down = nodes
+                .iter()
+                .any(|node| node["hostname"] == "node-3" && node["status"] == "down");
+            let counts = spread(&tasks(&cluster, "web"));
+            (down && counts.get("node-2") == Some(&4)).then_some(())
+        },
+    );
+    // While cut off, its old processes still run: the slots run twice for now.
+    assert!(!slots_running_twice(&cluster, 0, "web").is_empty());
+    cluster.resume(2);
+    wait_for(
+        "node-3 back and its replaced tasks stopped",
+        Duration::from_secs(30),
+        || {
+            slots_running_twice(&cluster, 0, "web")
+                .is_empty()
+                .then_some(())
+        },
+    );
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+}
+
+#[test]
+fn bad_service_input_is_refused_and_stores_nothing() {
+    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    hello(&cluster, "web", 1, &["-p", "18080:80"]);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--replicas", "-1"], "--replicas"),
+        (vec!["--constraint", "node.labels.zone=blue"], "constraint"),
+        (vec!["--mode", "sideways"], "--mode"),
+        (vec!["-p", "18080:80"], "18080"),
+        (
+            vec!["--restart-condition", "sometimes"],
+            "restart-condition",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec!["service", "create", "--detach", "--name", "other"];
+        args.extend(flags.iter().copied());
+        args.extend(["sh", "-c", "sleep 60"]);
+        let err = cluster.hoist_err(0, &args);
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    let err = cluster.hoist_err(
+        0,
+        &[
+            "service", "create", "--name", "web", "--detach", "sh", "-c", "sleep 60",
+        ],
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let err = cluster.hoist_err(0, &["service", "create", "--bogus", "--name", "x", "sh"]);
+    assert!(err.contains("--bogus"), "{err}");
+    let services = cluster.json(0, &["service", "ls"]).unwrap();
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+}
