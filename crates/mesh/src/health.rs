@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
-use hyper::{Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1;
+use hyper::http::uri::Authority;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -80,24 +79,11 @@ impl HealthTracker {
     }
 }
 
-/// The probe client: no pooling, so every check opens a fresh connection the way HAProxy
-/// does and a half-dead endpoint cannot pass on an old keep-alive connection.
-pub(crate) type ProbeClient = Client<HttpConnector, FullBody>;
-
-pub(crate) fn probe_client() -> ProbeClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
-}
-
 /// Checks `service`'s endpoints every `check.interval` until `shutdown` fires.
 pub(crate) async fn run_checker(
     service: Arc<ServiceRuntime>,
     protocol: Protocol,
     check: HealthCheck,
-    client: ProbeClient,
     shutdown: CancellationToken,
 ) {
     let mut trackers: HashMap<(String, SocketAddr), HealthTracker> = HashMap::new();
@@ -114,12 +100,11 @@ pub(crate) async fn run_checker(
         for (endpoint_idx, endpoint) in endpoints.iter().enumerate() {
             let addr = endpoint.addr;
             let authority = endpoint.authority.clone();
-            let client = client.clone();
             let check = check.clone();
             probes.spawn(async move {
                 let passed = tokio::time::timeout(
                     check.timeout,
-                    probe(protocol, addr, authority, &check.path, &client),
+                    probe(protocol, addr, authority, &check.path),
                 )
                 .await
                 .unwrap_or(false);
@@ -183,40 +168,37 @@ fn apply(
     }
 }
 
-async fn probe(
-    protocol: Protocol,
-    addr: SocketAddr,
-    authority: Authority,
-    path: &str,
-    client: &ProbeClient,
-) -> bool {
-    match protocol {
-        Protocol::Tcp => TcpStream::connect(addr).await.is_ok(),
-        Protocol::Http => {
-            let Ok(path_and_query) = PathAndQuery::try_from(path) else {
-                return false;
-            };
-            let uri = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority)
-                .path_and_query(path_and_query)
-                .build();
-            let Ok(uri) = uri else { return false };
-            let Ok(request) = Request::get(uri)
-                .header(hyper::header::USER_AGENT, "hoist-mesh-health")
-                .body(FullBody::new(Bytes::new()))
-            else {
-                return false;
-            };
-            match client.request(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    status.is_success() || status.is_redirection()
-                }
-                Err(_) => false,
-            }
-        }
+/// One check. HTTP checks open a fresh connection every time, as HAProxy does, so a
+/// half-dead endpoint cannot pass on an old keep-alive connection.
+async fn probe(protocol: Protocol, addr: SocketAddr, authority: Authority, path: &str) -> bool {
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    if protocol == Protocol::Tcp {
+        return true;
     }
+    let _ = stream.set_nodelay(true);
+    let Ok((mut sender, connection)) = http1::handshake(TokioIo::new(stream)).await else {
+        return false;
+    };
+    let Ok(request) = Request::get(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::USER_AGENT, "hoist-mesh-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(FullBody::new(Bytes::new()))
+    else {
+        return false;
+    };
+    // The connection is driven here, beside the request, so no task outlives the check;
+    // it ends by itself after the response (`Connection: close`) or on an error, which
+    // also fails the request.
+    let exchange = async {
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status();
+        Some(status.is_success() || status.is_redirection())
+    };
+    let (passed, _connection_result) = tokio::join!(exchange, connection);
+    passed.unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -45,6 +45,7 @@ use crate::body::{DownstreamBody, FullBody, UpstreamBody};
 use crate::mesh::{ListenerShared, PortRoutes, Shared};
 use crate::route;
 use crate::table::{EndpointRuntime, ServiceRuntime};
+use crate::upstream;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -329,17 +330,6 @@ async fn forward(
         let Some(endpoint) = service.pick(config.balancing, now_ms, &tried) else {
             break;
         };
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
-        let Ok(uri) = uri else {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "request target not forwardable".into(),
-            );
-        };
         // The last attempt takes the headers; earlier ones copy them for a possible retry.
         let headers = if attempt < n_attempts {
             parts.headers.clone()
@@ -352,7 +342,9 @@ async fn forward(
                 .map_or(UpstreamBody::Empty, UpstreamBody::Client),
         );
         *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = uri;
+        // Origin form (`/path?query`): the connection is already to the endpoint, and
+        // the Host header carries the name the client asked for.
+        *upstream_request.uri_mut() = Uri::from(path_and_query.clone());
         *upstream_request.headers_mut() = headers;
 
         let in_flight = endpoint.begin();
@@ -360,20 +352,34 @@ async fn forward(
         let started = Instant::now();
         let outcome = tokio::select! {
             biased;
-            response = shared.client.request(upstream_request) => Ok(response),
+            sent = upstream::send(
+                &endpoint,
+                upstream_request,
+                config.connect_timeout,
+                config.upstream_idle_timeout,
+            ) => Ok(sent),
             _ = shared.coarse_timer.sleep(config.upstream_timeout) => Err(()),
         };
         match outcome {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, pooled))) => {
                 endpoint.metrics.latency.observe(started.elapsed());
                 endpoint.record_success();
                 let (mut response_parts, response_body) = response.into_parts();
                 strip_hop_by_hop(&mut response_parts.headers);
+                // hyper never polls a body that is empty from the start (HEAD, 204,
+                // 304, length 0), so give such a connection back now.
+                let pooled = if response_body.is_end_stream() {
+                    pooled.release();
+                    None
+                } else {
+                    Some(pooled)
+                };
                 return Response::from_parts(
                     response_parts,
                     DownstreamBody::Upstream {
                         body: response_body,
                         in_flight: Some(in_flight),
+                        pooled,
                     },
                 );
             }
@@ -384,7 +390,7 @@ async fn forward(
                     now_ms,
                     config.ejection_time,
                     config.eject_after_failures,
-                    error.is_connect(),
+                    matches!(error, upstream::SendError::Connect(_)),
                 );
                 let will_retry = attempt < n_attempts;
                 tracing::warn!(

@@ -16,32 +16,24 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::UpstreamBody;
 use crate::coarse_timer::CoarseTimer;
 use crate::error::MeshError;
-use crate::health::{self, ProbeClient};
+use crate::health;
 use crate::model::{validate_services, Endpoint, HealthCheck, MeshConfig, Protocol, ServiceRoute};
 use crate::route::{self, HttpRule};
 use crate::table::{Clock, ServiceRuntime};
 use crate::{l4, l7, metrics};
 
-/// The pooled keep-alive client every L7 listener forwards through.
-pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
 /// What every listener and connection task shares; built once in `Mesh::new`.
 pub(crate) struct Shared {
     pub config: MeshConfig,
     pub clock: Clock,
-    pub client: UpstreamClient,
-    pub probe_client: ProbeClient,
     /// Fired by `Mesh::shutdown` (or dropping the `Mesh`): accept loops stop, L4 copies
     /// stop, L7 connections shut down gracefully, health checkers stop.
     pub shutdown: CancellationToken,
@@ -157,14 +149,6 @@ impl Mesh {
     /// listeners, so it must run inside a tokio runtime.
     pub fn new(config: MeshConfig) -> Result<Mesh, MeshError> {
         config.validate()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-
         let coarse_timer = CoarseTimer::default();
         let mut http1 = http1::Builder::new();
         http1
@@ -186,8 +170,6 @@ impl Mesh {
             shared: Arc::new(Shared {
                 config,
                 clock: Clock::new(),
-                client,
-                probe_client: health::probe_client(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 http1,
@@ -424,7 +406,6 @@ impl Mesh {
                 Arc::clone(&entry.runtime),
                 service.protocol,
                 check.clone(),
-                self.shared.probe_client.clone(),
                 stop.clone(),
             ));
             entry.checker = Some(Checker {
