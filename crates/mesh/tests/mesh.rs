@@ -725,3 +725,84 @@ fn mesh_and_its_futures_can_move_between_threads() {
     assert_send(&mesh.set_services(vec![]));
     assert_send(&mesh.shutdown());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_reuses_upstream_connections() {
+    let backend = Backend::start("a").await;
+    let port = free_port();
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("web", port, vec![backend.endpoint()])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    let client = client();
+    for round in 0..30 {
+        let method = if round % 3 == 0 {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/"))
+            .body(String::new())
+            .unwrap();
+        assert_eq!(send(&client, request).await.unwrap().status, StatusCode::OK);
+    }
+    // Sequential requests, bodiless HEAD answers included, ride one kept-alive connection.
+    assert_eq!(backend.connections.load(SeqCst), 1);
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_survives_an_endpoint_closing_idle_connections() {
+    // A backend that answers one request per connection and then closes it without
+    // saying so (no `Connection: close`): every pooled connection goes stale.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                let _ = stream.write_all(response).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let endpoint = hoist_mesh::Endpoint {
+        id: "task-closer".into(),
+        addr: backend_addr,
+        state: hoist_mesh::EndpointState::Active,
+    };
+    let port = free_port();
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("web", port, vec![endpoint])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    let client = client();
+    for _ in 0..10 {
+        let post = Request::post(format!("http://{addr}/"))
+            .body("payload".to_string())
+            .unwrap();
+        let answer = send(&client, post).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "ok")
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    backend.abort();
+    mesh.shutdown().await;
+}

@@ -36,6 +36,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Headers of every request, in arrival order.
     pub seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -47,6 +49,8 @@ impl Backend {
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let healthy = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let state = (
             name.to_string(),
             hits.clone(),
@@ -61,6 +65,7 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, SeqCst);
                 let state = state.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -108,6 +113,7 @@ impl Backend {
             addr,
             hits,
             seen,
+            connections,
             healthy,
             task,
         }

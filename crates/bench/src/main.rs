@@ -1,0 +1,251 @@
+//! `hoist-bench`: measurements on real local clusters, printed as tables.
+//!
+//! `hoist-bench failover [--kills N] [--writes N] [--worker-runs N]` measures, on daemon
+//! processes of the release `hoist` binary next to this one:
+//! - leader failover: SIGKILL the leader of 3 managers, time until a survivor reports
+//!   a new leader that accepts a write; the old leader is restarted between kills;
+//! - write latency: sequential writes (a node label) through the leader and through a
+//!   follower (forwarded), on 3 managers;
+//! - worker loss: SIGKILL a worker and its tasks, time until every replica runs again
+//!   elsewhere (default heartbeat 1 s x grace 3, as shipped).
+//!
+//! Timings live here, never in tests.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hoist_api::{Client, NodeUpdateRequest, NodeView, ServiceView, TaskView};
+use hoist_testkit::{Cluster, ClusterOptions};
+
+fn hoist_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("hoist");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build --release -p hoist`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index]
+}
+
+fn summary(name: &str, unit: &str, mut samples: Vec<f64>) -> Vec<String> {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    vec![
+        name.to_string(),
+        samples.len().to_string(),
+        format!("{:.1} {unit}", percentile(&samples, 0.5)),
+        format!("{:.1} {unit}", percentile(&samples, 0.9)),
+        format!("{:.1} {unit}", samples.first().copied().unwrap_or(f64::NAN)),
+        format!("{:.1} {unit}", samples.last().copied().unwrap_or(f64::NAN)),
+    ]
+}
+
+fn client(cluster: &Cluster, index: usize) -> anyhow::Result<Client> {
+    Ok(Client::unix(&cluster.nodes[index].socket)?)
+}
+
+async fn leader_index(cluster: &Cluster, asked: usize) -> Option<usize> {
+    let client = client(cluster, asked).ok()?;
+    let info: hoist_api::InfoResponse = client.get("/v1/info").await.ok()?;
+    if !info.is_leader {
+        let leader = info.leader?;
+        let nodes: Vec<NodeView> = client.get("/v1/nodes").await.ok()?;
+        let name = nodes.into_iter().find(|view| view.node.id == leader)?.node.hostname;
+        return cluster.node_index(&name);
+    }
+    Some(asked)
+}
+
+async fn label_write(client: &Client, node: &str, value: usize) -> anyhow::Result<()> {
+    let request = NodeUpdateRequest {
+        availability: None,
+        label_add: [("bench".to_string(), value.to_string())].into(),
+        label_rm: vec![],
+    };
+    let _: NodeView = client.post(&format!("/v1/nodes/{node}/update"), &request).await?;
+    Ok(())
+}
+
+async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Result<()> {
+    let bin = hoist_binary()?;
+    let mut rows = Vec::new();
+
+    let mut cluster = Cluster::start(
+        &bin,
+        ClusterOptions {
+            managers: 3,
+            ..Default::default()
+        },
+    );
+    // Write latency first, on a healthy cluster.
+    let leader = leader_index(&cluster, 0).await.context("no leader")?;
+    let follower = (leader + 1) % 3;
+    for (label, index) in [("write via leader", leader), ("write via follower", follower)] {
+        let client = client(&cluster, index)?;
+        let mut samples = Vec::new();
+        for value in 0..writes {
+            let started = Instant::now();
+            label_write(&client, "node-1", value).await?;
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        rows.push(summary(label, "ms", samples));
+    }
+
+    let mut elections = Vec::new();
+    for _ in 0..kills {
+        let leader = leader_index(&cluster, 0)
+            .await
+            .or(leader_index(&cluster, 1).await)
+            .context("no leader")?;
+        let survivor = (leader + 1) % 3;
+        let survivor_client = client(&cluster, survivor)?;
+        cluster.kill(leader);
+        let killed = Instant::now();
+        // A new leader counts once it has accepted a write.
+        let mut value = 0;
+        loop {
+            value += 1;
+            let attempt = tokio::time::timeout(Duration::from_secs(2), label_write(&survivor_client, "node-1", value)).await;
+            if matches!(attempt, Ok(Ok(()))) {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                bail!("no new leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        elections.push(killed.elapsed().as_secs_f64() * 1000.0);
+        cluster.start_node(leader);
+        cluster.wait_all_ready(survivor, Duration::from_secs(30));
+    }
+    rows.push(summary("leader SIGKILL -> write accepted", "ms", elections));
+    drop(cluster);
+
+    let mut losses = Vec::new();
+    for _ in 0..worker_runs {
+        let mut cluster = Cluster::start(
+            &bin,
+            ClusterOptions {
+                managers: 1,
+                workers: 4,
+                ..Default::default()
+            },
+        );
+        cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+        let bin_text = bin.display().to_string();
+        cluster.hoist_ok(
+            0,
+            &[
+                "service", "create", "--detach", "--name", "web", "--replicas", "8", "-p", "8080:80",
+                "--driver", "process", &bin_text, "hello",
+            ],
+        );
+        let api = client(&cluster, 0)?;
+        wait_until_converged(&api, "web", Duration::from_secs(60)).await?;
+        let victim = 2;
+        let victim_name = cluster.nodes[victim].name.clone();
+        cluster.kill(victim);
+        cluster.kill_tasks_of(victim);
+        let killed = Instant::now();
+        loop {
+            let tasks: Vec<TaskView> = api.get("/v1/services/web/tasks").await?;
+            let running_elsewhere = tasks
+                .iter()
+                .filter(|view| {
+                    view.task.desired_state == hoist_types::task::DesiredState::Running
+                        && view.task.status.state == hoist_types::task::TaskState::Running
+                        && view.node_hostname.as_deref() != Some(victim_name.as_str())
+                })
+                .count();
+            if running_elsewhere >= 8 {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                bail!("replacements did not run within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        losses.push(killed.elapsed().as_secs_f64() * 1000.0);
+    }
+    rows.push(summary("worker SIGKILL -> all replicas running", "ms", losses));
+
+    hoist_cli_table(&rows);
+    println!();
+    println!("Failure detection: heartbeat 1 s x grace 3 (Swarm's defaults: 5 s x 3; Kubernetes marks a node NotReady after 40 s and evicts after 5 min).");
+    Ok(())
+}
+
+async fn wait_until_converged(api: &Client, service: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let view: ServiceView = api.get(&format!("/v1/services/{service}")).await?;
+        if view.running == view.desired {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{service} did not converge");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hoist_cli_table(rows: &[Vec<String>]) {
+    let header = ["measurement", "runs", "median", "p90", "min", "max"];
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            widths[index] = widths[index].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect();
+        println!("| {} |", text.join(" | "));
+    };
+    line(header.to_vec());
+    println!("|{}|", widths.iter().map(|width| "-".repeat(width + 2)).collect::<Vec<_>>().join("|"));
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn arg_value(args: &[String], flag: &str, default: usize) -> anyhow::Result<usize> {
+    match args.iter().position(|arg| arg == flag) {
+        Some(index) => args
+            .get(index + 1)
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number")),
+        None => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("failover") => {
+            let kills = arg_value(&args, "--kills", 10)?;
+            let writes = arg_value(&args, "--writes", 200)?;
+            let worker_runs = arg_value(&args, "--worker-runs", 5)?;
+            failover(kills, writes, worker_runs).await
+        }
+        _ => {
+            eprintln!("usage: hoist-bench failover [--kills N] [--writes N] [--worker-runs N]");
+            std::process::exit(2);
+        }
+    }
+}
