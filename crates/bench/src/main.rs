@@ -60,7 +60,11 @@ async fn leader_index(cluster: &Cluster, asked: usize) -> Option<usize> {
     if !info.is_leader {
         let leader = info.leader?;
         let nodes: Vec<NodeView> = client.get("/v1/nodes").await.ok()?;
-        let name = nodes.into_iter().find(|view| view.node.id == leader)?.node.hostname;
+        let name = nodes
+            .into_iter()
+            .find(|view| view.node.id == leader)?
+            .node
+            .hostname;
         return cluster.node_index(&name);
     }
     Some(asked)
@@ -72,7 +76,9 @@ async fn label_write(client: &Client, node: &str, value: usize) -> anyhow::Resul
         label_add: [("bench".to_string(), value.to_string())].into(),
         label_rm: vec![],
     };
-    let _: NodeView = client.post(&format!("/v1/nodes/{node}/update"), &request).await?;
+    let _: NodeView = client
+        .post(&format!("/v1/nodes/{node}/update"), &request)
+        .await?;
     Ok(())
 }
 
@@ -90,7 +96,10 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
     // Write latency first, on a healthy cluster.
     let leader = leader_index(&cluster, 0).await.context("no leader")?;
     let follower = (leader + 1) % 3;
-    for (label, index) in [("write via leader", leader), ("write via follower", follower)] {
+    for (label, index) in [
+        ("write via leader", leader),
+        ("write via follower", follower),
+    ] {
         let client = client(&cluster, index)?;
         let mut samples = Vec::new();
         for value in 0..writes {
@@ -115,7 +124,11 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         let mut value = 0;
         loop {
             value += 1;
-            let attempt = tokio::time::timeout(Duration::from_secs(2), label_write(&survivor_client, "node-1", value)).await;
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(2),
+                label_write(&survivor_client, "node-1", value),
+            )
+            .await;
             if matches!(attempt, Ok(Ok(()))) {
                 break;
             }
@@ -146,8 +159,19 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         cluster.hoist_ok(
             0,
             &[
-                "service", "create", "--detach", "--name", "web", "--replicas", "8", "-p", "8080:80",
-                "--driver", "process", &bin_text, "hello",
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                "web",
+                "--replicas",
+                "8",
+                "-p",
+                "8080:80",
+                "--driver",
+                "process",
+                &bin_text,
+                "hello",
             ],
         );
         let api = client(&cluster, 0)?;
@@ -177,7 +201,11 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         }
         losses.push(killed.elapsed().as_secs_f64() * 1000.0);
     }
-    rows.push(summary("worker SIGKILL -> all replicas running", "ms", losses));
+    rows.push(summary(
+        "worker SIGKILL -> all replicas running",
+        "ms",
+        losses,
+    ));
 
     hoist_cli_table(&rows);
     println!();
@@ -185,7 +213,11 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
     Ok(())
 }
 
-async fn wait_until_converged(api: &Client, service: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_until_converged(
+    api: &Client,
+    service: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let view: ServiceView = api.get(&format!("/v1/services/{service}")).await?;
@@ -216,7 +248,14 @@ fn hoist_cli_table(rows: &[Vec<String>]) {
         println!("| {} |", text.join(" | "));
     };
     line(header.to_vec());
-    println!("|{}|", widths.iter().map(|width| "-".repeat(width + 2)).collect::<Vec<_>>().join("|"));
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|width| "-".repeat(width + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }

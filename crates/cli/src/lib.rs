@@ -45,7 +45,7 @@ pub enum Command {
     Info(InfoArgs),
     /// Manage services.
     #[command(subcommand)]
-    Service(crate::service::ServiceCommand),
+    Service(Box<crate::service::ServiceCommand>),
     /// Run the demo web page (the workload `hoist demo` deploys).
     Hello(HelloArgs),
     /// Start a local cluster of daemons and deploy the hello service on it.

@@ -20,7 +20,7 @@ use crate::ListArgs;
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Create a service.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List services.
     Ls(ListArgs),
     /// List the tasks of a service.
@@ -167,7 +167,7 @@ fn encode(reference: &str) -> String {
 
 pub async fn run(client: &Client, command: ServiceCommand) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Create(args) => create(client, args).await,
+        ServiceCommand::Create(args) => create(client, *args).await,
         ServiceCommand::Ls(args) => ls(client, args).await,
         ServiceCommand::Ps(args) => ps(client, args).await,
         ServiceCommand::Inspect { services, pretty } => inspect(client, services, pretty).await,

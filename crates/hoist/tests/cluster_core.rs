@@ -383,3 +383,47 @@ fn a_worker_is_promoted_and_demoted() {
     let info = cluster.json(0, &["info"]).unwrap();
     assert_eq!(info["managers"], 1, "{info}");
 }
+
+#[test]
+fn certificates_renew_themselves_before_they_expire() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 2,
+            workers: 1,
+            extra_init_args: vec!["--cert-expiry".into(), "20s".into()],
+            ..Default::default()
+        },
+    );
+    let not_after = |index: usize| -> Option<i64> {
+        cluster.json(index, &["info"])?["cert_not_after"].as_i64()
+    };
+    let first: Vec<i64> = (0..3)
+        .map(|index| not_after(index).expect("info"))
+        .collect();
+    // Renewal happens at half life; wait past the original expiry of every certificate.
+    let latest_expiry = *first.iter().max().unwrap();
+    wait_for("every certificate renewed", Duration::from_secs(40), || {
+        (0..3)
+            .all(|index| {
+                not_after(index)
+                    .map(|now| now > first[index])
+                    .unwrap_or(false)
+            })
+            .then_some(())
+    });
+    wait_for(
+        "the original certificates expired",
+        Duration::from_secs(40),
+        || {
+            let now = (now_ms() / 1000) as i64;
+            (now > latest_expiry + 1).then_some(())
+        },
+    );
+    // Everyone still talks to everyone: heartbeats, forwarded writes, reads.
+    cluster.hoist_ok(
+        1,
+        &["node", "update", "--label-add", "renewed=yes", "node-3"],
+    );
+    cluster.wait_all_ready(1, Duration::from_secs(10));
+}

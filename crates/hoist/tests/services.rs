@@ -298,7 +298,7 @@ fn a_drained_node_empties_and_gets_its_share_back_when_active() {
     cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-2"]);
     wait_for("node-2 empty", Duration::from_secs(30), || {
         let counts = spread(&tasks(&cluster, "web"));
-        (counts.get("node-2").is_none() && counts.values().sum::<usize>() == 6).then_some(())
+        (!counts.contains_key("node-2") && counts.values().sum::<usize>() == 6).then_some(())
     });
     cluster.hoist_ok(0, &["node", "update", "--availability", "active", "node-2"]);
     wait_for(

@@ -201,41 +201,6 @@ impl Manager {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nodes_expire_after_the_timeout_counted_from_leadership_at_the_earliest() {
-        let start = Instant::now();
-        let timeout = Duration::from_secs(3);
-        let a = NodeId(1);
-        let b = NodeId(2);
-        let c = NodeId(3);
-        let nodes = vec![
-            (a, NodeStatus::Ready),
-            (b, NodeStatus::Ready),
-            (c, NodeStatus::Down),
-        ];
-        let mut last_seen = HashMap::new();
-        last_seen.insert(a, start + Duration::from_secs(2));
-        // b never beat: its grace starts with the leadership.
-        let at = |secs| start + Duration::from_secs(secs);
-        assert!(expired_nodes(&nodes, &last_seen, start, at(3), timeout).is_empty());
-        assert_eq!(
-            expired_nodes(&nodes, &last_seen, start, at(4), timeout),
-            vec![b]
-        );
-        assert_eq!(
-            expired_nodes(&nodes, &last_seen, start, at(6), timeout),
-            vec![a, b],
-            "c is already down and is not reported again"
-        );
-        // A beat older than the leadership counts from the leadership.
-        assert!(expired_nodes(&nodes, &last_seen, at(5), at(7), timeout).is_empty());
-    }
-}
-
 /// The tasks a node should know about: assigned to it and not yet ended.
 pub(crate) fn assignments_of(
     state: &hoist_state::ClusterState,
@@ -304,5 +269,40 @@ impl Manager {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_expire_after_the_timeout_counted_from_leadership_at_the_earliest() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(3);
+        let a = NodeId(1);
+        let b = NodeId(2);
+        let c = NodeId(3);
+        let nodes = vec![
+            (a, NodeStatus::Ready),
+            (b, NodeStatus::Ready),
+            (c, NodeStatus::Down),
+        ];
+        let mut last_seen = HashMap::new();
+        last_seen.insert(a, start + Duration::from_secs(2));
+        // b never beat: its grace starts with the leadership.
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(expired_nodes(&nodes, &last_seen, start, at(3), timeout).is_empty());
+        assert_eq!(
+            expired_nodes(&nodes, &last_seen, start, at(4), timeout),
+            vec![b]
+        );
+        assert_eq!(
+            expired_nodes(&nodes, &last_seen, start, at(6), timeout),
+            vec![a, b],
+            "c is already down and is not reported again"
+        );
+        // A beat older than the leadership counts from the leadership.
+        assert!(expired_nodes(&nodes, &last_seen, at(5), at(7), timeout).is_empty());
     }
 }

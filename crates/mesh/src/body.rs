@@ -115,19 +115,25 @@ impl Body for DownstreamBody {
                 in_flight,
                 pooled,
             } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => {
-                        in_flight.take();
-                        if let Some(pooled) = pooled.take() {
-                            pooled.release();
-                        }
-                    }
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling as soon as `is_end_stream` says the body is done (a
+                // Content-Length body never yields the final `None`), so check after every
+                // frame too.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
                     Poll::Ready(Some(Err(_))) => {
                         in_flight.take();
                         pooled.take();
+                        false
                     }
-                    _ => {}
+                    Poll::Pending => false,
+                };
+                if ended {
+                    in_flight.take();
+                    if let Some(pooled) = pooled.take() {
+                        pooled.release();
+                    }
                 }
                 polled
             }

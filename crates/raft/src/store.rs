@@ -6,6 +6,10 @@
 //! restart it is rebuilt from the last snapshot and openraft re-applies the committed log
 //! after it, which is cheaper than writing the whole state on every change.
 
+// openraft's storage traits fix the error type (`StorageError`, a large enum); the
+// helpers here return what those traits return.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
