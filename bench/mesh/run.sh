@@ -16,7 +16,9 @@
 #      `wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency`, and stops the proxy;
 #   5. repeats the whole sequence $ROUNDS times (interleaved: A, B, A, B, ...) and prints
 #      one table with the median run of each target: req/s, p50, p99, and ratios to
-#      direct and to nginx (nginx stream for L4 rows, nginx http for L7 rows).
+#      direct and to nginx (nginx stream for L4 rows, nginx http for L7 rows), and the
+#      proxy's CPU time per request (user + system, from /proc; the median of the runs),
+#      which is steadier than req/s when other work shares the machine.
 #
 # wrk and the backend nginx are not pinned. Upstream keep-alive is on for every L7 proxy
 # (nginx `keepalive`, HAProxy `http-reuse always`, Hoist's pooled client). All traffic is
@@ -242,19 +244,40 @@ start_target() {
     PIDS+=("$TARGET_PID")
 }
 
-# Runs wrk against a port; echoes "rps p50_us p99_us".
+# CPU time (user + system, in clock ticks) used so far by a process, its threads and its
+# children (nginx's worker is the master's child).
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        for stat in /proc/"$pid"/task/*/stat; do
+            # Fields 14 and 15 (utime, stime), counted after the ")" that closes the name.
+            total=$((total + $(sed 's/.*) //' "$stat" | awk '{ print $12 + $13 }')))
+        done
+    done
+    echo "$total"
+}
+
+# Runs wrk against a port; echoes "rps p50_us p99_us cpu_us_per_request" (the last is the
+# proxy's CPU per request, "-" when there is no proxy).
 measure() {
-    local port=$1 out
+    local port=$1 pid=$2 out before after
     timeout 30 wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    [ "$pid" != 0 ] && before=$(cpu_ticks "$pid")
     out=$(timeout $((DURATION + 30)) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+    [ "$pid" != 0 ] && after=$(cpu_ticks "$pid")
     if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
         log "errors against port $port: $(grep 'Non-2xx\|Socket errors' <<<"$out" | tr '\n' ' ')"
     fi
-    local rps p50 p99
+    local rps p50 p99 requests cpu="-"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-    echo "${rps:-0} $(to_us "${p50:-0}") $(to_us "${p99:-0}")"
+    requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+    if [ "$pid" != 0 ] && [ "${requests:-0}" -gt 0 ]; then
+        cpu=$(awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+            'BEGIN { printf "%.1f", ticks / hz * 1e6 / n }')
+    fi
+    echo "${rps:-0} $(to_us "${p50:-0}") $(to_us "${p99:-0}") $cpu"
 }
 
 RESULTS="$WORK/results.txt"
@@ -263,10 +286,10 @@ for round in $(seq "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         start_target "$target"
         wait_port "$TARGET_PORT"
-        read -r rps p50 p99 <<<"$(measure "$TARGET_PORT")"
+        read -r rps p50 p99 cpu <<<"$(measure "$TARGET_PORT" "$TARGET_PID")"
         [ "$TARGET_PID" != 0 ] && stop_pid "$TARGET_PID"
-        log "round $round $target: $rps req/s, p50 ${p50}us, p99 ${p99}us"
-        echo "$target $rps $p50 $p99" >>"$RESULTS"
+        log "round $round $target: $rps req/s, p50 ${p50}us, p99 ${p99}us, proxy CPU ${cpu}us/req"
+        echo "$target $rps $p50 $p99 $cpu" >>"$RESULTS"
     done
 done
 
@@ -277,7 +300,7 @@ echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved runs;
 echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{ print "HAProxy " $3 }'), 2 nginx backends (12-byte body)"
 echo
 awk -v targets="${TARGETS[*]}" '
-{ n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4 }
+{ n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; cpu[$1, n[$1]] = $5 }
 END {
     split(targets, order, " ")
     for (t = 1; t in order; t++) {
@@ -288,13 +311,18 @@ END {
             if (rps[name, idx[j]] < rps[name, idx[i]]) { tmp = idx[i]; idx[i] = idx[j]; idx[j] = tmp }
         m = idx[int((count + 1) / 2)]
         med_rps[name] = rps[name, m]; med_p50[name] = p50[name, m]; med_p99[name] = p99[name, m]
+        # CPU per request: its own median, since it is steadier than req/s on a busy box
+        for (i = 1; i <= count; i++) c[i] = cpu[name, i]
+        for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++)
+            if (c[j] + 0 < c[i] + 0) { tmp = c[i]; c[i] = c[j]; c[j] = tmp }
+        med_cpu[name] = c[int((count + 1) / 2)]
     }
-    printf "%-14s %10s %9s %9s %9s %9s\n", "target", "req/s", "p50 us", "p99 us", "x direct", "x nginx"
+    printf "%-14s %10s %9s %9s %9s %9s %13s\n", "target", "req/s", "p50 us", "p99 us", "x direct", "x nginx", "CPU us/req"
     for (t = 1; t in order; t++) {
         name = order[t]
         ref = (name ~ /l4|stream|tcp/) ? "nginx-stream" : (name ~ /l7|http/) ? "nginx-http" : ""
         ratio_nginx = (ref != "" && med_rps[ref] > 0) ? sprintf("%.2f", med_rps[name] / med_rps[ref]) : "-"
-        printf "%-14s %10.0f %9.0f %9.0f %9.2f %9s\n", name, med_rps[name], med_p50[name], med_p99[name],
-            med_rps[name] / med_rps["direct"], ratio_nginx
+        printf "%-14s %10.0f %9.0f %9.0f %9.2f %9s %13s\n", name, med_rps[name], med_p50[name], med_p99[name],
+            med_rps[name] / med_rps["direct"], ratio_nginx, med_cpu[name]
     }
 }' "$RESULTS"

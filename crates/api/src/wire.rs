@@ -228,3 +228,40 @@ pub struct LogsQuery {
     #[serde(default)]
     pub task: Option<String>,
 }
+
+/// `hoist init --force-new-cluster`: what the survivor keeps and drops.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ForceNewClusterRequest {
+    /// Only report what would be kept; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForceNewClusterResponse {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub nodes: usize,
+    pub services: usize,
+    pub tasks: usize,
+    /// Hostnames of the other managers, dropped from the cluster.
+    pub dropped_managers: Vec<String>,
+    pub applied: bool,
+}
+
+/// A consistent copy of the cluster state, as `hoist backup` writes it. It holds the
+/// CA key: keep it like a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupFile {
+    pub format: u32,
+    pub taken_at_ms: u64,
+    /// The manager it was taken from; a restore takes over its identity.
+    pub from_node: NodeId,
+    pub state: hoist_state::ClusterState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub backup: BackupFile,
+    pub advertise_addr: Option<String>,
+}

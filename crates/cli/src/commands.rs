@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use hoist_api::{
-    Client, InfoResponse, InitRequest, InitResponse, JoinClusterRequest, JoinClusterResponse,
-    LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
+    Client, ForceNewClusterResponse, InfoResponse, InitRequest, InitResponse, JoinClusterRequest,
+    JoinClusterResponse, LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
 };
 use hoist_types::{Availability, Role};
 
@@ -30,6 +30,57 @@ pub fn client_for(host: Option<&str>) -> anyhow::Result<Client> {
 pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<()> {
     let client = client_for(host)?;
     match command {
+        Command::Init(args) if args.force_new_cluster => force_new_cluster(&client).await?,
+        Command::Backup(args) => {
+            let backup: serde_json::Value = client.get("/v1/backup").await?;
+            let text = serde_json::to_vec_pretty(&backup)?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+            let state = &backup["state"];
+            println!(
+                "Backup written to {}: {} nodes, {} services, {} tasks.",
+                args.output.display(),
+                state["nodes"].as_object().map(|map| map.len()).unwrap_or(0),
+                state["services"]
+                    .as_object()
+                    .map(|map| map.len())
+                    .unwrap_or(0),
+                state["tasks"].as_object().map(|map| map.len()).unwrap_or(0),
+            );
+        }
+        Command::Restore(args) => {
+            let text = std::fs::read_to_string(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let backup: hoist_api::BackupFile = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a hoist backup", args.file.display()))?;
+            let response: ForceNewClusterResponse = client
+                .post(
+                    "/v1/restore",
+                    &hoist_api::RestoreRequest {
+                        backup,
+                        advertise_addr: args.advertise_addr,
+                    },
+                )
+                .await?;
+            println!(
+                "Cluster {} restored on this node ({}): {} nodes, {} services, {} tasks.",
+                response.cluster_id,
+                response.node_id,
+                response.nodes,
+                response.services,
+                response.tasks
+            );
+            print_dropped(&response);
+        }
         Command::Init(args) => {
             let request = InitRequest {
                 advertise_addr: args.advertise_addr,
@@ -78,6 +129,41 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+async fn force_new_cluster(client: &Client) -> anyhow::Result<()> {
+    let plan: ForceNewClusterResponse = client
+        .post(
+            "/v1/force-new-cluster",
+            &hoist_api::ForceNewClusterRequest { dry_run: true },
+        )
+        .await?;
+    println!(
+        "Forcing a new cluster from this manager's state. Kept: {} nodes, {} services, {} tasks.",
+        plan.nodes, plan.services, plan.tasks
+    );
+    let done: ForceNewClusterResponse = client
+        .post(
+            "/v1/force-new-cluster",
+            &hoist_api::ForceNewClusterRequest { dry_run: false },
+        )
+        .await?;
+    println!(
+        "Cluster {} now runs with this node ({}) as its only manager: {} nodes, {} services, {} tasks.",
+        done.cluster_id, done.node_id, done.nodes, done.services, done.tasks
+    );
+    print_dropped(&done);
+    Ok(())
+}
+
+fn print_dropped(response: &ForceNewClusterResponse) {
+    if !response.dropped_managers.is_empty() {
+        println!(
+            "Dropped managers (they must leave and join again with a token): {}",
+            response.dropped_managers.join(", ")
+        );
+    }
+    println!("Add managers again with `hoist join-token manager`.");
 }
 
 fn print_init(response: &InitResponse) {

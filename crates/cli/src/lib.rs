@@ -43,6 +43,10 @@ pub enum Command {
     Node(NodeCommand),
     /// Show cluster-wide information.
     Info(InfoArgs),
+    /// Write a consistent copy of the cluster state to a file (on a manager).
+    Backup(BackupArgs),
+    /// Start a new cluster on this (fresh) daemon from a backup file.
+    Restore(RestoreArgs),
     /// Manage services.
     #[command(subcommand)]
     Service(Box<crate::service::ServiceCommand>),
@@ -117,6 +121,26 @@ pub struct InitArgs {
     /// Lifetime of node certificates, e.g. 2160h (90 days, the default).
     #[arg(long, value_parser = parse_duration_ms)]
     pub cert_expiry: Option<u64>,
+    /// Recover from a lost quorum: this manager's state becomes a new one-manager
+    /// cluster, keeping every node, service and task; the other managers are dropped.
+    #[arg(long, conflicts_with_all = ["heartbeat_period", "heartbeat_grace", "cert_expiry", "advertise_addr"])]
+    pub force_new_cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// File to write (it holds the CA key: keep it secret).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Address other nodes reach this one at (default: the daemon's).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// A file written by `hoist backup`.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

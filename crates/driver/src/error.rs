@@ -69,6 +69,32 @@ pub enum DriverError {
         source: serde_json::Error,
     },
 
+    /// The docker engine cannot be reached (no socket, refused, too old).
+    #[error("cannot reach the docker engine at {endpoint}: {reason}")]
+    EngineUnavailable { endpoint: String, reason: String },
+
+    /// The docker engine refused or failed a request.
+    #[error("docker engine: {action}: {reason}")]
+    Engine {
+        action: &'static str,
+        reason: String,
+    },
+
+    /// The task's image is not on the node and pulling it failed (no registry,
+    /// unknown image, no credentials). Retrying on this node will not help until
+    /// someone loads the image or the registry comes back.
+    #[error("image {image} is not on node {node} and could not be pulled: {reason}")]
+    ImageUnavailable {
+        image: String,
+        node: String,
+        reason: String,
+    },
+
+    /// The task's container has a health check and was declared unhealthy (or
+    /// stayed `starting` too long) before it became healthy; it was removed.
+    #[error("task {task_id} did not become healthy: {reason}")]
+    Unhealthy { task_id: String, reason: String },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

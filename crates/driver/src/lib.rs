@@ -3,8 +3,8 @@
 //! Owns the [`Driver`] trait (the boundary the worker programs against), the
 //! driver's own description of what to run ([`RunSpec`]), the handle a started
 //! task returns ([`RunningTask`], with an [`ExitWatch`] to observe its end), and
-//! the implementations: [`ProcessDriver`] (a child process, the embedded default).
-//! A `docker` driver (bollard) will live here too.
+//! the implementations: [`ProcessDriver`] (a child process, the embedded default)
+//! and [`DockerDriver`] (a container through the Docker Engine API, bollard).
 //!
 //! Deliberately does not know services, slots, the scheduler, the cluster state or
 //! the wire format: the worker translates a task into a [`RunSpec`] and the
@@ -13,11 +13,13 @@
 //! The [`Driver`] trait and the types it exchanges are reviewed API (style rule 10):
 //! change them deliberately.
 
+pub mod docker;
 mod driver;
 mod error;
 pub mod process;
 mod spec;
 
+pub use docker::{DockerDriver, EngineDescription, HealthState};
 pub use driver::{
     BoxFuture, Driver, Endpoint, ExitWatch, LogLines, LogOptions, RunningTask, TaskExit,
 };

@@ -11,6 +11,7 @@
 
 mod network;
 mod node;
+mod recovery;
 mod routes;
 mod store;
 
@@ -18,6 +19,7 @@ use std::io::Cursor;
 
 pub use network::PeerNetwork;
 pub use node::{MembershipInfo, ProposeError, RaftConfig, RaftNode, RaftStatus};
+pub use recovery::{read_full_state, reseed_single_voter, RecoveredState};
 pub use routes::router;
 pub use store::{open_store, SharedState, StoreError};
 

@@ -36,9 +36,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_ms: 200,
-            election_min_ms: 800,
-            election_max_ms: 1_600,
+            heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1_200,
             snapshot_every: 2_000,
             keep_after_snapshot: 1_000,
         }

@@ -30,15 +30,15 @@ use crate::{ApplyResult, TypeConfig};
 
 type NodeId = u64;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_PURGED: &str = "last_purged";
-const KEY_SNAPSHOT_META: &str = "meta";
-const KEY_SNAPSHOT_DATA: &str = "data";
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_PURGED: &str = "last_purged";
+pub(crate) const KEY_SNAPSHOT_META: &str = "meta";
+pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
 
 /// Opening the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -78,6 +78,14 @@ pub enum Change {
         node_id: NodeId,
         reports: Vec<TaskReport>,
     },
+    /// A surviving manager forced a new one-manager Raft group (or a backup was
+    /// restored): the other old managers are gone for good, and their certificates are
+    /// refused, so they cannot come back with the old membership.
+    ForceNewCluster {
+        survivor: NodeId,
+        dropped: Vec<NodeId>,
+        at_ms: u64,
+    },
     /// A no-op used to confirm that the log accepts writes (and by benchmarks).
     Noop,
 }
@@ -202,6 +210,7 @@ impl ClusterState {
                 }
             }
             Change::EditTasks { .. } => Ok(()),
+            Change::ForceNewCluster { survivor, .. } => self.existing(*survivor),
             Change::ReportTaskStatus { .. } => Ok(()),
             Change::RotateToken { new_secret, .. } => {
                 if new_secret.len() < 16 {
@@ -360,6 +369,23 @@ impl ClusterState {
             Change::ReportTaskStatus { node_id, reports } => {
                 for report in reports {
                     self.apply_task_report(*node_id, report);
+                }
+            }
+            Change::ForceNewCluster {
+                survivor,
+                dropped,
+                at_ms,
+            } => {
+                for node_id in dropped {
+                    if node_id != survivor {
+                        self.nodes.remove(node_id);
+                        self.removed_nodes.insert(*node_id);
+                    }
+                }
+                if let Some(node) = self.nodes.get_mut(survivor) {
+                    node.role = Role::Manager;
+                    node.status = NodeStatus::Ready;
+                    node.updated_at_ms = *at_ms;
                 }
             }
             Change::Noop => {}

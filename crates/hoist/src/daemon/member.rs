@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use hoist_api::{
-    InitRequest, InitResponse, JoinClusterRequest, JoinClusterResponse, JoinRequest, JoinResponse,
-    NotLeaderBody, RaftJoinRequest,
+    BackupFile, ForceNewClusterResponse, InitRequest, InitResponse, JoinClusterRequest,
+    JoinClusterResponse, JoinRequest, JoinResponse, NotLeaderBody, RaftJoinRequest, RestoreRequest,
 };
 use hoist_driver::{Driver, ProcessDriver};
 use hoist_manager::{bootstrap_cluster, BootstrapConfig, Manager, ManagerError};
@@ -157,6 +157,14 @@ impl Daemon {
         let member = self.start_member(record, files).await?;
         let raft_exists = raft_dir(dir).join("raft.redb").exists();
         if member.cert_role() == Role::Manager && raft_exists {
+            // A manager dropped while it was away (force-new-cluster, removal) must not
+            // start Raft with its old membership: with another dropped manager it could
+            // elect a leader and fork the cluster. Ask the others first.
+            if let Some(message) = refused_by_peers(&member).await {
+                tracing::error!(node = %member.node_id, %message, "this manager was dropped from the cluster; not starting raft");
+                *member.removed.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                return Ok(());
+            }
             self.start_manager(&member).await?;
         }
         self.start_session(&member);
@@ -300,23 +308,272 @@ impl Daemon {
         Ok(manager)
     }
 
-    /// Stops Raft here and forgets its store: a demoted manager that comes back later
-    /// joins afresh, never with a stale membership.
-    async fn stop_manager(&self, member: &Arc<Member>) {
+    /// Stops Raft and the manager's loops, keeping the store.
+    async fn halt_manager(&self, member: &Arc<Member>) -> bool {
         let runtime = member
             .manager
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(runtime) = runtime {
-            let _ = runtime.stop.send(true);
-            runtime.manager.raft().shutdown().await;
-            member.voter_confirmed.store(false, Ordering::SeqCst);
+        match runtime {
+            Some(runtime) => {
+                let _ = runtime.stop.send(true);
+                runtime.manager.raft().shutdown().await;
+                member.voter_confirmed.store(false, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops Raft here and forgets its store: a demoted manager that comes back later
+    /// joins afresh, never with a stale membership.
+    async fn stop_manager(&self, member: &Arc<Member>) {
+        if self.halt_manager(member).await {
             if let Err(err) = std::fs::remove_dir_all(raft_dir(&member.data_dir)) {
                 tracing::warn!(error = %err, "removing the raft store");
             }
             tracing::info!(node = %member.node_id, "manager stopped: this node is now a worker");
         }
+    }
+
+    /// `hoist init --force-new-cluster`: this manager's log becomes a new one-voter
+    /// group with every node, service and task kept; the other managers are dropped.
+    pub async fn force_new_cluster(
+        self: &Arc<Self>,
+        dry_run: bool,
+    ) -> Result<ForceNewClusterResponse, LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        let member = self.member().ok_or_else(|| {
+            LifecycleError::new(
+                409,
+                "this node is not part of a cluster: it has no state to recover (use `hoist init`, or `hoist restore FILE`)",
+            )
+        })?;
+        let manager = member.manager().ok_or_else(|| {
+            LifecycleError::new(
+                409,
+                "this node is not a manager: it holds no copy of the cluster state to recover from",
+            )
+        })?;
+        let quorum =
+            tokio::time::timeout(Duration::from_secs(3), manager.raft().linearizable_read()).await;
+        if let Ok(Ok(())) = quorum {
+            let leader = manager.raft().leader_addr().unwrap_or_default();
+            return Err(LifecycleError::new(
+                409,
+                format!(
+                    "a quorum of managers is reachable (the leader is at {leader}): forcing a new cluster would split it in two. Remove managers with `hoist node demote` and `hoist node rm` instead"
+                ),
+            ));
+        }
+        let node_id = member.node_id;
+        let summarize =
+            |state: &hoist_state::ClusterState, applied: bool| ForceNewClusterResponse {
+                node_id,
+                cluster_id: state.cluster_id.clone(),
+                nodes: state.nodes.len(),
+                services: state.services.len(),
+                tasks: state.tasks.len(),
+                dropped_managers: state
+                    .managers()
+                    .filter(|node| node.id != node_id)
+                    .map(|node| node.hostname.clone())
+                    .collect(),
+                applied,
+            };
+        if dry_run {
+            return Ok(manager.local(|state| summarize(state, false)));
+        }
+        self.halt_manager(&member).await;
+        let dir = raft_dir(&member.data_dir);
+        let addr = member.advertise_addr.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            let recovered = hoist_raft::read_full_state(&dir)?;
+            hoist_raft::reseed_single_voter(&dir, node_id.0, &addr, &recovered)?;
+            Ok::<_, hoist_raft::StoreError>(recovered)
+        })
+        .await
+        .map_err(|err| LifecycleError::new(500, err.to_string()))?
+        .map_err(|err| LifecycleError::new(500, format!("rewriting the raft store: {err}")))?;
+        let response = summarize(&recovered.state, true);
+        let dropped: Vec<NodeId> = recovered
+            .state
+            .managers()
+            .filter(|node| node.id != node_id)
+            .map(|node| node.id)
+            .collect();
+        self.start_leading_alone(&member, dropped).await?;
+        tracing::warn!(node = %node_id, dropped = ?response.dropped_managers, "forced a new cluster from this manager's state");
+        Ok(response)
+    }
+
+    /// Starts Raft on a reseeded store, waits to lead, and records the dropped managers.
+    async fn start_leading_alone(
+        &self,
+        member: &Arc<Member>,
+        dropped: Vec<NodeId>,
+    ) -> Result<(), LifecycleError> {
+        let manager = self.start_manager(member).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !manager.is_leader() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(LifecycleError::new(
+                    500,
+                    "this manager did not become the leader of the new group",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        manager
+            .propose(hoist_state::Change::ForceNewCluster {
+                survivor: member.node_id,
+                dropped,
+                at_ms: hoist_manager::now_ms(),
+            })
+            .await
+            .map_err(|err| {
+                LifecycleError::new(500, format!("recording the new membership: {err}"))
+            })?;
+        member.voter_confirmed.store(true, Ordering::SeqCst);
+        *member.managers.lock().unwrap_or_else(|p| p.into_inner()) =
+            vec![member.advertise_addr.clone()];
+        member.save_record()?;
+        Ok(())
+    }
+
+    /// A consistent copy of the cluster state, from any manager.
+    pub async fn backup(&self) -> Result<BackupFile, LifecycleError> {
+        let member = self
+            .member()
+            .ok_or_else(|| LifecycleError::new(503, "this node is not part of a cluster"))?;
+        let manager = member.manager().ok_or_else(|| {
+            LifecycleError::new(
+                503,
+                "this node is not a manager: run the backup on a manager",
+            )
+        })?;
+        let state = manager
+            .read(hoist_state::ClusterState::clone)
+            .await
+            .map_err(|err| LifecycleError::new(503, err.to_string()))?;
+        Ok(BackupFile {
+            format: 1,
+            taken_at_ms: hoist_manager::now_ms(),
+            from_node: member.node_id,
+            state,
+        })
+    }
+
+    /// `hoist restore FILE` on a daemon in no cluster: it takes over the identity of the
+    /// manager the backup came from and leads a new one-voter group with its state.
+    pub async fn restore(
+        self: &Arc<Self>,
+        request: RestoreRequest,
+    ) -> Result<ForceNewClusterResponse, LifecycleError> {
+        let _guard = self.lifecycle.lock().await;
+        if self.member().is_some() {
+            return Err(LifecycleError::new(
+                409,
+                "this node is already part of a cluster: restore on a fresh daemon (or `hoist leave` first)",
+            ));
+        }
+        let backup = request.backup;
+        if backup.format != 1 {
+            return Err(LifecycleError::new(
+                400,
+                format!("unknown backup format {}", backup.format),
+            ));
+        }
+        let state = backup.state;
+        let node_id = backup.from_node;
+        let node = state.nodes.get(&node_id).cloned().ok_or_else(|| {
+            LifecycleError::new(
+                400,
+                format!(
+                    "the backup's manager {node_id} is not in its own state: the file is damaged"
+                ),
+            )
+        })?;
+        let ca = state.ca.clone().ok_or_else(|| {
+            LifecycleError::new(400, "the backup holds no CA: the file is damaged")
+        })?;
+        let advertise_addr = match request.advertise_addr {
+            Some(addr) => addr,
+            None => self.default_advertise()?,
+        };
+        let internal = |err: hoist_pki::PkiError| LifecycleError::new(500, err.to_string());
+        let authority =
+            hoist_pki::ClusterCa::from_pem(&ca.cert_pem, &ca.key_pem).map_err(internal)?;
+        let csr = NodeCsr::generate().map_err(internal)?;
+        let chain_pem = authority
+            .sign_csr(
+                &csr.csr_pem,
+                node_id,
+                Role::Manager,
+                &state.cluster_id,
+                Duration::from_secs(state.settings.cert_expiry_secs),
+            )
+            .map_err(internal)?;
+        let files = NodeIdentity {
+            key_pem: csr.key_pem,
+            chain_pem,
+            ca_pem: ca.cert_pem.clone(),
+        };
+        let record = NodeRecord {
+            node_id,
+            cluster_id: state.cluster_id.clone(),
+            hostname: node.hostname.clone(),
+            advertise_addr: advertise_addr.clone(),
+            managers: vec![advertise_addr.clone()],
+        };
+        let dropped: Vec<NodeId> = state
+            .managers()
+            .filter(|other| other.id != node_id)
+            .map(|other| other.id)
+            .collect();
+        let response = ForceNewClusterResponse {
+            node_id,
+            cluster_id: state.cluster_id.clone(),
+            nodes: state.nodes.len(),
+            services: state.services.len(),
+            tasks: state.tasks.len(),
+            dropped_managers: state
+                .managers()
+                .filter(|other| other.id != node_id)
+                .map(|other| other.hostname.clone())
+                .collect(),
+            applied: true,
+        };
+        let result = async {
+            let dir = raft_dir(&self.config.data_dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            let recovered = hoist_raft::RecoveredState {
+                state,
+                last_log_id: None,
+                term: 0,
+            };
+            let addr = advertise_addr.clone();
+            tokio::task::spawn_blocking(move || {
+                hoist_raft::reseed_single_voter(&dir, node_id.0, &addr, &recovered)
+            })
+            .await??;
+            write_secret_json(&identity_file(&self.config.data_dir), &files)?;
+            write_json(&node_file(&self.config.data_dir), &record)?;
+            let member = self.start_member(record, files).await?;
+            self.start_leading_alone(&member, dropped)
+                .await
+                .map_err(|err| anyhow!(err.message))?;
+            self.start_session(&member);
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            self.abandon_membership().await;
+            return Err(err.into());
+        }
+        tracing::warn!(node = %node_id, "restored the cluster from a backup");
+        Ok(response)
     }
 
     pub async fn init(
@@ -361,7 +618,10 @@ impl Daemon {
         if let Some(expiry) = request.cert_expiry_secs {
             // Short lifetimes exist for tests of renewal; production keeps the default.
             if expiry < 10 {
-                return Err(LifecycleError::new(400, "--cert-expiry must be at least 10s"));
+                return Err(LifecycleError::new(
+                    400,
+                    "--cert-expiry must be at least 10s",
+                ));
             }
             settings.cert_expiry_secs = expiry;
         }
@@ -644,6 +904,39 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Asks the other known managers whether they still accept this node; returns the
+/// refusal if one says no. Unreachable managers say nothing.
+async fn refused_by_peers(member: &Arc<Member>) -> Option<String> {
+    let request = hoist_api::HeartbeatRequest {
+        addr: member.advertise_addr.clone(),
+        engine: EngineInfo::default(),
+        cert_role: member.cert_role(),
+        raft_running: false,
+    };
+    for addr in member.managers() {
+        if addr == member.advertise_addr {
+            continue;
+        }
+        let response = member
+            .http()
+            .post(format!("https://{addr}/v1/dispatcher/heartbeat"))
+            .json(&request)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if let Ok(response) = response {
+            if response.status() == reqwest::StatusCode::FORBIDDEN {
+                let text = response.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<hoist_api::ErrorBody>(&text)
+                    .map(|body| body.message)
+                    .unwrap_or(text);
+                return Some(message);
+            }
+        }
+    }
+    None
 }
 
 /// Connects to the manager without trusting it, reads the CA it presents, and checks

@@ -40,6 +40,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/init", post(init))
         .route("/v1/join-cluster", post(join_cluster))
         .route("/v1/leave", post(leave))
+        .route("/v1/force-new-cluster", post(force_new_cluster))
+        .route("/v1/restore", post(restore))
+        .route("/v1/backup", get(backup))
         .route("/v1/join", post(join))
         .route("/v1/dispatcher/heartbeat", post(heartbeat))
         .route("/v1/node/renew", post(renew))
@@ -150,7 +153,9 @@ enum Class {
 
 fn class_of(path: &str) -> Class {
     match path {
-        "/v1/init" | "/v1/join-cluster" | "/v1/leave" => Class::LocalOnly,
+        "/v1/init" | "/v1/join-cluster" | "/v1/leave" | "/v1/force-new-cluster" | "/v1/restore" => {
+            Class::LocalOnly
+        }
         "/v1/join" => Class::Open,
         "/v1/dispatcher/heartbeat" | "/v1/node/renew" => Class::Member,
         "/v1/dispatcher/assignments" | "/v1/dispatcher/status" => Class::Member,
@@ -217,7 +222,7 @@ async fn authorize(
             return Err(ApiError::new(
                 403,
                 format!(
-                    "node {} is not a member of this cluster (it was removed): its certificate is refused; join again with a token",
+                    "node {} was removed from this cluster (or dropped by force-new-cluster): its certificate is refused. Run `hoist leave --force` on it, then join again with a token",
                     peer.node_id
                 ),
             ));
@@ -299,6 +304,24 @@ async fn leave(
 ) -> ApiResult<serde_json::Value> {
     daemon.leave(request.force).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+async fn force_new_cluster(
+    State(daemon): State<AppState>,
+    Json(request): Json<hoist_api::ForceNewClusterRequest>,
+) -> ApiResult<hoist_api::ForceNewClusterResponse> {
+    Ok(Json(daemon.force_new_cluster(request.dry_run).await?))
+}
+
+async fn restore(
+    State(daemon): State<AppState>,
+    Json(request): Json<hoist_api::RestoreRequest>,
+) -> ApiResult<hoist_api::ForceNewClusterResponse> {
+    Ok(Json(daemon.restore(request).await?))
+}
+
+async fn backup(State(daemon): State<AppState>) -> ApiResult<hoist_api::BackupFile> {
+    Ok(Json(daemon.backup().await?))
 }
 
 async fn join(
