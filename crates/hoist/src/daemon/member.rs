@@ -179,7 +179,8 @@ impl Daemon {
     ) -> anyhow::Result<Arc<Member>> {
         let identity = IdentityHandle::new(&files)?;
         let certificate = files.peer()?;
-        let http = mtls_client(&identity)?;
+        let source_ip = Some(self.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let http = mtls_client(&identity, source_ip)?;
         let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
             .await
             .with_context(|| format!("listening on {}", self.config.listen_addr))?;
@@ -980,10 +981,14 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
 }
 
 /// The client for calls to other nodes, presenting this node's certificate.
-fn mtls_client(identity: &IdentityHandle) -> anyhow::Result<reqwest::Client> {
+///
+/// Connections leave from the node's own listen address when it has a specific one, so
+/// that peers (and a test's fault proxy) can tell nodes sharing a host apart by source.
+fn mtls_client(identity: &IdentityHandle, source_ip: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
     let client_config = hoist_pki::client_config(identity)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(client_config)
+        .local_address(source_ip)
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
@@ -1138,7 +1143,8 @@ impl SessionHost for SessionHandle {
             .identity
             .replace(&renewed)
             .map_err(|err| err.to_string())?;
-        let http = mtls_client(&self.member.identity).map_err(|err| format!("{err:#}"))?;
+        let source_ip = Some(self.daemon.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let http = mtls_client(&self.member.identity, source_ip).map_err(|err| format!("{err:#}"))?;
         *self.member.http.write().unwrap_or_else(|p| p.into_inner()) = http;
         *self
             .member
