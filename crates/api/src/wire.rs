@@ -205,10 +205,35 @@ pub struct TaskView {
     pub name: String,
 }
 
-/// What the dispatcher pushes to a worker: every task the node should know about.
+/// What the dispatcher pushes to a worker: every task the node should know about, and
+/// the published ports its mesh must serve.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AssignmentSet {
     pub tasks: Vec<hoist_types::task::Task>,
+    #[serde(default)]
+    pub routes: Vec<PublishedRoute>,
+}
+
+/// One published port of one service, with the endpoints to balance over.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishedRoute {
+    pub service_id: String,
+    pub service_name: String,
+    pub published: u16,
+    pub target: u16,
+    pub protocol: hoist_types::service::Protocol,
+    pub mode: hoist_types::service::PortMode,
+    pub health_path: Option<String>,
+    pub endpoints: Vec<RouteEndpoint>,
+}
+
+/// A running task's address for one target port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteEndpoint {
+    pub task_id: String,
+    pub addr: String,
+    /// The task is being stopped: no new connections or requests.
+    pub draining: bool,
 }
 
 /// A worker's batch of observed task states.

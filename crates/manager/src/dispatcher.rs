@@ -201,6 +201,58 @@ impl Manager {
     }
 }
 
+/// The published ports a node's mesh serves. Ingress ports are served on every node,
+/// with every running task as an endpoint; host-mode ports only on nodes that run a task
+/// of the service, with that node's tasks. A task told to stop but still running is an
+/// endpoint in draining state, so meshes stop sending it work before it goes.
+pub(crate) fn routes_of(
+    state: &hoist_state::ClusterState,
+    node_id: NodeId,
+) -> Vec<hoist_api::PublishedRoute> {
+    use hoist_types::service::PortMode;
+    use hoist_types::task::{DesiredState, TaskState};
+    let mut routes = Vec::new();
+    for service in state.services.values() {
+        for port in &service.spec.ports {
+            let host_mode = port.mode == PortMode::Host;
+            let endpoints: Vec<hoist_api::RouteEndpoint> = state
+                .tasks
+                .values()
+                .filter(|task| {
+                    task.service_id == service.id && task.status.state == TaskState::Running
+                })
+                .filter(|task| !host_mode || task.node_id == Some(node_id))
+                .flat_map(|task| {
+                    task.status
+                        .endpoints
+                        .iter()
+                        .filter(|endpoint| endpoint.target_port == port.target)
+                        .map(|endpoint| hoist_api::RouteEndpoint {
+                            task_id: task.id.to_string(),
+                            addr: endpoint.addr.clone(),
+                            draining: task.desired_state != DesiredState::Running,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if host_mode && endpoints.is_empty() {
+                continue;
+            }
+            routes.push(hoist_api::PublishedRoute {
+                service_id: service.id.to_string(),
+                service_name: service.spec.name.clone(),
+                published: port.published,
+                target: port.target,
+                protocol: port.protocol,
+                mode: port.mode,
+                health_path: service.spec.health_path.clone(),
+                endpoints,
+            });
+        }
+    }
+    routes
+}
+
 /// The tasks a node should know about: assigned to it and not yet ended.
 pub(crate) fn assignments_of(
     state: &hoist_state::ClusterState,
@@ -213,7 +265,10 @@ pub(crate) fn assignments_of(
         .filter(|task| !task.status.state.is_unassigned() && !task.status.state.is_terminal())
         .cloned()
         .collect();
-    hoist_api::AssignmentSet { tasks }
+    hoist_api::AssignmentSet {
+        tasks,
+        routes: routes_of(state, node_id),
+    }
 }
 
 impl Manager {

@@ -83,7 +83,7 @@ impl Connection {
     async fn exchange(
         &mut self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, http1::TrySendError<Request<UpstreamBody>>> {
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
         let Connection {
             sender, io, closed, ..
         } = self;

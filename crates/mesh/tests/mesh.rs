@@ -806,3 +806,37 @@ async fn l7_survives_an_endpoint_closing_idle_connections() {
     backend.abort();
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_streams_large_bodies_both_ways() {
+    let backend = Backend::start("a").await;
+    let port = free_port();
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("web", port, vec![backend.endpoint()])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    let client = client();
+    for _ in 0..3 {
+        let answer = get(&client, addr, "/bytes/3000000").await.unwrap();
+        assert_eq!(
+            (answer.status, answer.body.len()),
+            (StatusCode::OK, 3_000_000)
+        );
+        let upload = "y".repeat(2_000_000);
+        let post = Request::post(format!("http://{addr}/echo"))
+            .body(upload.clone())
+            .unwrap();
+        let answer = send(&client, post).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(
+            answer.body == upload,
+            "echo came back with {} bytes",
+            answer.body.len()
+        );
+    }
+    // All of it rode one kept-alive upstream connection.
+    assert_eq!(backend.connections.load(SeqCst), 1);
+    mesh.shutdown().await;
+}

@@ -447,10 +447,12 @@ pub async fn run_reporter(
     }
 }
 
-/// Follows the leader's assignment stream and hands each set to the runner.
+/// Follows the leader's assignment stream and hands each set to the runner, and the
+/// published routes to whoever serves them (the node's mesh).
 pub async fn run_assignments(
     http: impl Fn() -> reqwest::Client + Send + 'static,
     agent: Agent,
+    routes: watch::Sender<Vec<hoist_api::PublishedRoute>>,
     mut session: watch::Receiver<SessionState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -487,7 +489,16 @@ pub async fn run_assignments(
                     while let Some(newline) = buffer.iter().position(|byte| *byte == b'\n') {
                         let line: Vec<u8> = buffer.drain(..=newline).collect();
                         match serde_json::from_slice::<AssignmentSet>(&line) {
-                            Ok(set) => agent.apply(&set),
+                            Ok(set) => {
+                                agent.apply(&set);
+                                routes.send_if_modified(|current| {
+                                    let changed = *current != set.routes;
+                                    if changed {
+                                        *current = set.routes.clone();
+                                    }
+                                    changed
+                                });
+                            }
                             Err(err) if line.len() > 1 => {
                                 tracing::warn!(error = %err, "bad assignment set")
                             }

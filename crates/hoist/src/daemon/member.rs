@@ -101,6 +101,8 @@ pub struct Member {
     removed: Mutex<Option<String>>,
     /// Runs the tasks assigned to this node.
     pub agent: Agent,
+    /// Serves the published ports on this node.
+    pub mesh: Arc<hoist_mesh::Mesh>,
 }
 
 struct ManagerRuntime {
@@ -221,6 +223,10 @@ impl Daemon {
             tasks: Mutex::new(Vec::new()),
             removed: Mutex::new(None),
             agent,
+            mesh: Arc::new(hoist_mesh::Mesh::new(hoist_mesh::MeshConfig {
+                listen_ip: self.config.listen_addr.ip(),
+                ..hoist_mesh::MeshConfig::default()
+            })?),
         });
         member.agent.adopt().await;
         let reporter = {
@@ -232,11 +238,18 @@ impl Daemon {
                 member.stop.subscribe(),
             ))
         };
+        let (routes_tx, routes_rx) = watch::channel(Vec::new());
+        let mesh_feed = tokio::spawn(feed_mesh(
+            member.mesh.clone(),
+            routes_rx,
+            member.stop.subscribe(),
+        ));
         let assignments = {
             let for_http = member.clone();
             tokio::spawn(run_assignments(
                 move || for_http.http(),
                 member.agent.clone(),
+                routes_tx,
                 member.session_state.subscribe(),
                 member.stop.subscribe(),
             ))
@@ -245,7 +258,7 @@ impl Daemon {
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([reporter, assignments]);
+            .extend([reporter, assignments, mesh_feed]);
         let tls = server::serve_tls(self.clone(), listener, server_config).await;
         member
             .tasks
@@ -878,6 +891,7 @@ impl Daemon {
 
     async fn stop_member(&self, member: &Arc<Member>) {
         let _ = member.stop.send(true);
+        member.mesh.shutdown().await;
         let tasks: Vec<JoinHandle<()>> = member
             .tasks
             .lock()
@@ -903,6 +917,81 @@ impl Daemon {
                 let _ = runtime.stop.send(true);
                 runtime.manager.raft().shutdown().await;
             }
+        }
+    }
+}
+
+/// The mesh's view of the published routes the dispatcher pushed.
+pub(crate) fn mesh_services(routes: &[hoist_api::PublishedRoute]) -> Vec<hoist_mesh::ServiceRoute> {
+    routes
+        .iter()
+        .map(|route| hoist_mesh::ServiceRoute {
+            // One mesh entry per published port of a service.
+            service_id: format!("{}/{}", route.service_id, route.published),
+            service_name: route.service_name.clone(),
+            published: route.published,
+            protocol: match route.protocol {
+                hoist_types::service::Protocol::Tcp => hoist_mesh::Protocol::Tcp,
+                hoist_types::service::Protocol::Http => hoist_mesh::Protocol::Http,
+            },
+            routes: Vec::new(),
+            health: route
+                .health_path
+                .as_ref()
+                .map(|path| hoist_mesh::HealthCheck {
+                    path: path.clone(),
+                    ..hoist_mesh::HealthCheck::default()
+                }),
+            endpoints: route
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| {
+                    let addr = endpoint.addr.parse().ok()?;
+                    Some(hoist_mesh::Endpoint {
+                        id: endpoint.task_id.clone(),
+                        addr,
+                        state: if endpoint.draining {
+                            hoist_mesh::EndpointState::Draining
+                        } else {
+                            hoist_mesh::EndpointState::Active
+                        },
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Applies every new route set to the mesh: listeners open and close, endpoint tables
+/// change in place, nothing restarts.
+async fn feed_mesh(
+    mesh: Arc<hoist_mesh::Mesh>,
+    mut routes: watch::Receiver<Vec<hoist_api::PublishedRoute>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let services = mesh_services(&routes.borrow_and_update());
+        let mut retry = false;
+        match mesh.set_services(services).await {
+            Ok(report) => {
+                retry = !report.failed.is_empty();
+                for port in &report.opened {
+                    tracing::info!(port, "mesh listening");
+                }
+                for port in &report.closed {
+                    tracing::info!(port, "mesh closed");
+                }
+                for err in &report.failed {
+                    tracing::warn!(error = %err, "mesh could not listen");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "mesh update refused"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = routes.changed() => if changed.is_err() { return },
+            // A port another process held may be free now.
+            _ = tokio::time::sleep(Duration::from_secs(2)), if retry => {}
         }
     }
 }
@@ -984,7 +1073,10 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
 ///
 /// Connections leave from the node's own listen address when it has a specific one, so
 /// that peers (and a test's fault proxy) can tell nodes sharing a host apart by source.
-fn mtls_client(identity: &IdentityHandle, source_ip: Option<std::net::IpAddr>) -> anyhow::Result<reqwest::Client> {
+fn mtls_client(
+    identity: &IdentityHandle,
+    source_ip: Option<std::net::IpAddr>,
+) -> anyhow::Result<reqwest::Client> {
     let client_config = hoist_pki::client_config(identity)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(client_config)
@@ -1144,7 +1236,8 @@ impl SessionHost for SessionHandle {
             .replace(&renewed)
             .map_err(|err| err.to_string())?;
         let source_ip = Some(self.daemon.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
-        let http = mtls_client(&self.member.identity, source_ip).map_err(|err| format!("{err:#}"))?;
+        let http =
+            mtls_client(&self.member.identity, source_ip).map_err(|err| format!("{err:#}"))?;
         *self.member.http.write().unwrap_or_else(|p| p.into_inner()) = http;
         *self
             .member

@@ -27,8 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A tiny HTTP backend. `GET /slow/<ms>` answers after `ms` milliseconds, `/health`
-/// answers 200 or 500 as `set_healthy` says, anything else answers at once. Every answer
-/// carries the backend's name as body and in `x-backend`.
+/// answers 200 or 500 as `set_healthy` says, `/echo` answers the request body, `/bytes/<n>`
+/// answers `n` bytes; anything else answers at once with the backend's name. Every answer
+/// carries the name in `x-backend`.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -95,7 +96,14 @@ impl Backend {
                                 let ms: u64 = ms.parse().unwrap_or(0);
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
                             }
-                            let mut response = Response::new(name.clone());
+                            let body = if path == "/echo" {
+                                read_body(request.into_body()).await.unwrap_or_default()
+                            } else if let Some(n) = path.strip_prefix("/bytes/") {
+                                "x".repeat(n.parse().unwrap_or(0))
+                            } else {
+                                name.clone()
+                            };
+                            let mut response = Response::new(body);
                             response
                                 .headers_mut()
                                 .insert("x-backend", name.parse().unwrap());
