@@ -126,6 +126,9 @@ pub struct HelloInfo {
     /// Names of the files served under `/files/`, when `--dir` is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<String>>,
+    /// The `X-Forwarded-For` header, when a proxy (the L7 mesh) is in front.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
 }
 
 /// Both ends of one TCP connection, recorded by axum when it accepts it.
@@ -154,6 +157,7 @@ pub fn router(state: Arc<HelloState>) -> Router {
         .route("/", get(page))
         .route("/api", get(api))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/sleep/{ms}", get(sleep_then_api))
         .route("/files", get(files_index))
         .route("/files/", get(files_index))
         .route("/files/{*path}", get(file))
@@ -236,7 +240,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn info(state: &HelloState, conn: MaybeConn) -> HelloInfo {
+async fn info(state: &HelloState, conn: MaybeConn, headers: &axum::http::HeaderMap) -> HelloInfo {
     let requests = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let conn = conn.map(|Extension(ConnectInfo(conn))| conn);
     let files = match &state.dir {
@@ -256,15 +260,39 @@ async fn info(state: &HelloState, conn: MaybeConn) -> HelloInfo {
             .and_then(|conn| conn.server)
             .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string()),
         files,
+        forwarded_for: headers
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
     }
 }
 
-async fn api(State(state): State<Arc<HelloState>>, conn: MaybeConn) -> Json<HelloInfo> {
-    Json(info(&state, conn).await)
+async fn api(
+    State(state): State<Arc<HelloState>>,
+    conn: MaybeConn,
+    headers: axum::http::HeaderMap,
+) -> Json<HelloInfo> {
+    Json(info(&state, conn, &headers).await)
 }
 
-async fn page(State(state): State<Arc<HelloState>>, conn: MaybeConn) -> Html<String> {
-    Html(render_page(&info(&state, conn).await))
+/// A slow answer (at most a minute), to show that long requests survive scaling and
+/// draining.
+async fn sleep_then_api(
+    State(state): State<Arc<HelloState>>,
+    UrlPath(ms): UrlPath<u64>,
+    conn: MaybeConn,
+    headers: axum::http::HeaderMap,
+) -> Json<HelloInfo> {
+    tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    Json(info(&state, conn, &headers).await)
+}
+
+async fn page(
+    State(state): State<Arc<HelloState>>,
+    conn: MaybeConn,
+    headers: axum::http::HeaderMap,
+) -> Html<String> {
+    Html(render_page(&info(&state, conn, &headers).await))
 }
 
 async fn files_index(State(state): State<Arc<HelloState>>) -> Response {

@@ -49,6 +49,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/raft/join-me", post(raft_join))
         .route("/raft/{*rest}", post(raft_rpc))
         .route("/v1/info", get(info))
+        .route("/metrics", get(metrics))
         .route("/v1/nodes", get(node_ls))
         .route("/v1/nodes/{node}", get(node_inspect).delete(node_rm))
         .route("/v1/nodes/{node}/update", post(node_update))
@@ -387,6 +388,16 @@ async fn raft_rpc(
         .oneshot(Request::from_parts(parts, body))
         .await
         .map_err(|never| match never {})
+}
+
+/// The mesh's metrics, in Prometheus text format.
+async fn metrics(State(daemon): State<AppState>) -> Result<Response, ApiError> {
+    let member = member_of(&daemon)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        member.mesh.render_metrics(),
+    )
+        .into_response())
 }
 
 async fn info(State(daemon): State<AppState>) -> ApiResult<InfoResponse> {

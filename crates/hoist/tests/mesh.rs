@@ -1,0 +1,235 @@
+//! The routing mesh through real daemons: every node's published port reaches the
+//! tasks wherever they run.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hoist_testkit::{process_runs_task, wait_for, Cluster, ClusterOptions};
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+fn create(cluster: &Cluster, name: &str, replicas: u32, publish: &str) {
+    let bin = bin().display().to_string();
+    let replicas = replicas.to_string();
+    cluster.hoist_ok(
+        0,
+        &[
+            "service", "create", "--detach", "--name", name, "--replicas", &replicas, "-p", publish,
+            "--driver", "process", &bin, "hello",
+        ],
+    );
+    wait_for(&format!("{name} converged"), Duration::from_secs(30), || {
+        let services = cluster.json(0, &["service", "ls"])?;
+        let service = services.as_array()?.iter().find(|view| view["spec"]["name"] == name)?.clone();
+        (service["running"] == service["desired"]).then_some(())
+    });
+}
+
+/// One HTTP/1.1 GET on a fresh connection; the body, or an error.
+fn get(addr: &str, path: &str) -> Result<String, String> {
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|err| err.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: mesh-test\r\nConnection: close\r\n\r\n").map_err(|err| err.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|err| format!("read: {err}"))?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return Err(format!("not 200: {}", response.lines().next().unwrap_or_default()));
+    }
+    Ok(response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+fn task_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).ok().and_then(|json| json["task"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn mesh_addr(cluster: &Cluster, index: usize, port: u16) -> String {
+    format!("{}:{port}", cluster.nodes[index].ip)
+}
+
+/// Waits until the mesh on node `index` answers on `port`.
+fn wait_mesh(cluster: &Cluster, index: usize, port: u16) {
+    let addr = mesh_addr(cluster, index, port);
+    wait_for(&format!("the mesh on {addr}"), Duration::from_secs(20), || get(&addr, "/api").ok().map(|_| ()));
+}
+
+fn within_ten_percent(counts: &BTreeMap<String, usize>, total: usize) {
+    let even = total as f64 / counts.len() as f64;
+    for (task, count) in counts {
+        let off = (*count as f64 - even).abs() / even;
+        assert!(off <= 0.10, "task {task} got {count} of {total} ({counts:?})");
+    }
+}
+
+#[test]
+fn any_node_reaches_every_task_and_requests_spread_evenly() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 3,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    create(&cluster, "l4", 3, "8080:80");
+    create(&cluster, "l7", 3, "published=8081,target=80,protocol=http");
+    for (port, name) in [(8080, "l4"), (8081, "l7")] {
+        // node-1 runs no task: everything it serves comes from other nodes.
+        wait_mesh(&cluster, 0, port);
+        let addr = mesh_addr(&cluster, 0, port);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..3000 {
+            let body = get(&addr, "/api").unwrap_or_else(|err| panic!("{name}: {err}"));
+            *counts.entry(task_of(&body)).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{name}: {counts:?}");
+        within_ten_percent(&counts, 3000);
+    }
+    // The L7 mesh tells the backend who the client was.
+    let body = get(&mesh_addr(&cluster, 1, 8081), "/api").unwrap();
+    let json: Value = serde_json::from_str(&body).unwrap();
+    // The test's connections come from 127.0.0.1; the backend sees the mesh as its peer
+    // and the test in X-Forwarded-For.
+    assert_eq!(json["forwarded_for"], "127.0.0.1", "{json}");
+}
+
+#[test]
+fn a_host_mode_port_answers_only_where_a_task_runs() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    create(&cluster, "edge", 1, "published=9090,target=80,mode=host");
+    let tasks = cluster.json(0, &["service", "ps", "edge"]).unwrap();
+    let host = tasks.as_array().unwrap().iter().find(|task| task["status"]["state"] == "running").unwrap()["node_hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let index = cluster.node_index(&host).unwrap();
+    wait_mesh(&cluster, index, 9090);
+    for other in 0..3 {
+        if other == index {
+            continue;
+        }
+        let answer = get(&mesh_addr(&cluster, other, 9090), "/api");
+        assert!(answer.is_err(), "{} answered on a host-mode port without a task", cluster.nodes[other].name);
+    }
+}
+
+/// Sends GETs on fresh connections until `stop`, counting failures.
+fn load(addr: String, stop: Arc<AtomicBool>, failures: Arc<AtomicUsize>, sent: Arc<AtomicUsize>, errors: Arc<std::sync::Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            sent.fetch_add(1, Ordering::SeqCst);
+            if let Err(err) = get(&addr, "/api") {
+                failures.fetch_add(1, Ordering::SeqCst);
+                errors.lock().unwrap().push(err);
+            }
+        }
+    })
+}
+
+fn kill_task(cluster: &Cluster, task_id: &str) {
+    for (_, id, pid) in cluster.recorded_tasks() {
+        if id == task_id && process_runs_task(pid, &id) {
+            // SAFETY: this pid runs the task (checked above); it leads its group.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn metric(cluster: &Cluster, index: usize, name: &str, endpoint: &str) -> u64 {
+    let text = unix_get(&cluster.nodes[index].socket, "/metrics");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(&format!("endpoint=\"{endpoint}\"")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn unix_get(socket: &Path, path: &str) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    create(&cluster, "l7", 3, "published=8081,target=80,protocol=http");
+    create(&cluster, "l4", 3, "8080:80");
+    for (name, port) in [("l7", 8081u16), ("l4", 8080u16)] {
+        wait_mesh(&cluster, 0, port);
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let worker = load(mesh_addr(&cluster, 0, port), stop.clone(), failures.clone(), sent.clone(), errors.clone());
+        wait_for("some load", Duration::from_secs(10), || (sent.load(Ordering::SeqCst) > 50).then_some(()));
+        let tasks = cluster.json(0, &["service", "ps", name]).unwrap();
+        let victim = tasks.as_array().unwrap().iter().find(|task| task["status"]["state"] == "running").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        kill_task(&cluster, &victim);
+        let killed = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let attempts_at_one_second =
+            metric(&cluster, 0, "hoist_mesh_endpoint_connections_total", &victim) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
+        std::thread::sleep(Duration::from_secs(2));
+        let attempts_later =
+            metric(&cluster, 0, "hoist_mesh_endpoint_connections_total", &victim) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
+        stop.store(true, Ordering::SeqCst);
+        worker.join().unwrap();
+        assert_eq!(failures.load(Ordering::SeqCst), 0, "{name}: failed requests after killing {victim}: {:?}", errors.lock().unwrap());
+        if name == "l4" {
+            assert!(
+                attempts_later <= attempts_at_one_second,
+                "l4: new connections still went to {victim} more than 1 s after it died ({attempts_at_one_second} then {attempts_later}, {:?} after the kill)",
+                killed.elapsed()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_long_request_completes_when_its_service_is_scaled_down() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    create(&cluster, "slow", 2, "8080:80");
+    wait_mesh(&cluster, 0, 8080);
+    let addr = mesh_addr(&cluster, 0, 8080);
+    let request = std::thread::spawn(move || get(&addr, "/sleep/3000"));
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.hoist_ok(0, &["service", "scale", "--detach", "slow=0"]);
+    let answer = request.join().unwrap();
+    assert!(answer.is_ok(), "the long request failed: {answer:?}");
+}
