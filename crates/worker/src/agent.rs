@@ -35,6 +35,8 @@ enum Phase {
 }
 
 struct LocalTask {
+    /// The driver that runs it.
+    driver: Arc<dyn Driver>,
     phase: Phase,
     /// Set once we asked it to stop, so its exit reads as Shutdown, not Failed.
     stop_requested: bool,
@@ -55,7 +57,8 @@ pub struct AgentConfig {
 #[derive(Clone)]
 pub struct Agent {
     config: Arc<AgentConfig>,
-    driver: Arc<dyn Driver>,
+    /// Every driver this node offers, by name.
+    drivers: Arc<Vec<Arc<dyn Driver>>>,
     tasks: Arc<Mutex<HashMap<TaskId, LocalTask>>>,
     reports: mpsc::UnboundedSender<TaskReport>,
 }
@@ -71,13 +74,13 @@ impl Agent {
     /// A runner and the receiving end of its reports (for [`run_reporter`]).
     pub fn new(
         config: AgentConfig,
-        driver: Arc<dyn Driver>,
+        drivers: Vec<Arc<dyn Driver>>,
     ) -> (Agent, mpsc::UnboundedReceiver<TaskReport>) {
         let (reports, receiver) = mpsc::unbounded_channel();
         (
             Agent {
                 config: Arc::new(config),
-                driver,
+                drivers: Arc::new(drivers),
                 tasks: Arc::new(Mutex::new(HashMap::new())),
                 reports,
             },
@@ -93,12 +96,27 @@ impl Agent {
         let _ = self.reports.send(TaskReport { task_id, status });
     }
 
-    /// Finds the tasks the driver still runs from before a restart.
+    /// The names of the drivers this node offers.
+    pub fn driver_names(&self) -> Vec<String> {
+        self.drivers.iter().map(|driver| driver.name().to_string()).collect()
+    }
+
+    fn driver_named(&self, name: &str) -> Option<Arc<dyn Driver>> {
+        self.drivers.iter().find(|driver| driver.name() == name).cloned()
+    }
+
+    /// Finds the tasks the drivers still run from before a restart.
     pub async fn adopt(&self) {
-        let running = match self.driver.list().await {
+        for driver in self.drivers.iter() {
+            self.adopt_from(driver.clone()).await;
+        }
+    }
+
+    async fn adopt_from(&self, driver: Arc<dyn Driver>) {
+        let running = match driver.list().await {
             Ok(running) => running,
             Err(err) => {
-                tracing::warn!(error = %err, "listing the driver's tasks");
+                tracing::warn!(driver = driver.name(), error = %err, "listing the driver's tasks");
                 return;
             }
         };
@@ -106,10 +124,11 @@ impl Agent {
             let Ok(task_id) = handle.task_id.parse::<TaskId>() else {
                 continue;
             };
-            tracing::info!(task = %task_id, "adopted a running task");
+            tracing::info!(task = %task_id, driver = driver.name(), "adopted a running task");
             self.lock().insert(
                 task_id,
                 LocalTask {
+                    driver: driver.clone(),
                     phase: Phase::Running,
                     stop_requested: false,
                 },
@@ -150,13 +169,13 @@ impl Agent {
             }
         }
         // Tasks no longer assigned here were replaced or removed meanwhile.
-        let stale: Vec<(TaskId, Phase)> = self
+        let stale: Vec<(TaskId, Phase, Arc<dyn Driver>)> = self
             .lock()
             .iter()
             .filter(|(task_id, _)| !assigned.contains_key(task_id))
-            .map(|(task_id, local)| (*task_id, local.phase))
+            .map(|(task_id, local)| (*task_id, local.phase, local.driver.clone()))
             .collect();
-        for (task_id, phase) in stale {
+        for (task_id, phase, driver) in stale {
             match phase {
                 Phase::Starting | Phase::Running => {
                     tracing::info!(task = %task_id, "stopping a task no longer assigned to this node");
@@ -164,7 +183,6 @@ impl Agent {
                 }
                 Phase::Ended { at } if at.elapsed() > KEEP_ENDED_TASK_FILES => {
                     self.lock().remove(&task_id);
-                    let driver = self.driver.clone();
                     tokio::spawn(async move {
                         let _ = driver.remove(&task_id.to_string()).await;
                     });
@@ -204,9 +222,21 @@ impl Agent {
     }
 
     fn start(&self, task: Task) {
+        let Some(driver) = self.driver_named(&task.spec.driver) else {
+            let mut status = TaskStatus::new(TaskState::Rejected, "no such driver here", now_ms());
+            status.err = Some(format!(
+                "driver {:?} is not available on node {} (it offers: {})",
+                task.spec.driver,
+                self.config.node_name,
+                self.driver_names().join(", ")
+            ));
+            self.report(task.id, status);
+            return;
+        };
         self.lock().insert(
             task.id,
             LocalTask {
+                driver: driver.clone(),
                 phase: Phase::Starting,
                 stop_requested: false,
             },
@@ -218,7 +248,7 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             let spec = agent.run_spec(&task);
-            match agent.driver.start(&spec).await {
+            match driver.start(&spec).await {
                 Ok(handle) => {
                     let endpoints: Vec<TaskEndpoint> = handle
                         .endpoints
@@ -268,8 +298,10 @@ impl Agent {
             None => {
                 // Adopted: ask the driver where it serves.
                 let agent = self.clone();
+                let driver = self.lock().get(&task_id).map(|local| local.driver.clone());
                 tokio::spawn(async move {
-                    if let Ok(handle) = agent.driver.inspect(&task_id.to_string()).await {
+                    let Some(driver) = driver else { return };
+                    if let Ok(handle) = driver.inspect(&task_id.to_string()).await {
                         status.endpoints = handle
                             .endpoints
                             .iter()
@@ -311,7 +343,7 @@ impl Agent {
     }
 
     fn stop(&self, task_id: TaskId, grace_ms: u64) {
-        {
+        let driver = {
             let mut tasks = self.lock();
             let Some(local) = tasks.get_mut(&task_id) else {
                 return;
@@ -322,8 +354,9 @@ impl Agent {
                 return;
             }
             local.phase = Phase::Stopping;
-        }
-        let driver = self.driver.clone();
+            local.driver.clone()
+        };
+        let driver = driver;
         tokio::spawn(async move {
             if let Err(err) = driver
                 .stop(&task_id.to_string(), Duration::from_millis(grace_ms))
@@ -350,19 +383,33 @@ impl Agent {
 
     /// Stops every task this node runs (the node is leaving the cluster).
     pub async fn stop_all(&self) {
-        let running = self.driver.list().await.unwrap_or_default();
-        for handle in running {
-            let _ = self
-                .driver
-                .stop(&handle.task_id, Duration::from_secs(10))
-                .await;
-            let _ = self.driver.remove(&handle.task_id).await;
+        for driver in self.drivers.iter() {
+            let running = driver.list().await.unwrap_or_default();
+            for handle in running {
+                let _ = driver.stop(&handle.task_id, Duration::from_secs(10)).await;
+                let _ = driver.remove(&handle.task_id).await;
+            }
         }
         self.lock().clear();
     }
 
-    pub fn driver(&self) -> &Arc<dyn Driver> {
-        &self.driver
+    /// A task's output, from whichever driver knows it.
+    pub async fn logs(
+        &self,
+        task_id: &str,
+        options: hoist_driver::LogOptions,
+    ) -> Result<hoist_driver::LogLines, hoist_driver::DriverError> {
+        let mut last = None;
+        for driver in self.drivers.iter() {
+            match driver.logs(task_id, options).await {
+                Ok(lines) => return Ok(lines),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or(hoist_driver::DriverError::NotFound {
+            driver: "any",
+            task_id: task_id.to_string(),
+        }))
     }
 }
 

@@ -103,6 +103,8 @@ pub struct Member {
     pub agent: Agent,
     /// Serves the published ports on this node.
     pub mesh: Arc<hoist_mesh::Mesh>,
+    /// What this node offers to run tasks with, as reported to the managers.
+    engine: EngineInfo,
 }
 
 struct ManagerRuntime {
@@ -189,8 +191,7 @@ impl Daemon {
         let server_config = hoist_pki::server_config(&identity)?;
         let (stop, _) = watch::channel(false);
         let (session_state, _) = watch::channel(SessionState::default());
-        let driver: Arc<dyn Driver> =
-            Arc::new(ProcessDriver::new(self.config.data_dir.join("driver"))?);
+        let (drivers, engine) = node_drivers(&self.config.data_dir, record.node_id).await?;
         let endpoint_host = record
             .advertise_addr
             .rsplit_once(':')
@@ -203,7 +204,7 @@ impl Daemon {
                 endpoint_host,
                 tasks_dir: self.config.data_dir.join("tasks"),
             },
-            driver,
+            drivers,
         );
         let member = Arc::new(Member {
             node_id: record.node_id,
@@ -223,6 +224,7 @@ impl Daemon {
             tasks: Mutex::new(Vec::new()),
             removed: Mutex::new(None),
             agent,
+            engine,
             mesh: Arc::new(hoist_mesh::Mesh::new(hoist_mesh::MeshConfig {
                 listen_ip: self.config.listen_addr.ip(),
                 ..hoist_mesh::MeshConfig::default()
@@ -921,6 +923,16 @@ impl Daemon {
     }
 }
 
+/// The drivers this node offers: the process driver always; the Docker Engine's when one
+/// answers (added by the docker driver work).
+async fn node_drivers(
+    data_dir: &Path,
+    _node_id: NodeId,
+) -> anyhow::Result<(Vec<Arc<dyn Driver>>, EngineInfo)> {
+    let process: Arc<dyn Driver> = Arc::new(ProcessDriver::new(data_dir.join("driver"))?);
+    Ok((vec![process], EngineInfo::default()))
+}
+
 /// The mesh's view of the published routes the dispatcher pushed.
 pub(crate) fn mesh_services(routes: &[hoist_api::PublishedRoute]) -> Vec<hoist_mesh::ServiceRoute> {
     routes
@@ -1173,11 +1185,9 @@ impl SessionHost for SessionHandle {
     }
 
     fn engine(&self) -> EngineInfo {
-        EngineInfo {
-            drivers: vec!["process".into()],
-            docker_version: None,
-            storage_driver: None,
-        }
+        let mut engine = self.member.engine.clone();
+        engine.drivers = self.member.agent.driver_names();
+        engine
     }
 
     fn certificate(&self) -> (Role, i64, u64) {

@@ -146,7 +146,6 @@ pub async fn node_logs(
         .map_err(|err| ApiError::new(400, err))?;
     let lines = member
         .agent
-        .driver()
         .logs(
             &task,
             LogOptions {
@@ -196,7 +195,7 @@ pub async fn service_logs(
         let sender = sender.clone();
         let http = member.http();
         let local = node_id == member.node_id;
-        let driver = member.agent.driver().clone();
+        let agent = member.agent.clone();
         let addr = addresses.get(&node_id).cloned();
         let task_id = view.task.id.to_string();
         let options = LogOptions {
@@ -206,7 +205,7 @@ pub async fn service_logs(
         let follow = query.follow;
         readers.push(async move {
             if local {
-                if let Ok(mut lines) = driver.logs(&task_id, options).await {
+                if let Ok(mut lines) = agent.logs(&task_id, options).await {
                     while let Some(line) = lines.recv().await {
                         if sender.send(format!("{prefix}{line}")).await.is_err() {
                             return;
