@@ -105,6 +105,10 @@ pub struct DaemonArgs {
     /// Control socket (default: DATA_DIR/hoist.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Serve the mesh's Prometheus metrics over plain HTTP at IP:PORT/metrics (they are
+    /// always on the control socket at /metrics).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -49,12 +49,23 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming the node from its data directory")?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(
+            server::serve_metrics(daemon.clone(), addr)
+                .await
+                .with_context(|| format!("--metrics-addr {addr}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), "hoist daemon ready");
 
     wait_for_signal().await;
     tracing::info!("shutting down");
     daemon.shutdown().await;
     unix.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -394,7 +394,10 @@ async fn raft_rpc(
 async fn metrics(State(daemon): State<AppState>) -> Result<Response, ApiError> {
     let member = member_of(&daemon)?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         member.mesh.render_metrics(),
     )
         .into_response())

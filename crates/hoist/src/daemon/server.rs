@@ -121,3 +121,35 @@ pub async fn serve_tls(
         }
     })
 }
+
+/// A plain HTTP listener with `/metrics` only, for Prometheus.
+pub async fn serve_metrics(
+    daemon: Arc<Daemon>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let daemon = daemon.clone();
+            async move {
+                let text = daemon
+                    .member()
+                    .map(|member| member.mesh.render_metrics())
+                    .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!(error = %err, "metrics listener stopped");
+        }
+    }))
+}
