@@ -21,32 +21,69 @@ fn create(cluster: &Cluster, name: &str, replicas: u32, publish: &str) {
     cluster.hoist_ok(
         0,
         &[
-            "service", "create", "--detach", "--name", name, "--replicas", &replicas, "-p", publish,
-            "--driver", "process", &bin, "hello",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            name,
+            "--replicas",
+            &replicas,
+            "-p",
+            publish,
+            "--driver",
+            "process",
+            &bin,
+            "hello",
         ],
     );
-    wait_for(&format!("{name} converged"), Duration::from_secs(30), || {
-        let services = cluster.json(0, &["service", "ls"])?;
-        let service = services.as_array()?.iter().find(|view| view["spec"]["name"] == name)?.clone();
-        (service["running"] == service["desired"]).then_some(())
-    });
+    wait_for(
+        &format!("{name} converged"),
+        Duration::from_secs(30),
+        || {
+            let services = cluster.json(0, &["service", "ls"])?;
+            let service = services
+                .as_array()?
+                .iter()
+                .find(|view| view["spec"]["name"] == name)?
+                .clone();
+            (service["running"] == service["desired"]).then_some(())
+        },
+    );
 }
 
 /// One HTTP/1.1 GET on a fresh connection; the body, or an error.
 fn get(addr: &str, path: &str) -> Result<String, String> {
     let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|err| err.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: mesh-test\r\nConnection: close\r\n\r\n").map_err(|err| err.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: mesh-test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|err| err.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|err| format!("read: {err}"))?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|err| format!("read: {err}"))?;
     if !response.starts_with("HTTP/1.1 200") {
-        return Err(format!("not 200: {}", response.lines().next().unwrap_or_default()));
+        return Err(format!(
+            "not 200: {}",
+            response.lines().next().unwrap_or_default()
+        ));
     }
-    Ok(response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    Ok(response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn task_of(body: &str) -> String {
-    serde_json::from_str::<Value>(body).ok().and_then(|json| json["task"].as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|json| json["task"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn mesh_addr(cluster: &Cluster, index: usize, port: u16) -> String {
@@ -56,14 +93,21 @@ fn mesh_addr(cluster: &Cluster, index: usize, port: u16) -> String {
 /// Waits until the mesh on node `index` answers on `port`.
 fn wait_mesh(cluster: &Cluster, index: usize, port: u16) {
     let addr = mesh_addr(cluster, index, port);
-    wait_for(&format!("the mesh on {addr}"), Duration::from_secs(20), || get(&addr, "/api").ok().map(|_| ()));
+    wait_for(
+        &format!("the mesh on {addr}"),
+        Duration::from_secs(20),
+        || get(&addr, "/api").ok().map(|_| ()),
+    );
 }
 
 fn within_ten_percent(counts: &BTreeMap<String, usize>, total: usize) {
     let even = total as f64 / counts.len() as f64;
     for (task, count) in counts {
         let off = (*count as f64 - even).abs() / even;
-        assert!(off <= 0.10, "task {task} got {count} of {total} ({counts:?})");
+        assert!(
+            off <= 0.10,
+            "task {task} got {count} of {total} ({counts:?})"
+        );
     }
 }
 
@@ -112,7 +156,12 @@ fn a_host_mode_port_answers_only_where_a_task_runs() {
     );
     create(&cluster, "edge", 1, "published=9090,target=80,mode=host");
     let tasks = cluster.json(0, &["service", "ps", "edge"]).unwrap();
-    let host = tasks.as_array().unwrap().iter().find(|task| task["status"]["state"] == "running").unwrap()["node_hostname"]
+    let host = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|task| task["status"]["state"] == "running")
+        .unwrap()["node_hostname"]
         .as_str()
         .unwrap()
         .to_string();
@@ -123,12 +172,22 @@ fn a_host_mode_port_answers_only_where_a_task_runs() {
             continue;
         }
         let answer = get(&mesh_addr(&cluster, other, 9090), "/api");
-        assert!(answer.is_err(), "{} answered on a host-mode port without a task", cluster.nodes[other].name);
+        assert!(
+            answer.is_err(),
+            "{} answered on a host-mode port without a task",
+            cluster.nodes[other].name
+        );
     }
 }
 
 /// Sends GETs on fresh connections until `stop`, counting failures.
-fn load(addr: String, stop: Arc<AtomicBool>, failures: Arc<AtomicUsize>, sent: Arc<AtomicUsize>, errors: Arc<std::sync::Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
+fn load(
+    addr: String,
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             sent.fetch_add(1, Ordering::SeqCst);
@@ -162,7 +221,11 @@ fn metric(cluster: &Cluster, index: usize, name: &str, endpoint: &str) -> u64 {
 
 fn unix_get(socket: &Path, path: &str) -> String {
     let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -186,10 +249,23 @@ fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second
         let failures = Arc::new(AtomicUsize::new(0));
         let sent = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let worker = load(mesh_addr(&cluster, 0, port), stop.clone(), failures.clone(), sent.clone(), errors.clone());
-        wait_for("some load", Duration::from_secs(10), || (sent.load(Ordering::SeqCst) > 50).then_some(()));
+        let worker = load(
+            mesh_addr(&cluster, 0, port),
+            stop.clone(),
+            failures.clone(),
+            sent.clone(),
+            errors.clone(),
+        );
+        wait_for("some load", Duration::from_secs(10), || {
+            (sent.load(Ordering::SeqCst) > 50).then_some(())
+        });
         let tasks = cluster.json(0, &["service", "ps", name]).unwrap();
-        let victim = tasks.as_array().unwrap().iter().find(|task| task["status"]["state"] == "running").unwrap()["id"]
+        let victim = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|task| task["status"]["state"] == "running")
+            .unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -197,13 +273,27 @@ fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second
         let killed = Instant::now();
         std::thread::sleep(Duration::from_secs(1));
         let attempts_at_one_second =
-            metric(&cluster, 0, "hoist_mesh_endpoint_connections_total", &victim) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
+            metric(
+                &cluster,
+                0,
+                "hoist_mesh_endpoint_connections_total",
+                &victim,
+            ) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
         std::thread::sleep(Duration::from_secs(2));
-        let attempts_later =
-            metric(&cluster, 0, "hoist_mesh_endpoint_connections_total", &victim) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
+        let attempts_later = metric(
+            &cluster,
+            0,
+            "hoist_mesh_endpoint_connections_total",
+            &victim,
+        ) + metric(&cluster, 0, "hoist_mesh_endpoint_errors_total", &victim);
         stop.store(true, Ordering::SeqCst);
         worker.join().unwrap();
-        assert_eq!(failures.load(Ordering::SeqCst), 0, "{name}: failed requests after killing {victim}: {:?}", errors.lock().unwrap());
+        assert_eq!(
+            failures.load(Ordering::SeqCst),
+            0,
+            "{name}: failed requests after killing {victim}: {:?}",
+            errors.lock().unwrap()
+        );
         if name == "l4" {
             assert!(
                 attempts_later <= attempts_at_one_second,
