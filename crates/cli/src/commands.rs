@@ -295,8 +295,8 @@ where
     }
 }
 
-/// Node references go into a path; ids and hostnames are plain, but be safe.
-fn encode(reference: &str) -> String {
+/// Node and service references go into a path; ids and names are plain, but be safe.
+pub(crate) fn encode(reference: &str) -> String {
     reference
         .bytes()
         .map(|byte| match byte {

@@ -14,6 +14,7 @@ use hoist_types::service::{
 };
 use hoist_types::task::{DesiredState, TaskState};
 
+use crate::commands::encode;
 use crate::output::{ago, print_json, print_table, wants_json};
 use crate::ListArgs;
 
@@ -151,18 +152,6 @@ pub struct UpdateArgs {
     #[arg(long, short)]
     pub detach: bool,
     pub service: String,
-}
-
-fn encode(reference: &str) -> String {
-    reference
-        .bytes()
-        .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 pub async fn run(client: &Client, command: ServiceCommand) -> anyhow::Result<()> {

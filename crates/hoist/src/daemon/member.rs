@@ -384,22 +384,8 @@ impl Daemon {
             ));
         }
         let node_id = member.node_id;
-        let summarize =
-            |state: &hoist_state::ClusterState, applied: bool| ForceNewClusterResponse {
-                node_id,
-                cluster_id: state.cluster_id.clone(),
-                nodes: state.nodes.len(),
-                services: state.services.len(),
-                tasks: state.tasks.len(),
-                dropped_managers: state
-                    .managers()
-                    .filter(|node| node.id != node_id)
-                    .map(|node| node.hostname.clone())
-                    .collect(),
-                applied,
-            };
         if dry_run {
-            return Ok(manager.local(|state| summarize(state, false)));
+            return Ok(manager.local(|state| recovery_summary(state, node_id, false)));
         }
         self.halt_manager(&member).await;
         let dir = raft_dir(&member.data_dir);
@@ -412,7 +398,7 @@ impl Daemon {
         .await
         .map_err(|err| LifecycleError::new(500, err.to_string()))?
         .map_err(|err| LifecycleError::new(500, format!("rewriting the raft store: {err}")))?;
-        let response = summarize(&recovered.state, true);
+        let response = recovery_summary(&recovered.state, node_id, true);
         let dropped: Vec<NodeId> = recovered
             .state
             .managers()
@@ -548,19 +534,7 @@ impl Daemon {
             .filter(|other| other.id != node_id)
             .map(|other| other.id)
             .collect();
-        let response = ForceNewClusterResponse {
-            node_id,
-            cluster_id: state.cluster_id.clone(),
-            nodes: state.nodes.len(),
-            services: state.services.len(),
-            tasks: state.tasks.len(),
-            dropped_managers: state
-                .managers()
-                .filter(|other| other.id != node_id)
-                .map(|other| other.hostname.clone())
-                .collect(),
-            applied: true,
-        };
+        let response = recovery_summary(&state, node_id, true);
         let result = async {
             let dir = raft_dir(&self.config.data_dir);
             let _ = std::fs::remove_dir_all(&dir);
@@ -920,6 +894,27 @@ impl Daemon {
                 runtime.manager.raft().shutdown().await;
             }
         }
+    }
+}
+
+/// What a recovery keeps (counts) and drops (the other managers), for the operator.
+fn recovery_summary(
+    state: &hoist_state::ClusterState,
+    survivor: NodeId,
+    applied: bool,
+) -> ForceNewClusterResponse {
+    ForceNewClusterResponse {
+        node_id: survivor,
+        cluster_id: state.cluster_id.clone(),
+        nodes: state.nodes.len(),
+        services: state.services.len(),
+        tasks: state.tasks.len(),
+        dropped_managers: state
+            .managers()
+            .filter(|node| node.id != survivor)
+            .map(|node| node.hostname.clone())
+            .collect(),
+        applied,
     }
 }
 

@@ -55,7 +55,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/nodes/{node}/update", post(node_update))
         .route("/v1/nodes/{node}/promote", post(node_promote))
         .route("/v1/nodes/{node}/demote", post(node_demote))
-        .route("/v1/join-tokens/{role}", get(token_get).post(token_rotate))
+        .route("/v1/join-tokens/{role}", get(join_token).post(join_token))
         .route(
             "/v1/services",
             get(service_routes::service_ls).post(service_routes::service_create),
@@ -570,27 +570,14 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
     role.parse().map_err(|err: String| ApiError::new(400, err))
 }
 
-async fn token_get(
-    State(daemon): State<AppState>,
-    Path(role): Path<String>,
-) -> ApiResult<TokenResponse> {
-    let role = parse_role(&role)?;
-    let (member, manager) = manager_of(&daemon)?;
-    let token = manager.join_token(role, false).await?;
-    Ok(Json(TokenResponse {
-        role,
-        token,
-        manager_addr: member.advertise_addr.clone(),
-    }))
-}
-
 #[derive(Deserialize)]
 struct RotateQuery {
     #[serde(default)]
     rotate: bool,
 }
 
-async fn token_rotate(
+/// `GET` reads the token; `POST ?rotate=true` replaces it first.
+async fn join_token(
     State(daemon): State<AppState>,
     Path(role): Path<String>,
     Query(query): Query<RotateQuery>,
