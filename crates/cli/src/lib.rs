@@ -105,6 +105,9 @@ pub struct DaemonArgs {
     /// Control socket (default: DATA_DIR/hoist.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Take a Raft snapshot (and compact the log) every this many applied changes.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub raft_snapshot_interval: u64,
     /// Serve the mesh's Prometheus metrics over plain HTTP at IP:PORT/metrics (they are
     /// always on the control socket at /metrics).
     #[arg(long)]

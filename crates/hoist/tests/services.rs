@@ -464,3 +464,37 @@ fn bad_service_input_is_refused_and_stores_nothing() {
     let services = cluster.json(0, &["service", "ls"]).unwrap();
     assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
 }
+
+#[test]
+fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
+    let mut cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    hello(&cluster, "web", 2, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let before: Vec<String> = cluster.live_task_processes().into_iter().map(|(_, task)| task).collect();
+    assert_eq!(before.len(), 2);
+    // The daemon dies, its workloads do not; it comes back before it is declared Down.
+    cluster.kill(1);
+    cluster.start_node(1);
+    cluster.wait_all_ready(0, Duration::from_secs(20));
+    wait_converged(&cluster, 0, "web", Duration::from_secs(20));
+    let listed = tasks(&cluster, "web");
+    assert_eq!(listed.len(), 2, "no task was created anew: {listed:?}");
+    let mut after: Vec<String> = cluster.live_task_processes().into_iter().map(|(_, task)| task).collect();
+    let mut expected = before.clone();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected, "the same processes still serve, adopted");
+    // Adopted tasks are still managed: scaling down stops one of them.
+    cluster.hoist_ok(0, &["service", "scale", "--detach", "web=1"]);
+    wait_for("one process left", Duration::from_secs(30), || {
+        (cluster.live_task_processes().len() == 1).then_some(())
+    });
+}

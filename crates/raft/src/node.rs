@@ -17,7 +17,7 @@ use crate::store::{open_store, SharedState, StoreError};
 use crate::{ApplyResult, Raft};
 
 /// Timing and compaction knobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftConfig {
     /// Leader heartbeat to followers.
     pub heartbeat_ms: u64,

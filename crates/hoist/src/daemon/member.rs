@@ -37,6 +37,7 @@ pub struct DaemonConfig {
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<String>,
     pub hostname: String,
+    pub raft: RaftConfig,
 }
 
 /// What `node.json` holds.
@@ -301,7 +302,7 @@ impl Daemon {
         let raft = RaftNode::start(
             member.node_id.0,
             &raft_dir(&member.data_dir),
-            RaftConfig::default(),
+            self.config.raft,
             member.http(),
         )
         .await?;

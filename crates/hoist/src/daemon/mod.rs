@@ -41,6 +41,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         listen_addr,
         advertise_addr: args.advertise_addr.clone(),
         hostname,
+        raft: hoist_raft::RaftConfig {
+            snapshot_every: args.raft_snapshot_interval,
+            keep_after_snapshot: args.raft_snapshot_interval / 2,
+            ..hoist_raft::RaftConfig::default()
+        },
     }));
     let unix = server::serve_unix(daemon.clone(), &socket)
         .await
