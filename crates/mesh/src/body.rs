@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::table::InFlight;
-use crate::upstream::PooledConnection;
+use crate::upstream::PooledSender;
 
 /// A body held whole in memory, sent as one frame.
 pub(crate) struct FullBody {
@@ -94,9 +94,9 @@ pub(crate) enum DownstreamBody {
     Upstream {
         body: Incoming,
         in_flight: Option<InFlight>,
-        /// The connection the body arrives on, driven from here; back to its pool when
-        /// the body ends cleanly, closed (dropped) otherwise.
-        pooled: Option<PooledConnection>,
+        /// The connection the body arrives on; back to its pool when the body ends
+        /// cleanly, closed (dropped) otherwise.
+        pooled: Option<PooledSender>,
     },
     Full(FullBody),
 }
@@ -115,10 +115,6 @@ impl Body for DownstreamBody {
                 in_flight,
                 pooled,
             } => {
-                if let Some(pooled) = pooled.as_mut() {
-                    // The connection's I/O is what fills `body`; do it first.
-                    pooled.drive(cx);
-                }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling as soon as `is_end_stream` says the body is done (a
                 // Content-Length body never yields the final `None`), so check after every

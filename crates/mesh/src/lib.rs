@@ -9,9 +9,10 @@
 //! `ServiceRoute`s (`Mesh::set_services`, `Mesh::set_endpoints`) built from whatever it
 //! knows, and serves `Mesh::render_metrics` wherever it likes.
 //!
-//! Layout: `model` (what is fed in), `balance`, `route` and the trackers in `health` (pure
-//! decisions), `table` (live endpoint tables), `l4` and `l7` (data paths), `mesh` (the
-//! handle, listeners, updates, shutdown), `metrics`.
+//! Layout: `model` (what is fed in), `balance`, `route` and the tracker in `health` (pure
+//! decisions), `table` (live endpoint tables), `l4` and `l7` (data paths) with `upstream`
+//! (keep-alive connections to endpoints), `body` (body types) and `coarse_timer` (per-request
+//! deadlines), `mesh` (the handle, listeners, updates, shutdown), `metrics`.
 
 mod balance;
 mod body;

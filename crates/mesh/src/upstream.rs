@@ -1,30 +1,19 @@
-//! Keep-alive HTTP/1.1 connections from the mesh to one endpoint, driven inline.
+//! Keep-alive HTTP/1.1 connections from the mesh to one endpoint.
 //!
 //! Owns: `UpstreamPool` (the idle connections of one endpoint, kept in its
 //! `EndpointRuntime`), `send` (reuse an idle connection or open one, then send), and
-//! `PooledConnection` (a connection lent to one response, driven by whoever polls that
-//! response's body and given back when the body ends).
+//! `PooledSender` (a connection lent to one response, given back when its body ends).
 //!
 //! Why not hyper-util's pooled client: the pool is per endpoint already (the balancer
 //! chose it), so a global pool keyed by a hashed URI authority, its checkout-or-connect
-//! race and its boxing are overhead on every request. And its connections run as tasks
-//! of their own, so every request crosses tasks twice (request in, response out) through
-//! channels and wake-ups. Here hyper's connection future is polled by the client
-//! connection's own task, beside the request and then beside the response body: one
-//! task per proxied request, woken by either socket. An idle pooled connection is polled
-//! by nobody; checkout polls it once, which is where a close by the endpoint is noticed.
-//!
-//! hyper's `try_send_request` hands back a request that a reused connection could not
-//! send (closed meanwhile), so a stale keep-alive connection costs one more attempt,
-//! never a request, even a POST.
+//! race and its boxing are pure overhead on every request. And hyper's `try_send_request`
+//! hands back a request that a reused connection could not send (closed meanwhile), so a
+//! stale keep-alive connection costs one more attempt, never a request, even a POST.
 //!
 //! Does not know: balancing, retries across endpoints, or what the request is.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -40,76 +29,6 @@ use crate::table::EndpointRuntime;
 /// task in practice, and a bound on file descriptors if a burst opened many.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
-type ConnectionFuture = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
-
-/// One HTTP/1.1 connection to an endpoint: the handle requests are sent through, and the
-/// future that does the connection's I/O when polled.
-pub(crate) struct Connection {
-    sender: http1::SendRequest<UpstreamBody>,
-    /// Boxed: it is large and moves between the pool and response bodies.
-    io: Pin<Box<ConnectionFuture>>,
-    /// The I/O future finished: the connection is closed (by either side) or failed.
-    closed: bool,
-}
-
-impl Connection {
-    /// Does whatever I/O is ready; never waits. Returns `false` once the connection is
-    /// closed. Polling registers `cx`'s waker, so the caller is woken by this socket too.
-    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.closed {
-            return false;
-        }
-        if let Poll::Ready(result) = self.io.as_mut().poll(cx) {
-            self.closed = true;
-            if let Err(error) = result {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        }
-        !self.closed
-    }
-
-    /// Drives the connection until it can take a request; `false` if it closed instead.
-    async fn ready(&mut self) -> bool {
-        poll_fn(|cx| {
-            if !self.drive(cx) {
-                return Poll::Ready(false);
-            }
-            self.sender.poll_ready(cx).map(|ready| ready.is_ok())
-        })
-        .await
-    }
-
-    /// Sends `request` and drives the connection until the response head arrives.
-    async fn exchange(
-        &mut self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
-        let Connection {
-            sender, io, closed, ..
-        } = self;
-        let mut response = pin!(sender.try_send_request(request));
-        poll_fn(|cx| {
-            // Queue the request, then let the connection write it (and read whatever
-            // already came back), then look for the response again.
-            if let Poll::Ready(result) = response.as_mut().poll(cx) {
-                return Poll::Ready(result);
-            }
-            if !*closed {
-                if let Poll::Ready(result) = io.as_mut().poll(cx) {
-                    *closed = true;
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "upstream connection ended with an error");
-                    }
-                }
-            }
-            // A closed connection has failed the response by now (hyper answers every
-            // queued request with an error when its connection ends).
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
 /// The idle keep-alive connections to one endpoint, most recently used last.
 #[derive(Default)]
 pub(crate) struct UpstreamPool {
@@ -117,22 +36,27 @@ pub(crate) struct UpstreamPool {
 }
 
 struct Idle {
-    connection: Connection,
+    sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
 }
 
 impl UpstreamPool {
     /// The most recently used idle connection (warmest, least likely closed by the
     /// endpoint's own keep-alive timeout).
-    fn checkout(&self) -> Option<Connection> {
+    fn checkout(&self) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.pop_back().map(|entry| entry.connection)
+        while let Some(entry) = idle.pop_back() {
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
     }
 
-    fn give_back(&self, connection: Connection, idle_timeout: Duration) {
+    fn give_back(&self, sender: http1::SendRequest<UpstreamBody>, idle_timeout: Duration) {
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -148,10 +72,7 @@ impl UpstreamPool {
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
             idle.pop_front();
         }
-        idle.push_back(Idle {
-            connection,
-            since: now,
-        });
+        idle.push_back(Idle { sender, since: now });
     }
 
     /// Closes every idle connection (the endpoint is draining or gone).
@@ -164,28 +85,22 @@ impl UpstreamPool {
 }
 
 /// A connection lent to one in-flight response.
-pub(crate) struct PooledConnection {
-    connection: Connection,
+pub(crate) struct PooledSender {
+    sender: http1::SendRequest<UpstreamBody>,
     endpoint: Arc<EndpointRuntime>,
     idle_timeout: Duration,
 }
 
-impl PooledConnection {
-    /// Does the connection's ready I/O; the response body calls this before reading, so
-    /// the body's data arrives without a task of its own.
-    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) {
-        self.connection.drive(cx);
-    }
-
+impl PooledSender {
     /// Called when the response body ended cleanly: the connection can carry another
     /// request. A draining endpoint keeps none, so its connections close as its responses
-    /// end. (Dropping a `PooledConnection` instead, on an error or a client that left,
-    /// closes the connection, since its state is unknown.)
+    /// end. (Dropping a `PooledSender` instead, on an error or a client that left, closes
+    /// the connection, since its state is unknown.)
     pub(crate) fn release(self) {
-        if !self.connection.closed && !self.endpoint.is_draining() {
+        if !self.endpoint.is_draining() {
             self.endpoint
                 .upstream
-                .give_back(self.connection, self.idle_timeout);
+                .give_back(self.sender, self.idle_timeout);
         }
     }
 }
@@ -209,18 +124,18 @@ pub(crate) async fn send(
     mut request: Request<UpstreamBody>,
     connect_timeout: Duration,
     idle_timeout: Duration,
-) -> Result<(Response<Incoming>, PooledConnection), SendError> {
-    let lend = |connection| PooledConnection {
-        connection,
+) -> Result<(Response<Incoming>, PooledSender), SendError> {
+    let lend = |sender| PooledSender {
+        sender,
         endpoint: Arc::clone(endpoint),
         idle_timeout,
     };
-    while let Some(mut connection) = endpoint.upstream.checkout() {
-        if !connection.ready().await {
+    while let Some(mut sender) = endpoint.upstream.checkout() {
+        if sender.ready().await.is_err() {
             continue;
         }
-        match connection.exchange(request).await {
-            Ok(response) => return Ok((response, lend(connection))),
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, lend(sender))),
             Err(mut error) => match error.take_message() {
                 // Not sent (the connection closed under us): try the next one.
                 Some(unsent) => request = unsent,
@@ -234,16 +149,19 @@ pub(crate) async fn send(
         .map_err(SendError::Connect)?;
     // Small requests must not wait for Nagle's delayed ACK.
     let _ = stream.set_nodelay(true);
-    let (sender, io) = http1::handshake(TokioIo::new(stream))
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Request)?;
-    let mut connection = Connection {
-        sender,
-        io: Box::pin(io),
-        closed: false,
-    };
-    match connection.exchange(request).await {
-        Ok(response) => Ok((response, lend(connection))),
-        Err(error) => Err(SendError::Request(error.into_error())),
-    }
+    // The connection task ends when its last `SendRequest` is dropped (pool cleared,
+    // endpoint gone) or the endpoint closes the connection.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(SendError::Request)?;
+    Ok((response, lend(sender)))
 }
