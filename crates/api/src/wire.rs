@@ -224,6 +224,9 @@ pub struct PublishedRoute {
     pub protocol: hoist_types::service::Protocol,
     pub mode: hoist_types::service::PortMode,
     pub health_path: Option<String>,
+    /// Host and path rules (http ports); empty takes every request.
+    #[serde(default)]
+    pub routes: Vec<hoist_types::service::HttpRoute>,
     pub endpoints: Vec<RouteEndpoint>,
 }
 

@@ -9,8 +9,8 @@ use hoist_api::{
     Client, CreateServiceRequest, ScaleRequest, ServiceView, TaskView, UpdateServiceRequest,
 };
 use hoist_types::service::{
-    parse_cpus, parse_key_value, parse_memory, Constraint, Mount, PlacementPref, PublishedPort,
-    Rebalance, RestartCondition, ServiceMode, ServiceSpec,
+    parse_cpus, parse_key_value, parse_memory, Constraint, HttpRoute, Mount, PlacementPref,
+    PublishedPort, Rebalance, RestartCondition, ServiceMode, ServiceSpec,
 };
 use hoist_types::task::{DesiredState, TaskState};
 
@@ -115,6 +115,9 @@ pub struct CreateArgs {
     /// HTTP path the mesh checks on http ports, e.g. /healthz.
     #[arg(long = "health-path")]
     pub health_path: Option<String>,
+    /// Requests this service takes on a shared http port: host=NAME,path=/PREFIX.
+    #[arg(long)]
+    pub route: Vec<String>,
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
@@ -288,6 +291,9 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
         spec.rebalance = parse_rebalance(text)?;
     }
     spec.health_path = args.health_path;
+    for text in &args.route {
+        spec.routes.push(HttpRoute::parse(text)?);
+    }
     spec.validate()?;
     Ok(spec)
 }

@@ -323,3 +323,82 @@ fn a_long_request_completes_when_its_service_is_scaled_down() {
     let answer = request.join().unwrap();
     assert!(answer.is_ok(), "the long request failed: {answer:?}");
 }
+
+/// A GET with a Host header.
+fn get_host(addr: &str, host: &str, path: &str) -> Result<String, String> {
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| err.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|err| err.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|err| err.to_string())?;
+    Ok(response)
+}
+
+#[test]
+fn one_http_port_fronts_several_services_by_host() {
+    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let bin_text = bin().display().to_string();
+    for (name, host) in [("site-a", "a.test"), ("site-b", "b.test")] {
+        let route = format!("host={host}");
+        cluster.hoist_ok(
+            0,
+            &[
+                "service",
+                "create",
+                "--name",
+                name,
+                "--replicas",
+                "1",
+                "-p",
+                "published=8082,target=80,protocol=http",
+                "--route",
+                &route,
+                "--driver",
+                "process",
+                &bin_text,
+                "hello",
+            ],
+        );
+    }
+    // A third service claiming the same host on the same port is refused.
+    let err = cluster.hoist_err(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "site-c",
+            "-p",
+            "published=8082,target=80,protocol=http",
+            "--route",
+            "host=a.test",
+            "sh",
+            "-c",
+            "sleep 60",
+        ],
+    );
+    assert!(err.contains("8082"), "{err}");
+    let addr = mesh_addr(&cluster, 0, 8082);
+    for (name, host) in [("site-a", "a.test"), ("site-b", "b.test")] {
+        let response = wait_for(&format!("{host} routed"), Duration::from_secs(20), || {
+            get_host(&addr, host, "/api")
+                .ok()
+                .filter(|response| response.starts_with("HTTP/1.1 200"))
+        });
+        assert!(
+            response.contains(&format!("\"service\":\"{name}\"")),
+            "{host}: {response}"
+        );
+    }
+    let unrouted = get_host(&addr, "c.test", "/api").unwrap();
+    assert!(unrouted.starts_with("HTTP/1.1 404"), "{unrouted}");
+}

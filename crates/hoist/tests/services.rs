@@ -478,7 +478,11 @@ fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
     cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
     hello(&cluster, "web", 2, &[]);
     wait_converged(&cluster, 0, "web", Duration::from_secs(30));
-    let before: Vec<String> = cluster.live_task_processes().into_iter().map(|(_, task)| task).collect();
+    let before: Vec<String> = cluster
+        .live_task_processes()
+        .into_iter()
+        .map(|(_, task)| task)
+        .collect();
     assert_eq!(before.len(), 2);
     // The daemon dies, its workloads do not; it comes back before it is declared Down.
     cluster.kill(1);
@@ -487,7 +491,11 @@ fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
     wait_converged(&cluster, 0, "web", Duration::from_secs(20));
     let listed = tasks(&cluster, "web");
     assert_eq!(listed.len(), 2, "no task was created anew: {listed:?}");
-    let mut after: Vec<String> = cluster.live_task_processes().into_iter().map(|(_, task)| task).collect();
+    let mut after: Vec<String> = cluster
+        .live_task_processes()
+        .into_iter()
+        .map(|(_, task)| task)
+        .collect();
     let mut expected = before.clone();
     after.sort();
     expected.sort();

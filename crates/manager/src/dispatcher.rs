@@ -246,6 +246,11 @@ pub(crate) fn routes_of(
                 protocol: port.protocol,
                 mode: port.mode,
                 health_path: service.spec.health_path.clone(),
+                routes: if port.protocol == hoist_types::service::Protocol::Http {
+                    service.spec.routes.clone()
+                } else {
+                    Vec::new()
+                },
                 endpoints,
             });
         }

@@ -76,6 +76,9 @@ pub struct ServiceSpec {
     pub rebalance: Rebalance,
     /// HTTP path the mesh probes on `protocol=http` ports, e.g. `/healthz`.
     pub health_path: Option<String>,
+    /// Which requests of its `http` ports the service takes, so that several services
+    /// can share one published port. Empty: every request (the port's default service).
+    pub routes: Vec<HttpRoute>,
     /// User to run as (name or uid), when not the driver's default.
     pub user: Option<String>,
     /// Working directory of the task, when not the driver's default.
@@ -104,10 +107,66 @@ impl Default for ServiceSpec {
             stop_grace_period_ms: DEFAULT_STOP_GRACE_PERIOD_MS,
             rebalance: Rebalance::default(),
             health_path: None,
+            routes: Vec::new(),
             user: None,
             workdir: None,
             read_only: false,
         }
+    }
+}
+
+/// A host and/or path prefix an `http` service answers for (`--route host=a.example.com,path=/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct HttpRoute {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+impl HttpRoute {
+    /// Parses `host=api.example.com,path=/v1` (either part may be left out).
+    pub fn parse(text: &str) -> Result<HttpRoute, InvalidSpec> {
+        let bad = |reason: String| InvalidSpec::new("route", format!("{text:?}: {reason}"));
+        let mut route = HttpRoute::default();
+        for field in text
+            .split(',')
+            .map(str::trim)
+            .filter(|field| !field.is_empty())
+        {
+            let Some((key, value)) = field.split_once('=') else {
+                return Err(bad(format!(
+                    "{field:?} is not KEY=VALUE (keys: host, path)"
+                )));
+            };
+            let value = value.trim();
+            match key.trim() {
+                "host" if !value.is_empty() && !value.contains(['/', ' ']) => {
+                    route.host = Some(value.to_ascii_lowercase())
+                }
+                "host" => return Err(bad(format!("{value:?} is not a host name"))),
+                "path" if value.starts_with('/') => route.path_prefix = Some(value.to_string()),
+                "path" => return Err(bad(format!("the path {value:?} must start with /"))),
+                other => return Err(bad(format!("unknown key {other:?} (keys: host, path)"))),
+            }
+        }
+        if route.host.is_none() && route.path_prefix.is_none() {
+            return Err(bad("give a host, a path, or both".into()));
+        }
+        Ok(route)
+    }
+}
+
+impl fmt::Display for HttpRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(host) = &self.host {
+            parts.push(format!("host={host}"));
+        }
+        if let Some(path) = &self.path_prefix {
+            parts.push(format!("path={path}"));
+        }
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -836,6 +895,17 @@ impl ServiceSpec {
     /// ports unique among services) are the caller's, see [`Self::check_port_conflicts`].
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         validate_service_name(&self.name)?;
+        if !self.routes.is_empty()
+            && !self
+                .ports
+                .iter()
+                .any(|port| port.protocol == Protocol::Http)
+        {
+            return Err(InvalidSpec::new(
+                "route",
+                "routes apply to http ports: publish one with protocol=http",
+            ));
+        }
         if !KNOWN_DRIVERS.contains(&self.driver.as_str()) {
             return Err(InvalidSpec::new(
                 "driver",
@@ -978,7 +1048,19 @@ impl ServiceSpec {
             for mine in &self.ports {
                 for theirs in &other.spec.ports {
                     let both_host = mine.mode == PortMode::Host && theirs.mode == PortMode::Host;
-                    if mine.published == theirs.published && !both_host {
+                    // Two http services may share an ingress port when their routes tell
+                    // their requests apart: at most one takes everything, and no host and
+                    // path pair is claimed twice.
+                    let routed_apart = mine.protocol == Protocol::Http
+                        && theirs.protocol == Protocol::Http
+                        && mine.mode == PortMode::Ingress
+                        && theirs.mode == PortMode::Ingress
+                        && !(self.routes.is_empty() && other.spec.routes.is_empty())
+                        && !self
+                            .routes
+                            .iter()
+                            .any(|route| other.spec.routes.contains(route));
+                    if mine.published == theirs.published && !both_host && !routed_apart {
                         return Err(InvalidSpec::new(
                             "port",
                             format!(

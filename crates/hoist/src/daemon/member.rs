@@ -942,7 +942,14 @@ pub(crate) fn mesh_services(routes: &[hoist_api::PublishedRoute]) -> Vec<hoist_m
                 hoist_types::service::Protocol::Tcp => hoist_mesh::Protocol::Tcp,
                 hoist_types::service::Protocol::Http => hoist_mesh::Protocol::Http,
             },
-            routes: Vec::new(),
+            routes: route
+                .routes
+                .iter()
+                .map(|rule| hoist_mesh::HostPathRoute {
+                    host: rule.host.clone(),
+                    path_prefix: rule.path_prefix.clone(),
+                })
+                .collect(),
             health: route
                 .health_path
                 .as_ref()

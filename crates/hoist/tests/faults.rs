@@ -1,0 +1,53 @@
+//! The fault-injection suite, short form: real daemons, SIGKILL and SIGSTOP, and
+//! partitions through the test kit's TCP fault proxy, under a recorded client workload;
+//! every checker must report 0 violations.
+//!
+//! Every scenario is seeded: it prints `HOIST_FAULT_SEED=<n>`, and
+//! `HOIST_FAULT_SEED=<n> cargo test -p hoist --test faults <scenario>` replays its
+//! choices of victims and timings. The long form is
+//! `cargo build --release -p hoist && cargo run --release -p hoist-bench -- faults --seeds 5 --kills 30`.
+
+use std::path::Path;
+
+use hoist_testkit::{fault_seed, run_scenario, Scenario, Size};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+fn no_violations(scenario: Scenario) {
+    let seed = fault_seed();
+    let report = run_scenario(bin(), scenario, seed, Size::short());
+    eprintln!("{}", report.render());
+    assert_eq!(
+        report.violations(),
+        0,
+        "{} found violations (report above); replay with HOIST_FAULT_SEED={seed}",
+        scenario.name()
+    );
+}
+
+#[test]
+fn leader_sigkilled_several_times_under_write_load() {
+    no_violations(Scenario::LeaderKills);
+}
+
+#[test]
+fn leader_isolated_in_a_minority_or_paused_never_serves_a_stale_read() {
+    no_violations(Scenario::LeaderIsolated);
+}
+
+#[test]
+fn worker_partitioned_and_healed_never_runs_a_slot_twice() {
+    no_violations(Scenario::WorkerPartition);
+}
+
+#[test]
+fn managers_sigkilled_during_writes_lose_no_acknowledged_change() {
+    no_violations(Scenario::ManagerKills);
+}
+
+#[test]
+fn quorum_loss_refuses_writes_and_force_new_cluster_keeps_every_acknowledged_change() {
+    no_violations(Scenario::QuorumLoss);
+}
