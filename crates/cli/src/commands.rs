@@ -336,6 +336,7 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
                 view.node.availability.as_str().to_string(),
                 view.manager_status.clone().unwrap_or_default(),
                 view.node.addr.clone(),
+                engine_text(&view.node.engine),
             ]
         })
         .collect();
@@ -347,10 +348,27 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
             "AVAILABILITY",
             "MANAGER STATUS",
             "ADDRESS",
+            "ENGINE",
         ],
         &rows,
     );
     Ok(())
+}
+
+/// `docker 20.10.24 (fuse-overlayfs), process`, or `process`.
+fn engine_text(engine: &hoist_types::EngineInfo) -> String {
+    let mut drivers: Vec<String> = engine
+        .drivers
+        .iter()
+        .filter(|driver| *driver != "docker")
+        .cloned()
+        .collect();
+    if engine.drivers.iter().any(|driver| driver == "docker") {
+        let version = engine.docker_version.clone().unwrap_or_default();
+        let storage = engine.storage_driver.clone().unwrap_or_default();
+        drivers.insert(0, format!("docker {version} ({storage})"));
+    }
+    drivers.join(", ")
 }
 
 fn print_node_pretty(view: &NodeView) {

@@ -68,6 +68,13 @@ pub trait Driver: Send + Sync {
     /// worker restarted, which are adopted on the way.
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunningTask>, DriverError>>;
 
+    /// The task's health as its own check reports it: `None` when it has none (the
+    /// default, e.g. for plain processes). The worker polls it and replaces a task
+    /// that turned unhealthy.
+    fn health<'a>(&'a self, _task_id: &'a str) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// The task's captured output; see [`LogLines`].
     fn logs<'a>(
         &'a self,
@@ -173,4 +180,17 @@ pub struct LogOptions {
     pub tail: Option<usize>,
     /// Keep sending new lines as the task writes them, until it exits.
     pub follow: bool,
+}
+
+/// A container's health, as its health check last judged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// The check has not succeeded yet and has not failed often enough to call
+    /// the container unhealthy.
+    Starting,
+    Healthy,
+    /// The check failed its allowed number of times in a row; the worker may
+    /// replace the task.
+    Unhealthy,
 }

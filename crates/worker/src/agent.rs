@@ -40,7 +40,12 @@ struct LocalTask {
     phase: Phase,
     /// Set once we asked it to stop, so its exit reads as Shutdown, not Failed.
     stop_requested: bool,
+    /// Set when its health check failed and we stopped it for that.
+    unhealthy: bool,
 }
+
+/// How often a running task's own health check is looked at.
+const HEALTH_POLL: Duration = Duration::from_secs(1);
 
 /// Who this node is, for the tasks' environment and endpoints.
 #[derive(Debug, Clone)]
@@ -131,9 +136,11 @@ impl Agent {
                     driver: driver.clone(),
                     phase: Phase::Running,
                     stop_requested: false,
+                    unhealthy: false,
                 },
             );
             self.watch_exit(task_id, handle.exit.clone());
+            self.watch_health(task_id, driver.clone(), 10_000);
         }
     }
 
@@ -239,6 +246,7 @@ impl Agent {
                 driver: driver.clone(),
                 phase: Phase::Starting,
                 stop_requested: false,
+                    unhealthy: false,
             },
         );
         self.report(
@@ -273,6 +281,7 @@ impl Agent {
                     tracing::info!(task = %task.id, service = %task.service_id, "task running");
                     agent.report_running(task.id, Some(endpoints));
                     agent.watch_exit(task.id, handle.exit.clone());
+                    agent.watch_health(task.id, driver.clone(), task.spec.stop_grace_period_ms);
                     if stop_requested {
                         agent.stop(task.id, task.spec.stop_grace_period_ms);
                     }
@@ -322,21 +331,56 @@ impl Agent {
         self.report(task_id, status);
     }
 
+    /// Stops a task whose own health check says it is unhealthy, so that it is
+    /// replaced; a task without a health check is never stopped here.
+    fn watch_health(&self, task_id: TaskId, driver: Arc<dyn Driver>, grace_ms: u64) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_POLL).await;
+                let phase = agent.lock().get(&task_id).map(|local| local.phase);
+                if phase != Some(Phase::Running) {
+                    return;
+                }
+                match driver.health(&task_id.to_string()).await {
+                    Ok(None) => return,
+                    Ok(Some(hoist_driver::HealthState::Unhealthy)) => {
+                        tracing::warn!(task = %task_id, "task is unhealthy: stopping it to be replaced");
+                        if let Some(local) = agent.lock().get_mut(&task_id) {
+                            local.unhealthy = true;
+                            local.phase = Phase::Stopping;
+                        }
+                        let _ = driver.stop(&task_id.to_string(), Duration::from_millis(grace_ms)).await;
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
     fn watch_exit(&self, task_id: TaskId, exit: hoist_driver::ExitWatch) {
         let agent = self.clone();
         tokio::spawn(async move {
             let how = exit.wait().await;
-            let stop_requested = {
+            let (stop_requested, unhealthy) = {
                 let mut tasks = agent.lock();
                 match tasks.get_mut(&task_id) {
                     Some(local) => {
                         local.phase = Phase::Ended { at: Instant::now() };
-                        local.stop_requested
+                        (local.stop_requested, local.unhealthy)
                     }
-                    None => true,
+                    None => (true, false),
                 }
             };
-            let status = exit_status(how, stop_requested);
+            let status = if unhealthy && !stop_requested {
+                let mut status = TaskStatus::new(TaskState::Failed, "unhealthy", now_ms());
+                status.err = Some("the task's health check failed: replaced".into());
+                status
+            } else {
+                exit_status(how, stop_requested)
+            };
             tracing::info!(task = %task_id, exit = %how, state = %status.state, "task ended");
             agent.report(task_id, status);
         });

@@ -63,18 +63,7 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// headers, so streams such as logs and waits are not cut by it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A container's health, as its health check last judged it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthState {
-    /// The check has not succeeded yet and has not failed often enough to call
-    /// the container unhealthy.
-    Starting,
-    Healthy,
-    /// The check failed its allowed number of times in a row; the worker may
-    /// replace the task.
-    Unhealthy,
-}
+pub use crate::driver::HealthState;
 
 /// What a node reports of its engine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +191,7 @@ impl DockerDriver {
 
     /// The task's health: `None` when its container has no health check. The
     /// worker can poll it to replace a task that became unhealthy after start.
-    pub fn health<'a>(
+    fn task_health<'a>(
         &'a self,
         task_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
@@ -630,6 +619,10 @@ impl Drop for Reservation {
 }
 
 impl Driver for DockerDriver {
+    fn health<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
+        self.task_health(task_id)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }
@@ -783,7 +776,7 @@ fn engine_reason(err: EngineError) -> String {
     }
 }
 
-pub(crate) fn engine_error(action: &'static str, err: EngineError) -> DriverError {
+fn engine_error(action: &'static str, err: EngineError) -> DriverError {
     DriverError::Engine {
         action,
         reason: engine_reason(err),

@@ -176,18 +176,25 @@ impl ProcessDriver {
                 source: serde::de::Error::custom(format!("record is for task {}", record.task_id)),
             });
         }
-        Ok(self.adopt(record))
+        Ok(self.adopt(record).await)
     }
 
     /// Starts tracking a task recorded by an earlier instance. If another call
     /// adopted it meanwhile, that entry wins and no second watcher is spawned.
-    fn adopt(&self, mut record: TaskRecord) -> TaskEntry {
+    async fn adopt(&self, mut record: TaskRecord) -> TaskEntry {
         let task_id = record.task_id.clone();
         let alive = record.exit.is_none() && procfs::is_alive(record.pid, record.proc_start_ticks);
         let newly_dead = record.exit.is_none() && !alive;
+        let record_path = self.record_path(&task_id);
         if newly_dead {
-            // It ended while no worker watched: nobody could read its status.
+            // It ended while no worker watched: nobody could read its status. The
+            // record is saved before the entry is visible, so a `remove` that follows
+            // cannot be undone by a late save.
             record.exit = Some(TaskExit::Unknown);
+            tracing::info!(task_id = %task_id, pid = record.pid, "task ended while unobserved");
+            if let Err(err) = record.save(&record_path).await {
+                tracing::warn!(task_id = %record.task_id, error = %err, "cannot save task exit");
+            }
         }
         let (exit_tx, exit) = ExitWatch::channel();
         exit_tx.send_replace(record.exit);
@@ -203,17 +210,9 @@ impl ProcessDriver {
             }
             tracked.tasks.insert(task_id.clone(), entry.clone());
         }
-        let record_path = self.record_path(&task_id);
         if alive {
             tracing::info!(task_id = %task_id, pid = record.pid, "adopted running task");
             tokio::spawn(watch_adopted(record, record_path, exit_tx));
-        } else if newly_dead {
-            tracing::info!(task_id = %task_id, pid = record.pid, "task ended while unobserved");
-            tokio::spawn(async move {
-                if let Err(err) = record.save(&record_path).await {
-                    tracing::warn!(task_id = %record.task_id, error = %err, "cannot save task exit");
-                }
-            });
         }
         entry
     }

@@ -919,14 +919,34 @@ fn recovery_summary(
     }
 }
 
-/// The drivers this node offers: the process driver always; the Docker Engine's when one
-/// answers (added by the docker driver work).
+/// The drivers this node offers: the process driver always, and the Docker Engine's
+/// when one answers (at `DOCKER_HOST` or /var/run/docker.sock). Containers are owned by
+/// the node id, so daemons sharing one engine never touch each other's.
 async fn node_drivers(
     data_dir: &Path,
-    _node_id: NodeId,
+    node_id: NodeId,
 ) -> anyhow::Result<(Vec<Arc<dyn Driver>>, EngineInfo)> {
     let process: Arc<dyn Driver> = Arc::new(ProcessDriver::new(data_dir.join("driver"))?);
-    Ok((vec![process], EngineInfo::default()))
+    let mut drivers = vec![process];
+    let mut engine = EngineInfo::default();
+    let connect = tokio::time::timeout(
+        Duration::from_secs(3),
+        hoist_driver::DockerDriver::connect(node_id.to_string()),
+    )
+    .await;
+    match connect {
+        Ok(Ok(docker)) => {
+            if let Ok(description) = docker.engine_info().await {
+                engine.docker_version = Some(description.version);
+                engine.storage_driver = Some(description.storage_driver);
+            }
+            tracing::info!(version = ?engine.docker_version, storage = ?engine.storage_driver, "docker engine found");
+            drivers.push(Arc::new(docker));
+        }
+        Ok(Err(err)) => tracing::info!(error = %err, "no docker engine: the docker driver is off"),
+        Err(_) => tracing::info!("the docker engine did not answer in 3 s: the docker driver is off"),
+    }
+    Ok((drivers, engine))
 }
 
 /// The mesh's view of the published routes the dispatcher pushed.
