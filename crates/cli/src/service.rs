@@ -511,8 +511,9 @@ async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
             view.name.clone()
         };
         previous_name = view.name.clone();
+        // One line per task: a multi-line error (a probe's output) shows its first.
         let error = match (&task.status.err, &task.pending_reason) {
-            (Some(err), _) => err.clone(),
+            (Some(err), _) => err.lines().next().unwrap_or_default().to_string(),
             (None, Some(reason)) if task.status.state.is_unassigned() => reason.clone(),
             _ => String::new(),
         };

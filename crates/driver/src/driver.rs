@@ -71,7 +71,10 @@ pub trait Driver: Send + Sync {
     /// The task's health as its own check reports it: `None` when it has none (the
     /// default, e.g. for plain processes). The worker polls it and replaces a task
     /// that turned unhealthy.
-    fn health<'a>(&'a self, _task_id: &'a str) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
+    fn health<'a>(
+        &'a self,
+        _task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
         Box::pin(async { Ok(None) })
     }
 

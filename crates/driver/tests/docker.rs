@@ -127,16 +127,9 @@ fn workload_probe() {
 
 /// The argv that runs one role of this binary in the test image.
 fn role(name: &str) -> Vec<String> {
-    [
-        "/workload",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-        name,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    // The image's ENTRYPOINT is the test binary with its libtest flags; the role is
+    // the argument (CMD) that picks the workload.
+    vec![name.to_owned()]
 }
 
 // ---------------------------------------------------------------------------

@@ -199,12 +199,10 @@ pub(crate) fn create_body(spec: &RunSpec, owner: &str) -> ContainerCreateBody {
         .collect();
     let limits = spec.limits.unwrap_or_default();
     let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    // The whole argv replaces the image's ENTRYPOINT and CMD, as `command` means
-    // "program and arguments" for every driver (`docker run --entrypoint`).
-    let (entrypoint, cmd) = match spec.command.split_first() {
-        Some((program, args)) => (Some(vec![program.clone()]), Some(args.to_vec())),
-        None => (None, None),
-    };
+    // Like `docker service create IMAGE ARGS...`: the words after the image replace
+    // the image's CMD and are handed to its ENTRYPOINT, which stays.
+    let entrypoint: Option<Vec<String>> = None;
+    let cmd = (!spec.command.is_empty()).then(|| spec.command.clone());
     ContainerCreateBody {
         image: spec.image.clone(),
         entrypoint,
@@ -446,8 +444,11 @@ mod tests {
         assert_eq!(labels[LABEL_SERVICE], "svc-1");
         assert_eq!(labels[LABEL_NODE], "node-1");
         assert_eq!(labels[LABEL_PORTS], "8080,9090");
-        assert_eq!(body.entrypoint, Some(vec!["/bin/serve".to_owned()]));
-        assert_eq!(body.cmd, Some(vec!["--fast".to_owned()]));
+        assert_eq!(body.entrypoint, None, "the image's entrypoint stays");
+        assert_eq!(
+            body.cmd,
+            Some(vec!["/bin/serve".to_owned(), "--fast".to_owned()])
+        );
         let env = body.env.as_ref().expect("env");
         // Ours win over the spec's.
         assert!(env.contains(&"PORT=8080".to_owned()), "{env:?}");

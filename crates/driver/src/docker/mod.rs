@@ -619,7 +619,10 @@ impl Drop for Reservation {
 }
 
 impl Driver for DockerDriver {
-    fn health<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
+    fn health<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HealthState>, DriverError>> {
         self.task_health(task_id)
     }
 

@@ -944,7 +944,9 @@ async fn node_drivers(
             drivers.push(Arc::new(docker));
         }
         Ok(Err(err)) => tracing::info!(error = %err, "no docker engine: the docker driver is off"),
-        Err(_) => tracing::info!("the docker engine did not answer in 3 s: the docker driver is off"),
+        Err(_) => {
+            tracing::info!("the docker engine did not answer in 3 s: the docker driver is off")
+        }
     }
     Ok((drivers, engine))
 }
