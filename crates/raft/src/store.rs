@@ -13,7 +13,7 @@
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use hoist_state::ClusterState;
@@ -39,6 +39,32 @@ pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
 pub(crate) const KEY_SNAPSHOT_META: &str = "meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
+
+/// Automatic snapshots kept on disk beside the store, newest last: a manager can be
+/// inspected or rebuilt from a recent one even if its store is damaged.
+pub const SNAPSHOTS_KEPT: usize = 3;
+
+/// Writes the snapshot of `index` as `snapshot-<index>.json` and keeps the newest
+/// [`SNAPSHOTS_KEPT`].
+fn archive_snapshot(dir: &Path, index: u64, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("snapshot-{index:020}.json"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    let mut archived: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    archived.sort();
+    let excess = archived.len().saturating_sub(SNAPSHOTS_KEPT);
+    for old in &archived[..excess] {
+        std::fs::remove_file(old)?;
+    }
+    Ok(())
+}
 
 /// Opening the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +177,7 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
     let shared = SharedState::new(state);
     let machine = StateMachine {
         db: db.clone(),
+        archive_dir: dir.join("snapshots"),
         shared: shared.clone(),
         last_applied: applied,
         membership,
@@ -334,6 +361,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// The applied cluster state and its snapshots.
 pub struct StateMachine {
     db: Arc<Database>,
+    /// Where the last [`SNAPSHOTS_KEPT`] snapshots are kept as plain JSON files.
+    archive_dir: PathBuf,
     shared: SharedState,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -344,6 +373,7 @@ pub struct StateMachine {
 /// Builds a snapshot from a copy of the state taken when it was asked for.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
+    archive_dir: PathBuf,
     state: ClusterState,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -366,6 +396,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id,
         };
         write_snapshot(&self.db, &meta, &data)?;
+        if let Some(index) = self.last_applied.map(|log_id| log_id.index) {
+            if let Err(err) = archive_snapshot(&self.archive_dir, index, &data) {
+                tracing::warn!(error = %err, "archiving the snapshot");
+            }
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -425,6 +460,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshot_index += 1;
         SnapshotBuilder {
             db: self.db.clone(),
+            archive_dir: self.archive_dir.clone(),
             state: self.shared.snapshot(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
