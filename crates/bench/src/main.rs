@@ -11,6 +11,9 @@
 //!
 //! Timings live here, never in tests.
 
+mod faults;
+mod swarm;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -276,6 +279,8 @@ fn arg_value(args: &[String], flag: &str, default: usize) -> anyhow::Result<usiz
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("faults") => faults::run(&args),
+        Some("swarm") => swarm::run(&args[1..]).await,
         Some("failover") => {
             let kills = arg_value(&args, "--kills", 10)?;
             let writes = arg_value(&args, "--writes", 200)?;
@@ -284,6 +289,9 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!("usage: hoist-bench failover [--kills N] [--writes N] [--worker-runs N]");
+            eprintln!(
+                "       hoist-bench faults [--seeds N] [--seed S] [--kills N] [--scenario NAME]"
+            );
             std::process::exit(2);
         }
     }

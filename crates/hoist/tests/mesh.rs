@@ -292,7 +292,11 @@ fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second
         let errors = errors.lock().unwrap().clone();
         if name == "l7" {
             // Every request is retried on another endpoint when its connection fails.
-            assert_eq!(failures.load(Ordering::SeqCst), 0, "l7: failed requests after killing {victim}: {errors:?}");
+            assert_eq!(
+                failures.load(Ordering::SeqCst),
+                0,
+                "l7: failed requests after killing {victim}: {errors:?}"
+            );
         } else {
             // A TCP stream that was open to the task when it died cannot be moved; new
             // connections must not fail.
@@ -300,8 +304,14 @@ fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second
                 .iter()
                 .filter(|(started, _)| *started > killed + Duration::from_millis(100))
                 .collect();
-            assert!(late.is_empty(), "l4: connections opened after the kill failed: {late:?}");
-            assert!(errors.len() <= 1, "l4: more failures than connections in flight: {errors:?}");
+            assert!(
+                late.is_empty(),
+                "l4: connections opened after the kill failed: {late:?}"
+            );
+            assert!(
+                errors.len() <= 1,
+                "l4: more failures than connections in flight: {errors:?}"
+            );
         }
         if name == "l4" {
             assert!(

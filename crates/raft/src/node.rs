@@ -88,6 +88,14 @@ impl MembershipInfo {
     }
 }
 
+/// A leader that does not confirm a read index in this time is taken for gone (a
+/// healthy one answers in milliseconds); the read looks for the next leader.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A forwarded write the leader has not answered in this time is reported, and retried
+/// on whichever manager leads then.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a proposal keeps looking for a leader (an election takes a few seconds at
 /// most) before reporting that there is no quorum.
 const LEADER_WAIT: Duration = Duration::from_secs(8);
@@ -260,7 +268,8 @@ impl RaftNode {
         addr: &str,
         change: &Change,
     ) -> Result<ApplyResult, ProposeError> {
-        self.call_leader(addr, "write", change).await
+        self.call_leader(addr, "write", change, FORWARD_TIMEOUT)
+            .await
     }
 
     async fn call_leader<Req: Serialize, Resp: for<'de> Deserialize<'de>>(
@@ -268,13 +277,14 @@ impl RaftNode {
         addr: &str,
         route: &str,
         request: &Req,
+        timeout: Duration,
     ) -> Result<Resp, ProposeError> {
         let url = format!("https://{addr}/raft/{route}");
         let response = self
             .http
             .post(&url)
             .json(request)
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .send()
             .await
             .map_err(|err| {
@@ -319,7 +329,10 @@ impl RaftNode {
             let attempt = match self.read_index_local().await {
                 Err(ProposeError::NotLeader {
                     leader_addr: Some(addr),
-                }) => self.call_leader::<(), u64>(&addr, "read-index", &()).await,
+                }) => {
+                    self.call_leader::<(), u64>(&addr, "read-index", &(), READ_INDEX_TIMEOUT)
+                        .await
+                }
                 other => other,
             };
             match attempt {
@@ -332,7 +345,11 @@ impl RaftNode {
                         .map(|_| ())
                         .map_err(|err| ProposeError::NoQuorum(format!("catching up: {err}")))
                 }
-                Err(ProposeError::NotLeader { .. }) if Instant::now() < deadline => {
+                // A leader that died or hangs is replaced within an election timeout:
+                // look for the next one until the deadline. Reads are safe to retry.
+                Err(ProposeError::NotLeader { .. }) | Err(ProposeError::NoQuorum(_))
+                    if Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(ProposeError::NotLeader { .. }) => {

@@ -2,15 +2,20 @@
 //!
 //! Every node is its own OS process on its own loopback address (127.A.B.n, with A.B
 //! unique to the cluster and checked free), talking over real sockets. Faults are real
-//! signals. Every process a cluster started is killed when it is dropped, even when the
-//! test panics, and daemons also die with the test thread that started them
+//! signals, and partitions go through a user-space TCP proxy (`faults`, with
+//! `ClusterOptions::proxied`); `workload` records a client history and `check` judges
+//! it. Every process a cluster started is killed when it is dropped, even when the test
+//! panics, and daemons also die with the test thread that started them
 //! (`PR_SET_PDEATHSIG`), so an aborted run leaves nothing behind.
 //!
 //! The kit knows nothing of hoist's internals: it drives the binary's CLI, reads its
 //! JSON output, and looks at the process driver's records in the data directories only
 //! to find task processes (to check them, and to clean them up).
 
+pub mod check;
+pub mod faults;
 mod tls;
+pub mod workload;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -21,10 +26,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use check::{Snapshot, Violations};
+pub use faults::{fault_seed, run_scenario, FaultProxy, PartitionMode, Report, Scenario, Size};
 pub use tls::tls_get;
+pub use workload::{Cli, History, Op, OpKind, OpResult, Recorder, Workload, WorkloadConfig};
 
 /// The port every test daemon listens on; addresses differ by IP instead.
 pub const NODE_PORT: u16 = 2377;
+
+/// Where a daemon really listens when its peer traffic goes through a [`FaultProxy`]
+/// (the proxy takes [`NODE_PORT`], the address the daemon advertises).
+pub const PROXIED_PORT: u16 = 2378;
 
 /// How a cluster is set up.
 #[derive(Debug, Clone)]
@@ -34,6 +46,9 @@ pub struct ClusterOptions {
     pub heartbeat_period: &'static str,
     pub heartbeat_grace: u32,
     pub extra_init_args: Vec<String>,
+    /// Put every node's peer traffic through a [`FaultProxy`] (for partitions): the
+    /// daemon listens on `PROXIED_PORT` and advertises `NODE_PORT`, where the proxy is.
+    pub proxied: bool,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +59,7 @@ impl Default for ClusterOptions {
             heartbeat_period: "1s",
             heartbeat_grace: 3,
             extra_init_args: Vec::new(),
+            proxied: false,
         }
     }
 }
@@ -55,12 +71,25 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// Whether a fault proxy stands in front of its listener.
+    pub proxied: bool,
     child: Option<Child>,
 }
 
 impl NodeProc {
+    /// The address other nodes reach it at (the proxy's, when proxied).
     pub fn addr(&self) -> String {
         format!("{}:{NODE_PORT}", self.ip)
+    }
+
+    /// The address the daemon itself listens on.
+    pub fn listen_addr(&self) -> String {
+        let port = if self.proxied {
+            PROXIED_PORT
+        } else {
+            NODE_PORT
+        };
+        format!("{}:{port}", self.ip)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -76,22 +105,32 @@ impl NodeProc {
 pub struct Cluster {
     pub bin: PathBuf,
     pub nodes: Vec<NodeProc>,
+    /// The fault proxy in front of every node's listener, when `ClusterOptions::proxied`.
+    proxy: Option<FaultProxy>,
     /// Kept for its Drop, which removes every data directory.
     _dir: tempfile::TempDir,
 }
 
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
 
-/// Finds a 127.A.B.0/24 block where nobody listens on the node port.
-fn free_block(n_nodes: usize) -> [u8; 2] {
+/// Finds a 127.A.B.0/24 block where nobody listens on the node port (nor on the
+/// proxied port, when `proxied`).
+fn free_block(n_nodes: usize, proxied: bool) -> [u8; 2] {
     let pid = std::process::id();
     loop {
         let serial = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
         let a = 20 + ((pid + serial / 250) % 200) as u8;
         let b = 1 + (serial % 250) as u8;
+        let ports: &[u16] = if proxied {
+            &[NODE_PORT, PROXIED_PORT]
+        } else {
+            &[NODE_PORT]
+        };
         let free = (1..=n_nodes).all(|host| {
-            let addr = SocketAddr::from((Ipv4Addr::new(127, a, b, host as u8), NODE_PORT));
-            TcpListener::bind(addr).is_ok()
+            ports.iter().all(|port| {
+                let addr = SocketAddr::from((Ipv4Addr::new(127, a, b, host as u8), *port));
+                TcpListener::bind(addr).is_ok()
+            })
         });
         if free {
             return [a, b];
@@ -116,7 +155,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 impl Cluster {
     /// Starts `managers + workers` daemons, inits the first and joins the others.
     pub fn start(bin: &Path, options: ClusterOptions) -> Cluster {
-        let cluster = Cluster::spawn(bin, options.managers + options.workers);
+        let cluster = Cluster::spawn_with(bin, options.managers + options.workers, options.proxied);
         let mut init: Vec<String> = vec![
             "init".into(),
             "--heartbeat-period".into(),
@@ -150,11 +189,16 @@ impl Cluster {
 
     /// Starts `n` daemons that are in no cluster yet.
     pub fn spawn(bin: &Path, n: usize) -> Cluster {
+        Cluster::spawn_with(bin, n, false)
+    }
+
+    /// Starts `n` daemons that are in no cluster yet, behind a fault proxy if `proxied`.
+    pub fn spawn_with(bin: &Path, n: usize, proxied: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("hoist-test-")
             .tempdir()
             .expect("creating a temporary directory");
-        let [a, b] = free_block(n);
+        let [a, b] = free_block(n, proxied);
         let mut nodes = Vec::new();
         for index in 0..n {
             let name = format!("node-{}", index + 1);
@@ -165,12 +209,18 @@ impl Cluster {
                 name,
                 ip: Ipv4Addr::new(127, a, b, index as u8 + 1),
                 data_dir,
+                proxied,
                 child: None,
             });
         }
+        let proxy = proxied.then(|| {
+            let ips: Vec<Ipv4Addr> = nodes.iter().map(|node| node.ip).collect();
+            FaultProxy::start(&ips, NODE_PORT, PROXIED_PORT).expect("starting the fault proxy")
+        });
         let mut cluster = Cluster {
             bin: bin.to_path_buf(),
             nodes,
+            proxy,
             _dir: dir,
         };
         for index in 0..n {
@@ -195,7 +245,11 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--listen-addr")
-            .arg(node.addr())
+            .arg(node.listen_addr());
+        if node.proxied {
+            command.arg("--advertise-addr").arg(node.addr());
+        }
+        command
             .arg("--hostname")
             .arg(&node.name)
             .env("HOIST_LOG", "info,openraft=off,hoist=debug")

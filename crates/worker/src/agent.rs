@@ -42,6 +42,9 @@ struct LocalTask {
     stop_requested: bool,
     /// Set when its health check failed and we stopped it for that.
     unhealthy: bool,
+    /// Its service is gone (desired state `remove`): its files and container go as
+    /// soon as it has stopped, not after the usual delay.
+    discard: bool,
 }
 
 /// How often a running task's own health check is looked at.
@@ -103,11 +106,17 @@ impl Agent {
 
     /// The names of the drivers this node offers.
     pub fn driver_names(&self) -> Vec<String> {
-        self.drivers.iter().map(|driver| driver.name().to_string()).collect()
+        self.drivers
+            .iter()
+            .map(|driver| driver.name().to_string())
+            .collect()
     }
 
     fn driver_named(&self, name: &str) -> Option<Arc<dyn Driver>> {
-        self.drivers.iter().find(|driver| driver.name() == name).cloned()
+        self.drivers
+            .iter()
+            .find(|driver| driver.name() == name)
+            .cloned()
     }
 
     /// Finds the tasks the drivers still run from before a restart.
@@ -137,6 +146,7 @@ impl Agent {
                     phase: Phase::Running,
                     stop_requested: false,
                     unhealthy: false,
+                    discard: false,
                 },
             );
             self.watch_exit(task_id, handle.exit.clone());
@@ -149,6 +159,11 @@ impl Agent {
         let assigned: HashMap<TaskId, &Task> =
             set.tasks.iter().map(|task| (task.id, task)).collect();
         for task in &set.tasks {
+            if task.desired_state == DesiredState::Remove {
+                if let Some(local) = self.lock().get_mut(&task.id) {
+                    local.discard = true;
+                }
+            }
             let phase = self.lock().get(&task.id).map(|local| local.phase);
             match (task.desired_state, phase) {
                 (DesiredState::Running, None) => self.start(task.clone()),
@@ -176,19 +191,19 @@ impl Agent {
             }
         }
         // Tasks no longer assigned here were replaced or removed meanwhile.
-        let stale: Vec<(TaskId, Phase, Arc<dyn Driver>)> = self
+        let stale: Vec<(TaskId, Phase, bool, Arc<dyn Driver>)> = self
             .lock()
             .iter()
             .filter(|(task_id, _)| !assigned.contains_key(task_id))
-            .map(|(task_id, local)| (*task_id, local.phase, local.driver.clone()))
+            .map(|(task_id, local)| (*task_id, local.phase, local.discard, local.driver.clone()))
             .collect();
-        for (task_id, phase, driver) in stale {
+        for (task_id, phase, discard, driver) in stale {
             match phase {
                 Phase::Starting | Phase::Running => {
                     tracing::info!(task = %task_id, "stopping a task no longer assigned to this node");
                     self.stop(task_id, 10_000);
                 }
-                Phase::Ended { at } if at.elapsed() > KEEP_ENDED_TASK_FILES => {
+                Phase::Ended { at } if discard || at.elapsed() > KEEP_ENDED_TASK_FILES => {
                     self.lock().remove(&task_id);
                     tokio::spawn(async move {
                         let _ = driver.remove(&task_id.to_string()).await;
@@ -246,7 +261,8 @@ impl Agent {
                 driver: driver.clone(),
                 phase: Phase::Starting,
                 stop_requested: false,
-                    unhealthy: false,
+                unhealthy: false,
+                discard: false,
             },
         );
         self.report(
@@ -350,7 +366,9 @@ impl Agent {
                             local.unhealthy = true;
                             local.phase = Phase::Stopping;
                         }
-                        let _ = driver.stop(&task_id.to_string(), Duration::from_millis(grace_ms)).await;
+                        let _ = driver
+                            .stop(&task_id.to_string(), Duration::from_millis(grace_ms))
+                            .await;
                         return;
                     }
                     Ok(Some(_)) => {}

@@ -279,9 +279,17 @@ pub(super) fn member_of(daemon: &Daemon) -> Result<Arc<Member>, ApiError> {
 
 pub(super) fn manager_of(daemon: &Daemon) -> Result<(Arc<Member>, Manager), ApiError> {
     let member = member_of(daemon)?;
-    let manager = member
-        .manager()
-        .ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
+    let manager = member.manager().ok_or_else(|| {
+        if member.cert_role() == Role::Manager {
+            // Between a restart and Raft coming up, or during a promotion.
+            ApiError::new(
+                503,
+                "this manager is starting (Raft is not running yet): retry in a moment",
+            )
+        } else {
+            ApiError::new(503, NOT_A_MANAGER)
+        }
+    })?;
     Ok((member, manager))
 }
 
