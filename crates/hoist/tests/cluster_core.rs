@@ -427,3 +427,50 @@ fn certificates_renew_themselves_before_they_expire() {
     );
     cluster.wait_all_ready(1, Duration::from_secs(10));
 }
+
+#[test]
+fn a_lagging_manager_catches_up_from_a_snapshot_after_log_compaction() {
+    let mut cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 3,
+            workers: 0,
+            extra_daemon_args: vec!["--raft-snapshot-interval".into(), "20".into()],
+            ..Default::default()
+        },
+    );
+    let leader = cluster.leader(0).expect("leader");
+    let lagging = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(lagging);
+    // Enough changes for several snapshots, and a log compacted past what the lagging
+    // manager has.
+    let target = cluster.nodes[other].name.clone();
+    for value in 0..80 {
+        cluster.hoist_ok(leader, &["node", "update", "--label-add", &format!("counter={value}"), &target]);
+    }
+    let archived = std::fs::read_dir(cluster.nodes[leader].data_dir.join("raft").join("snapshots"))
+        .expect("automatic snapshots archived")
+        .count();
+    assert!((1..=3).contains(&archived), "the last 3 snapshots are kept, found {archived}");
+    cluster.start_node(lagging);
+    wait_for("the lagging manager caught up", Duration::from_secs(30), || {
+        let nodes = cluster.node_ls(lagging)?;
+        let node = nodes.iter().find(|node| node["hostname"] == target.as_str())?;
+        (node["labels"]["counter"] == "79").then_some(())
+    });
+    // A full restart rebuilds every manager from its snapshot and log.
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    for index in 0..3 {
+        cluster.start_node(index);
+    }
+    for index in 0..3 {
+        wait_for("the state back on every manager", Duration::from_secs(30), || {
+            let nodes = cluster.node_ls(index)?;
+            let node = nodes.iter().find(|node| node["hostname"] == target.as_str())?;
+            (node["labels"]["counter"] == "79").then_some(())
+        });
+    }
+}

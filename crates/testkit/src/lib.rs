@@ -49,6 +49,8 @@ pub struct ClusterOptions {
     /// Put every node's peer traffic through a [`FaultProxy`] (for partitions): the
     /// daemon listens on `PROXIED_PORT` and advertises `NODE_PORT`, where the proxy is.
     pub proxied: bool,
+    /// Extra `hoist daemon` flags for every node, e.g. `--raft-snapshot-interval 20`.
+    pub extra_daemon_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +62,7 @@ impl Default for ClusterOptions {
             heartbeat_grace: 3,
             extra_init_args: Vec::new(),
             proxied: false,
+            extra_daemon_args: Vec::new(),
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     /// The fault proxy in front of every node's listener, when `ClusterOptions::proxied`.
     proxy: Option<FaultProxy>,
+    /// Extra flags every daemon starts with.
+    daemon_args: Vec<String>,
     /// Kept for its Drop, which removes every data directory.
     _dir: tempfile::TempDir,
 }
@@ -155,7 +160,12 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 impl Cluster {
     /// Starts `managers + workers` daemons, inits the first and joins the others.
     pub fn start(bin: &Path, options: ClusterOptions) -> Cluster {
-        let cluster = Cluster::spawn_with(bin, options.managers + options.workers, options.proxied);
+        let cluster = Cluster::spawn_configured(
+            bin,
+            options.managers + options.workers,
+            options.proxied,
+            options.extra_daemon_args.clone(),
+        );
         let mut init: Vec<String> = vec![
             "init".into(),
             "--heartbeat-period".into(),
@@ -194,6 +204,10 @@ impl Cluster {
 
     /// Starts `n` daemons that are in no cluster yet, behind a fault proxy if `proxied`.
     pub fn spawn_with(bin: &Path, n: usize, proxied: bool) -> Cluster {
+        Cluster::spawn_configured(bin, n, proxied, Vec::new())
+    }
+
+    fn spawn_configured(bin: &Path, n: usize, proxied: bool, daemon_args: Vec<String>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("hoist-test-")
             .tempdir()
@@ -221,6 +235,7 @@ impl Cluster {
             bin: bin.to_path_buf(),
             nodes,
             proxy,
+            daemon_args,
             _dir: dir,
         };
         for index in 0..n {
@@ -250,6 +265,7 @@ impl Cluster {
             command.arg("--advertise-addr").arg(node.addr());
         }
         command
+            .args(&self.daemon_args)
             .arg("--hostname")
             .arg(&node.name)
             .env("HOIST_LOG", "info,openraft=off,hoist=debug")
