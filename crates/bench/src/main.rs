@@ -148,6 +148,8 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
     drop(cluster);
 
     let mut losses = Vec::new();
+    let mut mesh_requests = Vec::new();
+    let mut mesh_failures = Vec::new();
     for _ in 0..worker_runs {
         let mut cluster = Cluster::start(
             &bin,
@@ -170,7 +172,7 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
                 "--replicas",
                 "8",
                 "-p",
-                "8080:80",
+                "published=8080,target=80,protocol=http",
                 "--driver",
                 "process",
                 &bin_text,
@@ -181,6 +183,32 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         wait_until_converged(&api, "web", Duration::from_secs(60)).await?;
         let victim = 2;
         let victim_name = cluster.nodes[victim].name.clone();
+        // A client keeps requesting through the manager's mesh (it runs no task) for
+        // the whole loss, counting requests that failed.
+        let mesh_addr = format!("{}:8080", cluster.nodes[0].ip);
+        let ready_by = Instant::now() + Duration::from_secs(20);
+        while !http_ok(&mesh_addr) {
+            if Instant::now() > ready_by {
+                bail!("the mesh on {mesh_addr} did not answer");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let stop = stop_load.clone();
+            let addr = mesh_addr.clone();
+            std::thread::spawn(move || {
+                let (mut sent, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    sent += 1;
+                    if !http_ok(&addr) {
+                        failed += 1;
+                    }
+                }
+                (sent, failed)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
         cluster.kill(victim);
         cluster.kill_tasks_of(victim);
         let killed = Instant::now();
@@ -203,6 +231,12 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         losses.push(killed.elapsed().as_secs_f64() * 1000.0);
+        stop_load.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (sent, failed) = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))?;
+        mesh_requests.push(sent);
+        mesh_failures.push(failed);
     }
     rows.push(summary(
         "worker SIGKILL -> all replicas running",
@@ -210,8 +244,18 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         losses,
     ));
 
+    rows.push(summary(
+        "L7 mesh requests failed during a worker loss",
+        "req",
+        mesh_failures.iter().map(|failed| *failed as f64).collect(),
+    ));
     hoist_cli_table(&rows);
     println!();
+    println!(
+        "Mesh load during the worker losses: {} requests sent, {} failed.",
+        mesh_requests.iter().sum::<u64>(),
+        mesh_failures.iter().sum::<u64>()
+    );
     println!("Failure detection: heartbeat 1 s x grace 3 (Swarm's defaults: 5 s x 3; Kubernetes marks a node NotReady after 40 s and evicts after 5 min).");
     Ok(())
 }
@@ -232,6 +276,26 @@ async fn wait_until_converged(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One GET on a fresh connection; true on a 200.
+fn http_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if write!(
+        stream,
+        "GET /api HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
 }
 
 fn hoist_cli_table(rows: &[Vec<String>]) {

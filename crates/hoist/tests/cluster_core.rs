@@ -447,18 +447,41 @@ fn a_lagging_manager_catches_up_from_a_snapshot_after_log_compaction() {
     // manager has.
     let target = cluster.nodes[other].name.clone();
     for value in 0..80 {
-        cluster.hoist_ok(leader, &["node", "update", "--label-add", &format!("counter={value}"), &target]);
+        cluster.hoist_ok(
+            leader,
+            &[
+                "node",
+                "update",
+                "--label-add",
+                &format!("counter={value}"),
+                &target,
+            ],
+        );
     }
-    let archived = std::fs::read_dir(cluster.nodes[leader].data_dir.join("raft").join("snapshots"))
-        .expect("automatic snapshots archived")
-        .count();
-    assert!((1..=3).contains(&archived), "the last 3 snapshots are kept, found {archived}");
+    let archived = std::fs::read_dir(
+        cluster.nodes[leader]
+            .data_dir
+            .join("raft")
+            .join("snapshots"),
+    )
+    .expect("automatic snapshots archived")
+    .count();
+    assert!(
+        (1..=3).contains(&archived),
+        "the last 3 snapshots are kept, found {archived}"
+    );
     cluster.start_node(lagging);
-    wait_for("the lagging manager caught up", Duration::from_secs(30), || {
-        let nodes = cluster.node_ls(lagging)?;
-        let node = nodes.iter().find(|node| node["hostname"] == target.as_str())?;
-        (node["labels"]["counter"] == "79").then_some(())
-    });
+    wait_for(
+        "the lagging manager caught up",
+        Duration::from_secs(30),
+        || {
+            let nodes = cluster.node_ls(lagging)?;
+            let node = nodes
+                .iter()
+                .find(|node| node["hostname"] == target.as_str())?;
+            (node["labels"]["counter"] == "79").then_some(())
+        },
+    );
     // A full restart rebuilds every manager from its snapshot and log.
     for index in 0..3 {
         cluster.kill(index);
@@ -467,10 +490,16 @@ fn a_lagging_manager_catches_up_from_a_snapshot_after_log_compaction() {
         cluster.start_node(index);
     }
     for index in 0..3 {
-        wait_for("the state back on every manager", Duration::from_secs(30), || {
-            let nodes = cluster.node_ls(index)?;
-            let node = nodes.iter().find(|node| node["hostname"] == target.as_str())?;
-            (node["labels"]["counter"] == "79").then_some(())
-        });
+        wait_for(
+            "the state back on every manager",
+            Duration::from_secs(30),
+            || {
+                let nodes = cluster.node_ls(index)?;
+                let node = nodes
+                    .iter()
+                    .find(|node| node["hostname"] == target.as_str())?;
+                (node["labels"]["counter"] == "79").then_some(())
+            },
+        );
     }
 }
