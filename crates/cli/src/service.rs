@@ -118,6 +118,21 @@ pub struct CreateArgs {
     /// Requests this service takes on a shared http port: host=NAME,path=/PREFIX.
     #[arg(long)]
     pub route: Vec<String>,
+    /// User to run as in the container (name or uid[:gid]).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Command run inside each container to check its health (through its shell).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks, e.g. 5s (default 30s).
+    #[arg(long = "health-interval", value_parser = crate::parse_duration_ms)]
+    pub health_interval: Option<u64>,
+    /// Consecutive failures needed to report unhealthy (default 3).
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
@@ -291,6 +306,11 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
         spec.rebalance = parse_rebalance(text)?;
     }
     spec.health_path = args.health_path;
+    spec.user = args.user;
+    spec.read_only = args.read_only;
+    spec.health_cmd = args.health_cmd;
+    spec.health_interval_ms = args.health_interval;
+    spec.health_retries = args.health_retries;
     for text in &args.route {
         spec.routes.push(HttpRoute::parse(text)?);
     }

@@ -25,4 +25,4 @@ pub use driver::{
 };
 pub use error::DriverError;
 pub use process::{check_mounts_supported, ProcessDriver};
-pub use spec::{BindMount, Limits, RunSpec};
+pub use spec::{BindMount, HealthCheck, Limits, RunSpec};

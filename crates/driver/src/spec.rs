@@ -39,6 +39,15 @@ pub struct RunSpec {
     pub image: Option<String>,
     /// Working directory of the workload; the task's `state_dir` when `None`.
     pub workdir: Option<PathBuf>,
+    /// User to run as (name or uid[:gid]), when not the image's or the driver's default.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Mount the root filesystem read-only (docker driver).
+    #[serde(default)]
+    pub read_only: bool,
+    /// A health check run inside the task (docker driver), overriding the image's.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
     /// A directory that belongs to this task alone, where the driver keeps the
     /// task's files (captured output). Absolute; created when missing. The worker
     /// picks it, typically `<worker state>/tasks/<task_id>`.
@@ -62,4 +71,15 @@ pub struct Limits {
     /// CPU quota in units of 1e-9 CPUs (Docker's `NanoCPUs`).
     pub nano_cpus: Option<u64>,
     pub memory_bytes: Option<u64>,
+}
+
+/// A command the engine runs inside the task to judge its health (`--health-cmd`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Run through the image's shell (`CMD-SHELL`), as Docker's `--health-cmd` does.
+    pub shell_command: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that make the task unhealthy.
+    pub retries: u32,
 }

@@ -364,6 +364,9 @@ impl Fixture {
             stop_grace: Duration::from_secs(5),
             image: Some(self.image.clone()),
             workdir: None,
+            user: None,
+            read_only: false,
+            health: None,
             state_dir: self.dir.path().join(task_id),
         }
     }
@@ -699,6 +702,9 @@ async fn a_missing_image_that_cannot_be_pulled_is_a_clear_error() {
         stop_grace: Duration::from_secs(5),
         image: Some(image.clone()),
         workdir: None,
+        user: None,
+        read_only: false,
+        health: None,
         state_dir: dir.path().join("t1"),
     };
     let err = tokio::time::timeout(DEADLINE, driver.start(&spec))

@@ -34,6 +34,9 @@ fn spec(dir: &Path, task_id: &str, script: &str) -> RunSpec {
         stop_grace: Duration::from_secs(5),
         image: None,
         workdir: None,
+        user: None,
+        read_only: false,
+        health: None,
         state_dir: dir.join("task-dirs").join(task_id),
     }
 }

@@ -81,6 +81,12 @@ pub struct ServiceSpec {
     pub routes: Vec<HttpRoute>,
     /// User to run as (name or uid), when not the driver's default.
     pub user: Option<String>,
+    /// A command run inside each task to judge its health (docker driver,
+    /// `--health-cmd`); a task is Running only once healthy and is replaced when it
+    /// turns unhealthy.
+    pub health_cmd: Option<String>,
+    pub health_interval_ms: Option<u64>,
+    pub health_retries: Option<u32>,
     /// Working directory of the task, when not the driver's default.
     pub workdir: Option<String>,
     /// Mount the root filesystem read-only (docker driver).
@@ -109,6 +115,9 @@ impl Default for ServiceSpec {
             health_path: None,
             routes: Vec::new(),
             user: None,
+            health_cmd: None,
+            health_interval_ms: None,
+            health_retries: None,
             workdir: None,
             read_only: false,
         }
@@ -895,6 +904,22 @@ impl ServiceSpec {
     /// ports unique among services) are the caller's, see [`Self::check_port_conflicts`].
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         validate_service_name(&self.name)?;
+        if self.driver == "process" {
+            let docker_only = [
+                ("user", self.user.is_some()),
+                ("read-only", self.read_only),
+                ("health-cmd", self.health_cmd.is_some()),
+            ];
+            if let Some((field, _)) = docker_only.iter().find(|(_, set)| *set) {
+                return Err(InvalidSpec::new(
+                    *field,
+                    "only the docker driver supports it; the process driver runs tasks as the daemon's user",
+                ));
+            }
+        }
+        if self.health_retries == Some(0) {
+            return Err(InvalidSpec::new("health-retries", "must be at least 1"));
+        }
         if !self.routes.is_empty()
             && !self
                 .ports

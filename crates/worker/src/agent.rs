@@ -235,7 +235,25 @@ impl Agent {
                     readonly: mount.readonly,
                 })
                 .collect(),
-            limits: None,
+            limits: {
+                let limits = task.spec.resources.limits;
+                (limits.nano_cpus > 0 || limits.memory_bytes > 0).then_some(hoist_driver::Limits {
+                    nano_cpus: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
+                    memory_bytes: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
+                })
+            },
+            user: task.spec.user.clone(),
+            read_only: task.spec.read_only,
+            health: task.spec.health_cmd.as_ref().map(|command| {
+                let interval =
+                    Duration::from_millis(task.spec.health_interval_ms.unwrap_or(30_000));
+                hoist_driver::HealthCheck {
+                    shell_command: command.clone(),
+                    interval,
+                    timeout: interval,
+                    retries: task.spec.health_retries.unwrap_or(3),
+                }
+            }),
             stop_grace: Duration::from_millis(task.spec.stop_grace_period_ms),
             image: task.spec.image.clone(),
             workdir: task.spec.workdir.as_ref().map(PathBuf::from),

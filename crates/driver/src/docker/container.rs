@@ -215,6 +215,15 @@ pub(crate) fn create_body(spec: &RunSpec, owner: &str) -> ContainerCreateBody {
         ),
         labels: Some(labels),
         exposed_ports: Some(spec.ports.iter().map(|&port| port_key(port)).collect()),
+        user: spec.user.clone(),
+        healthcheck: spec.health.as_ref().map(|check| HealthConfig {
+            test: Some(vec!["CMD-SHELL".to_owned(), check.shell_command.clone()]),
+            interval: Some(to_i64(check.interval.as_nanos() as u64)),
+            timeout: Some(to_i64(check.timeout.as_nanos() as u64)),
+            retries: Some(i64::from(check.retries)),
+            start_period: None,
+            ..HealthConfig::default()
+        }),
         working_dir: spec
             .workdir
             .as_ref()
@@ -230,6 +239,7 @@ pub(crate) fn create_body(spec: &RunSpec, owner: &str) -> ContainerCreateBody {
             // protects PID 1) and every stop waits out its whole grace period.
             // It also reaps the workload's orphans.
             init: Some(true),
+            readonly_rootfs: Some(spec.read_only),
             // Never restarted by the engine: a replacement is a new task, decided
             // by the orchestrator.
             restart_policy: Some(RestartPolicy {
@@ -432,8 +442,39 @@ mod tests {
             stop_grace: Duration::from_secs(5),
             image: Some("hoist-hello:local".to_owned()),
             workdir: None,
+            user: None,
+            read_only: false,
+            health: None,
             state_dir: PathBuf::from("/var/lib/hoist/tasks/t1"),
         }
+    }
+
+    #[test]
+    fn user_read_only_and_health_check_reach_the_container() {
+        let mut spec = spec();
+        spec.user = Some("65534".to_owned());
+        spec.read_only = true;
+        spec.health = Some(crate::HealthCheck {
+            shell_command: "test -e /tmp/ok".to_owned(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            retries: 4,
+        });
+        let body = create_body(&spec, "node-1");
+        assert_eq!(body.user.as_deref(), Some("65534"));
+        assert_eq!(
+            body.host_config
+                .as_ref()
+                .and_then(|host| host.readonly_rootfs),
+            Some(true)
+        );
+        let check = body.healthcheck.expect("health check");
+        assert_eq!(
+            check.test,
+            Some(vec!["CMD-SHELL".to_owned(), "test -e /tmp/ok".to_owned()])
+        );
+        assert_eq!(check.interval, Some(2_000_000_000));
+        assert_eq!(check.retries, Some(4));
     }
 
     #[test]
