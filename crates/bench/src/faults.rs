@@ -57,35 +57,6 @@ fn row(scenario: Scenario, seed: u64, report: &Result<Report, String>) -> Vec<St
     cells
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            widths[index] = widths[index].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
-            .collect();
-        println!("| {} |", text.join(" | "));
-    };
-    line(header.to_vec());
-    println!(
-        "|{}|",
-        widths
-            .iter()
-            .map(|width| "-".repeat(width + 2))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|arg| arg == name)
@@ -150,7 +121,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     header.extend(CHECKERS);
     header.extend(["acked/indet./reads", "key timing s", "settle s", "total s"]);
     println!();
-    print_table(&header, &rows);
+    crate::print_table(&header, &rows);
     println!();
     println!("key timing: leader-kills = SIGKILL -> new leader; leader-isolated = isolation -> majority write acknowledged; worker-partition = cut -> Down and replaced; manager-kills = restart -> follows a leader; quorum-loss = force-new-cluster -> write accepted (medians).");
     if violations > 0 {

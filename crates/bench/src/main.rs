@@ -249,7 +249,10 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         "req",
         mesh_failures.iter().map(|failed| *failed as f64).collect(),
     ));
-    hoist_cli_table(&rows);
+    print_table(
+        &["measurement", "runs", "median", "p90", "min", "max"],
+        &rows,
+    );
     println!();
     println!(
         "Mesh load during the worker losses: {} requests sent, {} failed.",
@@ -298,36 +301,6 @@ fn http_ok(addr: &str) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
-fn hoist_cli_table(rows: &[Vec<String>]) {
-    let header = ["measurement", "runs", "median", "p90", "min", "max"];
-    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            widths[index] = widths[index].max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
-            .collect();
-        println!("| {} |", text.join(" | "));
-    };
-    line(header.to_vec());
-    println!(
-        "|{}|",
-        widths
-            .iter()
-            .map(|width| "-".repeat(width + 2))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 fn arg_value(args: &[String], flag: &str, default: usize) -> anyhow::Result<usize> {
     match args.iter().position(|arg| arg == flag) {
         Some(index) => args
@@ -358,5 +331,36 @@ async fn main() -> anyhow::Result<()> {
             );
             std::process::exit(2);
         }
+    }
+}
+
+/// Prints a Markdown table, columns padded to their widest cell (so it reads in a
+/// terminal and pastes into a README).
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            widths[index] = widths[index].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect();
+        println!("| {} |", text.join(" | "));
+    };
+    line(header.to_vec());
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|width| "-".repeat(width + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
     }
 }

@@ -429,44 +429,6 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[(samples.len() - 1) / 2]
 }
 
-fn print_table(rows: &[Vec<String>]) {
-    let header = [
-        "N",
-        "Swarm: all running",
-        "Hoist: all running",
-        "Swarm/Hoist",
-        "Swarm: kill -> replaced",
-        "Hoist: kill -> replaced",
-        "Swarm/Hoist",
-    ];
-    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            widths[index] = widths[index].max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
-            .collect();
-        println!("| {} |", text.join(" | "));
-    };
-    line(header.to_vec());
-    println!(
-        "|{}|",
-        widths
-            .iter()
-            .map(|width| "-".repeat(width + 2))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     let sizes = sizes_arg(args)?;
     let runs = runs_arg(args)?;
@@ -604,7 +566,7 @@ async fn measure(
         runs
     );
     println!("Swarm: one node (swarm init on 127.0.0.1). Hoist: 1 manager + 2 workers, daemons on this machine, same engine.");
-    print_table(&rows);
+    print_swarm_table(&rows);
     println!();
     println!("All running: from `service create --detach` until N tasks run. Kill -> replaced: from `docker kill` of one task's container until N tasks run again, a new task in its place.");
     println!("Both use their default restart delay: Swarm 5 s, Hoist 5 s (so ~5 s of each replace time is the delay).");
@@ -616,4 +578,17 @@ async fn measure(
     }
     println!("Left out: published ports / ingress (Swarm's routing mesh needs IPVS, absent here); Swarm ran with --no-resolve-image (no registry).");
     Ok(())
+}
+
+fn print_swarm_table(rows: &[Vec<String>]) {
+    let header = [
+        "N",
+        "Swarm: all running",
+        "Hoist: all running",
+        "Swarm/Hoist",
+        "Swarm: kill -> replaced",
+        "Hoist: kill -> replaced",
+        "Swarm/Hoist",
+    ];
+    crate::print_table(&header, rows);
 }

@@ -53,19 +53,7 @@ fn create(cluster: &Cluster, name: &str, replicas: u32, publish: &str) {
 
 /// One HTTP/1.1 GET on a fresh connection; the body, or an error.
 fn get(addr: &str, path: &str) -> Result<String, String> {
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|err| err.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: mesh-test\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|err| err.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|err| format!("read: {err}"))?;
+    let response = get_host(addr, "mesh-test", path)?;
     if !response.starts_with("HTTP/1.1 200") {
         return Err(format!(
             "not 200: {}",
@@ -345,7 +333,7 @@ fn a_long_request_completes_when_its_service_is_scaled_down() {
 
 /// A GET with a Host header.
 fn get_host(addr: &str, host: &str, path: &str) -> Result<String, String> {
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| err.to_string())?;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
@@ -357,7 +345,7 @@ fn get_host(addr: &str, host: &str, path: &str) -> Result<String, String> {
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| format!("read: {err}"))?;
     Ok(response)
 }
 
