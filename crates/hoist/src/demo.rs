@@ -290,11 +290,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     );
     println!();
-    println!("The hello page, from the task on each node:");
+    println!(
+        "The hello page through the routing mesh, on every node (reload: another task answers):"
+    );
+    for node in &processes.nodes {
+        let ip = node
+            .addr
+            .rsplit_once(':')
+            .map(|(ip, _)| ip)
+            .unwrap_or(&node.addr);
+        println!("    mesh: http://{ip}:{}/   ({})", args.port, node.name);
+    }
+    println!();
+    println!("Each task directly:");
     for view in &live {
         if let Some(endpoint) = view.task.status.endpoints.first() {
             println!(
-                "    http://{}/   ({})",
+                "    task: http://{}/   ({})",
                 endpoint.addr,
                 view.node_hostname.clone().unwrap_or_default()
             );

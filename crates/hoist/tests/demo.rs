@@ -77,21 +77,43 @@ fn the_demo_serves_hello_from_three_nodes_and_leaves_nothing_behind() {
     assert!(text.contains("HOSTNAME"), "node ls is printed: {text}");
     assert!(text.contains("hello.1"), "service ps is printed: {text}");
     assert!(text.contains("export HOIST_HOST=unix://"), "{text}");
-    let urls: Vec<String> = output
-        .iter()
-        .filter_map(|line| line.trim().strip_prefix("http://"))
-        .map(|rest| rest.split('/').next().unwrap().to_string())
-        .collect();
-    assert_eq!(urls.len(), 3, "{text}");
-    let mut nodes = BTreeSet::new();
-    for addr in &urls {
+    let urls = |prefix: &str| -> Vec<String> {
+        output
+            .iter()
+            .filter_map(|line| line.trim().strip_prefix(prefix))
+            .map(|rest| rest.split('/').next().unwrap().to_string())
+            .collect()
+    };
+    let tasks = urls("task: http://");
+    assert_eq!(tasks.len(), 3, "a URL per task: {text}");
+    let mesh = urls("mesh: http://");
+    assert_eq!(mesh.len(), 5, "a mesh URL per node: {text}");
+    let node_of = |addr: &str| -> String {
         let body = http_get(addr, "/api");
         let json: serde_json::Value =
             serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or_default())
-                .expect("hello /api JSON");
-        nodes.insert(json["node"].as_str().unwrap().to_string());
+                .unwrap_or_else(|_| panic!("hello /api JSON from {addr}: {body}"));
+        json["node"].as_str().unwrap().to_string()
+    };
+    let direct: BTreeSet<String> = tasks.iter().map(|addr| node_of(addr)).collect();
+    assert_eq!(
+        direct.len(),
+        3,
+        "three tasks on three different nodes: {direct:?}"
+    );
+    // Through one node's published port, the answers come from all three.
+    let mut through_mesh = BTreeSet::new();
+    for _ in 0..30 {
+        through_mesh.insert(node_of(&mesh[0]));
+        if through_mesh.len() == 3 {
+            break;
+        }
     }
-    assert_eq!(nodes.len(), 3, "served by three different nodes: {nodes:?}");
+    assert_eq!(
+        through_mesh, direct,
+        "the mesh on {} reaches every task",
+        mesh[0]
+    );
 
     // SAFETY: signalling the child we started.
     unsafe {
