@@ -999,6 +999,25 @@ pub(crate) fn mesh_services(routes: &[hoist_api::PublishedRoute]) -> Vec<hoist_m
         .collect()
 }
 
+/// The largest prefix-consistent subset the mesh accepts: a service whose routes clash
+/// with those already taken is left out (and logged) rather than blocking every other
+/// service's update on this node.
+fn servable(services: Vec<hoist_mesh::ServiceRoute>) -> Vec<hoist_mesh::ServiceRoute> {
+    if hoist_mesh::validate_services(&services).is_ok() {
+        return services;
+    }
+    let mut accepted: Vec<hoist_mesh::ServiceRoute> = Vec::new();
+    for service in services {
+        accepted.push(service);
+        if let Err(err) = hoist_mesh::validate_services(&accepted) {
+            if let Some(refused) = accepted.pop() {
+                tracing::warn!(service = %refused.service_name, error = %err, "published port left out of the mesh");
+            }
+        }
+    }
+    accepted
+}
+
 /// Applies every new route set to the mesh: listeners open and close, endpoint tables
 /// change in place, nothing restarts.
 async fn feed_mesh(
@@ -1007,7 +1026,7 @@ async fn feed_mesh(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let services = mesh_services(&routes.borrow_and_update());
+        let services = servable(mesh_services(&routes.borrow_and_update()));
         let mut retry = false;
         match mesh.set_services(services).await {
             Ok(report) => {
@@ -1381,5 +1400,45 @@ pub fn manager_error_status(err: &ManagerError) -> u16 {
         ManagerError::NoQuorum(_) => 503,
         ManagerError::NotLeader { .. } => 421,
         ManagerError::Internal(_) => 500,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(service: &str, host: Option<&str>) -> hoist_api::PublishedRoute {
+        hoist_api::PublishedRoute {
+            service_id: service.into(),
+            service_name: service.into(),
+            published: 8080,
+            target: 80,
+            protocol: hoist_types::service::Protocol::Http,
+            mode: hoist_types::service::PortMode::Ingress,
+            health_path: None,
+            routes: host
+                .map(|host| {
+                    vec![hoist_types::service::HttpRoute {
+                        host: Some(host.into()),
+                        path_prefix: None,
+                    }]
+                })
+                .unwrap_or_default(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_clashing_route_is_left_out_instead_of_blocking_the_others() {
+        let routes = vec![
+            route("a", Some("a.test")),
+            route("b", Some("a.test")),
+            route("c", Some("c.test")),
+        ];
+        let served: Vec<String> = servable(mesh_services(&routes))
+            .into_iter()
+            .map(|service| service.service_name)
+            .collect();
+        assert_eq!(served, vec!["a".to_string(), "c".to_string()]);
     }
 }
