@@ -1,25 +1,10 @@
 //! `hoist demo`: the README's main job, end to end.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to a hello task");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
 
 /// Processes whose command line mentions `needle` (the demo's data directory).
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -89,7 +74,7 @@ fn the_demo_serves_hello_from_three_nodes_and_leaves_nothing_behind() {
     let mesh = urls("mesh: http://");
     assert_eq!(mesh.len(), 5, "a mesh URL per node: {text}");
     let node_of = |addr: &str| -> String {
-        let body = http_get(addr, "/api");
+        let body = hoist_testkit::http_get(addr, "demo", "/api").expect("a hello task answers");
         let json: serde_json::Value =
             serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or_default())
                 .unwrap_or_else(|_| panic!("hello /api JSON from {addr}: {body}"));

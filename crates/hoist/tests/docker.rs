@@ -150,16 +150,7 @@ fn converged(cluster: &Cluster, service: &str) -> bool {
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: docker-test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let response = hoist_testkit::http_get(addr, "docker-test", path).ok()?;
     response.starts_with("HTTP/1.1 200").then(|| {
         response
             .split("\r\n\r\n")

@@ -53,7 +53,7 @@ fn create(cluster: &Cluster, name: &str, replicas: u32, publish: &str) {
 
 /// One HTTP/1.1 GET on a fresh connection; the body, or an error.
 fn get(addr: &str, path: &str) -> Result<String, String> {
-    let response = get_host(addr, "mesh-test", path)?;
+    let response = hoist_testkit::http_get(addr, "mesh-test", path)?;
     if !response.starts_with("HTTP/1.1 200") {
         return Err(format!(
             "not 200: {}",
@@ -331,24 +331,6 @@ fn a_long_request_completes_when_its_service_is_scaled_down() {
     assert!(answer.is_ok(), "the long request failed: {answer:?}");
 }
 
-/// A GET with a Host header.
-fn get_host(addr: &str, host: &str, path: &str) -> Result<String, String> {
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|err| err.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|err| err.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|err| format!("read: {err}"))?;
-    Ok(response)
-}
-
 #[test]
 fn one_http_port_fronts_several_services_by_host() {
     let cluster = Cluster::start(bin(), ClusterOptions::default());
@@ -397,7 +379,7 @@ fn one_http_port_fronts_several_services_by_host() {
     let addr = mesh_addr(&cluster, 0, 8082);
     for (name, host) in [("site-a", "a.test"), ("site-b", "b.test")] {
         let response = wait_for(&format!("{host} routed"), Duration::from_secs(20), || {
-            get_host(&addr, host, "/api")
+            hoist_testkit::http_get(&addr, host, "/api")
                 .ok()
                 .filter(|response| response.starts_with("HTTP/1.1 200"))
         });
@@ -406,6 +388,6 @@ fn one_http_port_fronts_several_services_by_host() {
             "{host}: {response}"
         );
     }
-    let unrouted = get_host(&addr, "c.test", "/api").unwrap();
+    let unrouted = hoist_testkit::http_get(&addr, "c.test", "/api").unwrap();
     assert!(unrouted.starts_with("HTTP/1.1 404"), "{unrouted}");
 }

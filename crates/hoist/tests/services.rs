@@ -149,25 +149,9 @@ fn replicas_spread_over_distinct_nodes_and_stay_even_when_scaled() {
             .as_str()
             .unwrap()
             .to_string();
-        let body = http_get(&addr, "/api");
+        let body = hoist_testkit::http_get(&addr, "test", "/api").expect("a task answers");
         assert!(body.contains(task["id"].as_str().unwrap()), "{body}");
     }
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to a task");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
 }
 
 #[test]

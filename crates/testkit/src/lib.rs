@@ -511,3 +511,23 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// One HTTP/1.1 GET on a fresh connection (`Connection: close`), with a 10 s read
+/// deadline; the raw response, or what went wrong.
+pub fn http_get(addr: &str, host: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|err| err.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|err| format!("read: {err}"))?;
+    Ok(response)
+}
