@@ -112,6 +112,11 @@ pub struct DaemonArgs {
     /// always on the control socket at /metrics).
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// What forwards the connections of `tcp` published ports: the mesh's own forwarder
+    /// (least connections, retries a refusing task), or nftables DNAT rules in the kernel
+    /// (about twice the request rate on a small machine, round-robin; needs root and nft).
+    #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables"])]
+    pub mesh_dataplane: String,
 }
 
 #[derive(Debug, Args)]

@@ -391,3 +391,125 @@ fn one_http_port_fronts_several_services_by_host() {
     let unrouted = hoist_testkit::http_get(&addr, "c.test", "/api").unwrap();
     assert!(unrouted.starts_with("HTTP/1.1 404"), "{unrouted}");
 }
+
+/// Whether the kernel data path can be tried here (root and nft); fails instead of
+/// skipping when HOIST_REQUIRE_NFTABLES is set, as `.ci/run` does when it runs as root.
+fn nftables_usable() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if root && nft {
+        return true;
+    }
+    let why = format!("needs root and nft (root: {root}, nft: {nft})");
+    if std::env::var_os("HOIST_REQUIRE_NFTABLES").is_some() {
+        panic!("HOIST_REQUIRE_NFTABLES is set but the kernel data path {why}");
+    }
+    eprintln!("skipping: the kernel data path {why}");
+    false
+}
+
+fn nft_table_name(ip: std::net::Ipv4Addr) -> String {
+    format!("hoist_mesh_{}", ip.to_string().replace('.', "_"))
+}
+
+fn nft_table_exists(ip: std::net::Ipv4Addr) -> bool {
+    std::process::Command::new("nft")
+        .args(["list", "table", "ip", &nft_table_name(ip)])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn the_kernel_data_path_reaches_every_task_and_drops_a_killed_one() {
+    if !nftables_usable() {
+        return;
+    }
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 3,
+            extra_daemon_args: vec!["--mesh-dataplane".into(), "nftables".into()],
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", "node-1"]);
+    create(&cluster, "l4k", 3, "8080:80");
+    wait_mesh(&cluster, 0, 8080);
+    let addr = mesh_addr(&cluster, 0, 8080);
+    let accepted_by_listener = || -> u64 {
+        unix_get(&cluster.nodes[0].socket, "/metrics")
+            .lines()
+            .filter(|line| {
+                line.starts_with("hoist_mesh_port_connections_total{")
+                    && line.contains("published=\"8080\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Before the tasks ran, wait_mesh's tries reached the listener (the kernel carries
+    // only ports with endpoints), and the rules follow the listener's table by one `nft`
+    // run; once they hold the three tasks, the kernel must forward everything.
+    let table = nft_table_name(cluster.nodes[0].ip);
+    wait_for(
+        "the kernel rules to carry three endpoints",
+        Duration::from_secs(10),
+        || {
+            let listed = std::process::Command::new("nft")
+                .args(["list", "table", "ip", &table])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&listed.stdout)
+                .contains("numgen inc mod 3")
+                .then_some(())
+        },
+    );
+    let accepted_before = accepted_by_listener();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..300 {
+        let body = get(&addr, "/api").unwrap_or_else(|err| panic!("l4 kernel: {err}"));
+        *counts.entry(task_of(&body)).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    within_ten_percent(&counts, 300);
+    assert_eq!(
+        accepted_by_listener(),
+        accepted_before,
+        "the mesh's listener accepted connections the kernel should have forwarded; node log:\n{}",
+        cluster.log_tail(0, 40)
+    );
+
+    let victim = counts.keys().next().cloned().unwrap();
+    kill_task(&cluster, &victim);
+    let killed = Instant::now();
+    wait_for(
+        "new connections avoid the killed task",
+        Duration::from_secs(10),
+        || {
+            let mut bodies = Vec::new();
+            for _ in 0..12 {
+                bodies.push(get(&addr, "/api").ok()?);
+            }
+            bodies
+                .iter()
+                .all(|body| task_of(body) != victim)
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "kernel path: new connections avoid the killed task {:?} after the kill",
+        killed.elapsed()
+    );
+    let ips: Vec<std::net::Ipv4Addr> = cluster.nodes.iter().map(|node| node.ip).collect();
+    assert!(ips.iter().any(|ip| nft_table_exists(*ip)));
+    drop(cluster);
+    for ip in ips {
+        assert!(
+            !nft_table_exists(ip),
+            "the table of {ip} outlived the cluster"
+        );
+    }
+}

@@ -4,20 +4,25 @@
 //! one HAProxy thread it is compared with).
 //!
 //! Usage: `mesh_bench_proxy --protocol tcp|http --port 8080 --backend 127.0.0.1:9001
-//! [--backend ...] [--balancing least|p2c]`. Stops on SIGINT or SIGTERM.
+//! [--backend ...] [--balancing least|p2c] [--dataplane userspace|nftables]`. Stops on
+//! SIGINT or SIGTERM. With `--dataplane nftables` (root only) a `tcp` port is forwarded by
+//! the kernel and this process only keeps the rules in place.
 //!
 //! Knows only the public `Mesh` API, as the daemon does.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use hoist_mesh::{Balancing, Endpoint, EndpointState, Mesh, MeshConfig, Protocol, ServiceRoute};
+use hoist_mesh::{
+    Balancing, Endpoint, EndpointState, L4Dataplane, Mesh, MeshConfig, Protocol, ServiceRoute,
+};
 
 struct Args {
     protocol: Protocol,
     port: u16,
     backends: Vec<SocketAddr>,
     balancing: Balancing,
+    dataplane: L4Dataplane,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
         port: 0,
         backends: Vec::new(),
         balancing: Balancing::LeastConnections,
+        dataplane: L4Dataplane::Userspace,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
@@ -49,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("unknown balancing {other}")),
                 }
             }
+            "--dataplane" => args.dataplane = value.parse()?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -89,6 +96,7 @@ async fn run(args: Args) -> ExitCode {
     let config = MeshConfig {
         listen_ip: "127.0.0.1".parse().expect("a literal address"),
         balancing: args.balancing,
+        l4_dataplane: args.dataplane,
         ..MeshConfig::default()
     };
     let mesh = match Mesh::new(config) {

@@ -30,6 +30,10 @@ pub enum MeshError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel data path (nftables) could not be set up or updated; the userspace
+    /// listeners keep serving the ports.
+    #[error("kernel data path: {reason}")]
+    Kernel { reason: String },
     /// The mesh was shut down; it takes no more updates.
     #[error("the mesh is shut down")]
     ShutDown,

@@ -11,14 +11,16 @@
 //!
 //! Layout: `model` (what is fed in), `balance`, `route` and the tracker in `health` (pure
 //! decisions), `table` (live endpoint tables), `l4` and `l7` (data paths) with `upstream`
-//! (keep-alive connections to endpoints), `body` (body types) and `coarse_timer` (per-request
-//! deadlines), `mesh` (the handle, listeners, updates, shutdown), `metrics`.
+//! (keep-alive connections to endpoints), `kernel` (the nftables data path `tcp` ports may
+//! use instead of `l4`), `body` (body types) and `coarse_timer` (per-request deadlines),
+//! `mesh` (the handle, listeners, updates, shutdown), `metrics`.
 
 mod balance;
 mod body;
 mod coarse_timer;
 mod error;
 mod health;
+pub mod kernel;
 mod l4;
 mod l7;
 mod mesh;
@@ -36,6 +38,6 @@ pub use error::MeshError;
 pub use health::{HealthTracker, HealthTransition};
 pub use mesh::{Mesh, UpdateReport};
 pub use model::{
-    validate_services, Endpoint, EndpointState, HealthCheck, HostPathRoute, MeshConfig, Protocol,
-    ServiceRoute, MIN_HEADER_BYTES,
+    validate_services, Endpoint, EndpointState, HealthCheck, HostPathRoute, L4Dataplane,
+    MeshConfig, Protocol, ServiceRoute, MIN_HEADER_BYTES,
 };

@@ -22,13 +22,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::balance::Availability;
 use crate::coarse_timer::CoarseTimer;
 use crate::error::MeshError;
 use crate::health;
-use crate::model::{validate_services, Endpoint, HealthCheck, MeshConfig, Protocol, ServiceRoute};
+use crate::kernel::{self, KernelPort, NftTable};
+use crate::model::{
+    validate_services, Endpoint, HealthCheck, L4Dataplane, MeshConfig, Protocol, ServiceRoute,
+};
 use crate::route::{self, HttpRule};
 use crate::table::{Clock, ServiceRuntime};
 use crate::{l4, l7, metrics};
+
+/// How often the kernel ruleset is re-rendered even without an update, so that health
+/// check verdicts reach it. Half a second keeps a failed endpoint's exit from the kernel
+/// path well inside the one second the userspace path is held to.
+const KERNEL_RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What every listener and connection task shares; built once in `Mesh::new`.
 pub(crate) struct Shared {
@@ -43,6 +52,18 @@ pub(crate) struct Shared {
     pub http2: http2::Builder<TokioExecutor>,
     /// Per-request deadlines (request head, upstream answer); see `coarse_timer`.
     pub coarse_timer: CoarseTimer,
+    /// Set when `tcp` ports are forwarded by the kernel.
+    kernel: Option<KernelPath>,
+}
+
+/// The kernel data path's state: its table and the script last applied to it.
+struct KernelPath {
+    table: NftTable,
+    /// Held across `nft` runs so two syncs never interleave; `None` until the first one.
+    applied: tokio::sync::Mutex<Option<String>>,
+    /// Woken by `set_endpoints`, so endpoint changes reach the kernel at once.
+    wake: tokio::sync::Notify,
+    removed: std::sync::atomic::AtomicBool,
 }
 
 /// The services one published port serves.
@@ -111,8 +132,8 @@ struct Checker {
 struct MeshState {
     services: HashMap<String, ServiceEntry>,
     listeners: BTreeMap<u16, Listener>,
-    /// The coarse timer's sweeper is started by the first update, which is the first
-    /// call that is sure to run inside a tokio runtime.
+    /// The coarse timer's sweeper (and the kernel path's resync loop) are started by the
+    /// first update, which is the first call that is sure to run inside a tokio runtime.
     sweeper_started: bool,
     shut_down: bool,
 }
@@ -141,7 +162,7 @@ pub struct UpdateReport {
 pub struct Mesh {
     shared: Arc<Shared>,
     state: tokio::sync::Mutex<MeshState>,
-    views: RwLock<Views>,
+    views: Arc<RwLock<Views>>,
 }
 
 impl Mesh {
@@ -166,6 +187,12 @@ impl Mesh {
             // endpoint in-flight counts.
             .keep_alive_interval(Duration::from_secs(20));
 
+        let kernel = (config.l4_dataplane == L4Dataplane::Nftables).then(|| KernelPath {
+            table: NftTable::new(kernel::table_name(config.listen_ip)),
+            applied: tokio::sync::Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+            removed: std::sync::atomic::AtomicBool::new(false),
+        });
         Ok(Mesh {
             shared: Arc::new(Shared {
                 config,
@@ -175,9 +202,10 @@ impl Mesh {
                 http1,
                 http2,
                 coarse_timer,
+                kernel,
             }),
             state: tokio::sync::Mutex::new(MeshState::default()),
-            views: RwLock::new(Views::default()),
+            views: Arc::new(RwLock::new(Views::default())),
         })
     }
 
@@ -203,6 +231,12 @@ impl Mesh {
                     .clone()
                     .run_sweeper(self.shared.shutdown.clone()),
             );
+            if self.shared.kernel.is_some() {
+                self.shared.tracker.spawn(kernel_resync_loop(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&self.views),
+                ));
+            }
         }
 
         let mut previous = std::mem::take(&mut state.services);
@@ -310,6 +344,10 @@ impl Mesh {
         }
 
         self.refresh_views(&state);
+        if let Err(error) = sync_kernel(&self.shared, &self.views).await {
+            tracing::warn!(%error, "kernel data path not updated; the mesh's listeners serve its ports");
+            report.failed.push(error);
+        }
         Ok(report)
     }
 
@@ -334,6 +372,9 @@ impl Mesh {
                 service_id: service_id.to_string(),
             })?;
         runtime.update(&runtime.service_name(), endpoints);
+        if let Some(kernel) = &self.shared.kernel {
+            kernel.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -379,6 +420,16 @@ impl Mesh {
         self.refresh_views(&state);
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+        if let Some(kernel) = &self.shared.kernel {
+            // Holding `applied` keeps a late sync from recreating the table.
+            let _applied = kernel.applied.lock().await;
+            if let Err(error) = kernel.table.remove().await {
+                tracing::warn!(%error, table = kernel.table.name(), "kernel rules not removed");
+            }
+            kernel
+                .removed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     fn reconcile_checker(&self, entry: &mut ServiceEntry, service: &ServiceRoute) {
@@ -475,6 +526,104 @@ impl Drop for Mesh {
         // Without this, dropping the handle would leave listeners running with nothing
         // left to stop them.
         self.shared.shutdown.cancel();
+        if let Some(kernel) = &self.shared.kernel {
+            // Rules left behind would keep sending the port's traffic to endpoints that
+            // no longer answer for it.
+            if !kernel.removed.load(std::sync::atomic::Ordering::SeqCst) {
+                kernel.table.remove_blocking();
+            }
+        }
+    }
+}
+
+/// The `tcp` ports the kernel should forward, with the endpoints that take new
+/// connections: the ready ones, or, when none is ready, the ejected ones (the same "fail
+/// open" the userspace balancer applies). Draining and unhealthy endpoints never.
+fn kernel_ports(views: &RwLock<Views>, now_ms: u64) -> Vec<KernelPort> {
+    let listeners = {
+        let views = views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        views.listeners.clone()
+    };
+    let mut ports = Vec::new();
+    for listener in listeners {
+        if listener.protocol != Protocol::Tcp {
+            continue;
+        }
+        let routes = listener.routes();
+        let PortRoutes::Tcp(service) = &*routes else {
+            continue;
+        };
+        let endpoints = service.endpoints();
+        let with = |wanted: Availability| -> Vec<SocketAddr> {
+            endpoints
+                .iter()
+                .filter(|endpoint| endpoint.availability(now_ms) == wanted)
+                .map(|endpoint| endpoint.addr)
+                .collect()
+        };
+        let mut chosen = with(Availability::Ready);
+        if chosen.is_empty() {
+            chosen = with(Availability::Ejected);
+        }
+        ports.push(KernelPort {
+            published: listener.published,
+            endpoints: chosen,
+        });
+    }
+    ports.sort_by_key(|port| port.published);
+    ports
+}
+
+/// Brings the kernel's ruleset in line with the mesh's tables; a no-op when nothing the
+/// kernel sees has changed, or when the mesh has no kernel path.
+async fn sync_kernel(shared: &Shared, views: &RwLock<Views>) -> Result<(), MeshError> {
+    let Some(kernel) = &shared.kernel else {
+        return Ok(());
+    };
+    let mut applied = kernel.applied.lock().await;
+    if kernel.removed.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let ports = kernel_ports(views, shared.clock.now_ms());
+    let script = kernel::render(kernel.table.name(), shared.config.listen_ip, &ports);
+    if applied.as_deref() == Some(script.as_str()) {
+        return Ok(());
+    }
+    kernel.table.apply(&script).await?;
+    tracing::debug!(
+        table = kernel.table.name(),
+        ports = ports.len(),
+        "kernel data path updated"
+    );
+    *applied = Some(script);
+    Ok(())
+}
+
+async fn kernel_resync_loop(shared: Arc<Shared>, views: Arc<RwLock<Views>>) {
+    let Some(kernel) = &shared.kernel else {
+        return;
+    };
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = kernel.wake.notified() => {}
+            _ = tokio::time::sleep(KERNEL_RESYNC_INTERVAL) => {}
+        }
+        match sync_kernel(&shared, &views).await {
+            Ok(()) => last_error = None,
+            Err(error) => {
+                // Once per distinct error: a missing privilege would otherwise log twice a
+                // second forever.
+                let text = error.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(%error, "kernel data path not updated; the mesh's listeners serve its ports");
+                }
+                last_error = Some(text);
+            }
+        }
     }
 }
 

@@ -509,6 +509,18 @@ impl Drop for Cluster {
         for index in 0..self.nodes.len() {
             self.kill_tasks_of(index);
         }
+        // A SIGKILLed daemon cannot remove the kernel data path's rules; left in place
+        // they would keep catching connections to these addresses.
+        if self.daemon_args.iter().any(|arg| arg == "nftables") {
+            for node in &self.nodes {
+                let table = hoist_mesh::kernel::table_name(std::net::IpAddr::V4(node.ip));
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "ip", &table])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 

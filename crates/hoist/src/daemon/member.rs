@@ -37,6 +37,8 @@ pub struct DaemonConfig {
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<String>,
     pub hostname: String,
+    /// What forwards `tcp` published ports on this node.
+    pub mesh_dataplane: hoist_mesh::L4Dataplane,
     pub raft: RaftConfig,
 }
 
@@ -228,6 +230,7 @@ impl Daemon {
             engine,
             mesh: Arc::new(hoist_mesh::Mesh::new(hoist_mesh::MeshConfig {
                 listen_ip: self.config.listen_addr.ip(),
+                l4_dataplane: self.config.mesh_dataplane,
                 ..hoist_mesh::MeshConfig::default()
             })?),
         });

@@ -36,11 +36,22 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if let Some(advertise) = &args.advertise_addr {
         validate_addr(advertise).context("--advertise-addr")?;
     }
+    let mesh_dataplane: hoist_mesh::L4Dataplane = args
+        .mesh_dataplane
+        .parse()
+        .map_err(|reason: String| anyhow::anyhow!(reason))
+        .context("--mesh-dataplane")?;
+    if mesh_dataplane == hoist_mesh::L4Dataplane::Nftables {
+        hoist_mesh::kernel::probe(listen_addr.ip())
+            .await
+            .context("--mesh-dataplane nftables needs root (CAP_NET_ADMIN), the nft command and nf_tables in the kernel")?;
+    }
     let daemon = Arc::new(Daemon::new(member::DaemonConfig {
         data_dir,
         listen_addr,
         advertise_addr: args.advertise_addr.clone(),
         hostname,
+        mesh_dataplane,
         raft: hoist_raft::RaftConfig {
             snapshot_every: args.raft_snapshot_interval,
             keep_after_snapshot: args.raft_snapshot_interval / 2,

@@ -1,0 +1,319 @@
+//! The kernel data path for L4 ports: nftables DNAT rules that forward new connections to
+//! a published port straight to an endpoint, so the bytes never cross into userspace.
+//!
+//! Owns: rendering the node's whole ruleset from the ready endpoints of its `tcp` ports
+//! (`render`, pure), applying it atomically with `nft -f -` and removing it
+//! (`NftTable`), and the mark that tells the postrouting chain which flows to masquerade.
+//!
+//! Why a kernel path at all: on a small machine a userspace hop costs about half the
+//! request rate (client, proxy and backend share the cores, and every message crosses
+//! the proxy twice). DNAT costs one conntrack lookup per packet. It is what kube-proxy
+//! (iptables, nftables) and Swarm (IPVS) do; IPVS is not in every kernel, nftables is.
+//!
+//! What the kernel path gives up, and how the mesh makes up for it: endpoints are chosen
+//! round-robin (`numgen inc`), not by least connections; a refused connection reaches the
+//! client instead of being retried on the next endpoint. The userspace listener stays
+//! bound under the rules, so a port whose endpoints are all out of rotation (or one the
+//! kernel cannot express, such as IPv6) falls through to it. Health checks, draining and
+//! ejections still apply: the ruleset is re-rendered from the same endpoint table the
+//! userspace path balances over, and established flows keep their conntrack entry, so a
+//! draining endpoint finishes what it serves. Connections forwarded by the kernel do not
+//! appear in the mesh's per-endpoint metrics.
+//!
+//! Does not know: services, tasks or why an endpoint exists; the mesh hands it ports and
+//! addresses.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::error::MeshError;
+
+/// The conntrack mark put on flows this ruleset forwarded ("hois" in ASCII), so that the
+/// postrouting chain masquerades them when they leave the node: a remote endpoint must
+/// answer through us, not straight to a client that never talked to it.
+pub const FLOW_MARK: u32 = 0x686f_6973;
+
+/// One published port as the kernel path serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPort {
+    pub published: u16,
+    /// The endpoints that take new connections, in a stable order.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The nftables table name for a mesh listening on `listen_ip`. Derived from the address
+/// so a daemon restarted on the same address replaces what a killed one left behind, and
+/// two nodes sharing a host (tests, demos) never touch each other's rules.
+pub fn table_name(listen_ip: IpAddr) -> String {
+    let mut name = String::from("hoist_mesh_");
+    for ch in listen_ip.to_string().chars() {
+        name.push(if ch.is_ascii_alphanumeric() { ch } else { '_' });
+    }
+    name
+}
+
+/// Whether the kernel path can carry a port with these endpoints: nftables `ip` tables
+/// handle IPv4 only, and a port with no endpoint is left to the userspace listener.
+pub fn can_carry(listen_ip: IpAddr, endpoints: &[SocketAddr]) -> bool {
+    !listen_ip.is_ipv6() && !endpoints.is_empty() && endpoints.iter().all(SocketAddr::is_ipv4)
+}
+
+/// The nft script that makes table `table` hold exactly `ports`, replacing whatever it
+/// held, in one transaction (`nft -f` applies a script atomically). Ports that
+/// `can_carry` refuses are left out, so they stay with the userspace listener.
+pub fn render(table: &str, listen_ip: IpAddr, ports: &[KernelPort]) -> String {
+    let carried: Vec<&KernelPort> = ports
+        .iter()
+        .filter(|port| can_carry(listen_ip, &port.endpoints))
+        .collect();
+    let mut script = String::new();
+    // `add` then `delete` removes a table whether or not it existed, inside the same
+    // transaction as the new definition: there is no instant without rules.
+    let _ = writeln!(script, "add table ip {table}");
+    let _ = writeln!(script, "delete table ip {table}");
+    let _ = writeln!(script, "table ip {table} {{");
+    for port in &carried {
+        let _ = writeln!(script, "  chain port_{} {{", port.published);
+        let mut targets = String::new();
+        for (index, endpoint) in port.endpoints.iter().enumerate() {
+            if index > 0 {
+                targets.push_str(", ");
+            }
+            let _ = write!(targets, "{index} : {} . {}", endpoint.ip(), endpoint.port());
+        }
+        let _ = writeln!(
+            script,
+            "    meta l4proto tcp ct mark set {FLOW_MARK:#x} dnat to numgen inc mod {} map {{ {targets} }}",
+            port.endpoints.len()
+        );
+        let _ = writeln!(script, "  }}");
+    }
+    // An unspecified listen address means "every local address", as the socket does.
+    let (key_type, dispatch) = if listen_ip.is_unspecified() {
+        ("inet_service", "fib daddr type local tcp dport vmap @ports")
+    } else {
+        (
+            "ipv4_addr . inet_service",
+            "ip daddr . tcp dport vmap @ports",
+        )
+    };
+    let key = |published: u16| {
+        if listen_ip.is_unspecified() {
+            published.to_string()
+        } else {
+            format!("{listen_ip} . {published}")
+        }
+    };
+    let _ = writeln!(script, "  map ports {{");
+    let _ = writeln!(script, "    type {key_type} : verdict");
+    if !carried.is_empty() {
+        let elements: Vec<String> = carried
+            .iter()
+            .map(|port| format!("{} : goto port_{}", key(port.published), port.published))
+            .collect();
+        let _ = writeln!(script, "    elements = {{ {} }}", elements.join(", "));
+    }
+    let _ = writeln!(script, "  }}");
+    for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+        let _ = writeln!(script, "  chain {chain} {{");
+        // -100 is the dstnat priority, where DNAT belongs (nft 1.0 accepts the name only
+        // on some hooks, the number everywhere).
+        let _ = writeln!(
+            script,
+            "    type nat hook {hook} priority -100; policy accept;"
+        );
+        let _ = writeln!(script, "    {dispatch}");
+        let _ = writeln!(script, "  }}");
+    }
+    let _ = writeln!(script, "  chain postrouting {{");
+    let _ = writeln!(
+        script,
+        "    type nat hook postrouting priority 100; policy accept;"
+    );
+    let _ = writeln!(
+        script,
+        "    ct mark {FLOW_MARK:#x} oifname != \"lo\" masquerade"
+    );
+    let _ = writeln!(script, "  }}");
+    let _ = writeln!(script, "}}");
+    script
+}
+
+/// The node's table in the kernel. Applying replaces it whole; `remove` (or the mesh's
+/// shutdown) deletes it.
+#[derive(Debug)]
+pub struct NftTable {
+    name: String,
+}
+
+impl NftTable {
+    pub fn new(name: String) -> Self {
+        NftTable { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `script` through `nft -f -` (one transaction: all or nothing).
+    pub async fn apply(&self, script: &str) -> Result<(), MeshError> {
+        run_nft(script).await
+    }
+
+    /// Deletes the table if it exists.
+    pub async fn remove(&self) -> Result<(), MeshError> {
+        let name = &self.name;
+        run_nft(&format!("add table ip {name}\ndelete table ip {name}\n")).await
+    }
+
+    /// `remove` for places that cannot wait (drop of the mesh without a shutdown).
+    pub fn remove_blocking(&self) {
+        let name = &self.name;
+        let script = format!("add table ip {name}\ndelete table ip {name}\n");
+        let spawned = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = spawned {
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write as _;
+                let _ = stdin.write_all(script.as_bytes());
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Checks that this process can manage nftables (root or CAP_NET_ADMIN, the `nft`
+/// command, a kernel with nf_tables), by creating and deleting a scratch table.
+pub async fn probe(listen_ip: IpAddr) -> Result<(), MeshError> {
+    let name = format!("{}_probe", table_name(listen_ip));
+    run_nft(&format!(
+        "add table ip {name}\ndelete table ip {name}\nadd table ip {name}\ndelete table ip {name}\n"
+    ))
+    .await
+}
+
+async fn run_nft(script: &str) -> Result<(), MeshError> {
+    let kernel_error = |reason: String| MeshError::Kernel { reason };
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| kernel_error(format!("cannot run nft: {error}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|error| kernel_error(format!("cannot write to nft: {error}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|error| kernel_error(format!("nft did not finish: {error}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(kernel_error(format!(
+            "nft refused the ruleset ({}): {}",
+            output.status,
+            stderr.trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(published: u16, endpoints: &[&str]) -> KernelPort {
+        KernelPort {
+            published,
+            endpoints: endpoints.iter().map(|addr| addr.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_port_becomes_a_round_robin_dnat_behind_the_address_and_port() {
+        let listen: IpAddr = "127.0.0.9".parse().unwrap();
+        let script = render(
+            "hoist_mesh_127_0_0_9",
+            listen,
+            &[port(8080, &["10.0.0.1:80", "10.0.0.2:8081"])],
+        );
+        assert!(script.starts_with(
+            "add table ip hoist_mesh_127_0_0_9\ndelete table ip hoist_mesh_127_0_0_9\n"
+        ));
+        assert!(script
+            .contains("dnat to numgen inc mod 2 map { 0 : 10.0.0.1 . 80, 1 : 10.0.0.2 . 8081 }"));
+        assert!(script.contains("elements = { 127.0.0.9 . 8080 : goto port_8080 }"));
+        assert_eq!(
+            script.matches("ip daddr . tcp dport vmap @ports").count(),
+            2
+        );
+        assert!(script.contains(&format!(
+            "ct mark {FLOW_MARK:#x} oifname != \"lo\" masquerade"
+        )));
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_matches_every_local_address() {
+        let script = render(
+            "t",
+            "0.0.0.0".parse().unwrap(),
+            &[port(9000, &["10.0.0.1:80"])],
+        );
+        assert!(script.contains("type inet_service : verdict"));
+        assert!(script.contains("elements = { 9000 : goto port_9000 }"));
+        assert_eq!(
+            script
+                .matches("fib daddr type local tcp dport vmap @ports")
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn ports_the_kernel_cannot_carry_are_left_to_the_listener() {
+        let listen: IpAddr = "127.0.0.1".parse().unwrap();
+        let script = render(
+            "t",
+            listen,
+            &[
+                port(1, &[]),
+                port(2, &["[::1]:80"]),
+                port(3, &["10.0.0.1:80"]),
+            ],
+        );
+        assert!(!script.contains("port_1 "));
+        assert!(!script.contains("port_2 "));
+        assert!(script.contains("chain port_3 {"));
+        assert!(script.contains("elements = { 127.0.0.1 . 3 : goto port_3 }"));
+        // With nothing to carry the table still exists, empty, so a stale one is replaced.
+        let empty = render("t", listen, &[port(1, &[])]);
+        assert!(!empty.contains("elements"));
+        assert!(empty.contains("map ports {"));
+        assert!(!can_carry(
+            "::1".parse().unwrap(),
+            &["[::1]:80".parse().unwrap()]
+        ));
+    }
+
+    #[test]
+    fn table_names_are_per_listen_address_and_valid_identifiers() {
+        assert_eq!(
+            table_name("127.0.3.4".parse().unwrap()),
+            "hoist_mesh_127_0_3_4"
+        );
+        assert_eq!(table_name("::1".parse().unwrap()), "hoist_mesh___1");
+    }
+}
