@@ -482,6 +482,22 @@ fn the_kernel_data_path_reaches_every_task_and_drops_a_killed_one() {
         cluster.log_tail(0, 40)
     );
 
+    // The kernel's per-endpoint counters reach the node's metrics (on top of what the
+    // listener forwarded before the rules were in place).
+    wait_for(
+        "kernel connection counts in the metrics",
+        Duration::from_secs(10),
+        || {
+            counts
+                .keys()
+                .all(|task| {
+                    metric(&cluster, 0, "hoist_mesh_endpoint_connections_total", task)
+                        >= counts[task] as u64
+                })
+                .then_some(())
+        },
+    );
+
     let victim = counts.keys().next().cloned().unwrap();
     kill_task(&cluster, &victim);
     let killed = Instant::now();

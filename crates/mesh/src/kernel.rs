@@ -17,12 +17,14 @@
 //! kernel cannot express, such as IPv6) falls through to it. Health checks, draining and
 //! ejections still apply: the ruleset is re-rendered from the same endpoint table the
 //! userspace path balances over, and established flows keep their conntrack entry, so a
-//! draining endpoint finishes what it serves. Connections forwarded by the kernel do not
-//! appear in the mesh's per-endpoint metrics.
+//! draining endpoint finishes what it serves. Each endpoint has its own chain with a
+//! counter, read into the mesh's per-endpoint connection metric every few seconds; the
+//! kernel path has no request, error or latency figures.
 //!
 //! Does not know: services, tasks or why an endpoint exists; the mesh hands it ports and
 //! addresses.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
@@ -61,6 +63,43 @@ pub fn can_carry(listen_ip: IpAddr, endpoints: &[SocketAddr]) -> bool {
     !listen_ip.is_ipv6() && !endpoints.is_empty() && endpoints.iter().all(SocketAddr::is_ipv4)
 }
 
+/// The chain that forwards port `published`'s connections to its `index`th endpoint.
+pub fn endpoint_chain(published: u16, index: usize) -> String {
+    format!("ep_{published}_{index}")
+}
+
+/// The connection counts of the endpoint chains, from `nft -j list table` output: chain
+/// name to packets counted (one per forwarded connection).
+pub fn parse_counters(json: &str) -> Result<HashMap<String, u64>, MeshError> {
+    let document: serde_json::Value =
+        serde_json::from_str(json).map_err(|error| MeshError::Kernel {
+            reason: format!("nft printed JSON that does not parse: {error}"),
+        })?;
+    let objects = document["nftables"]
+        .as_array()
+        .ok_or_else(|| MeshError::Kernel {
+            reason: "nft's JSON has no \"nftables\" list".into(),
+        })?;
+    let mut counts = HashMap::new();
+    for rule in objects.iter().filter_map(|object| object.get("rule")) {
+        let Some(chain) = rule["chain"]
+            .as_str()
+            .filter(|chain| chain.starts_with("ep_"))
+        else {
+            continue;
+        };
+        let packets = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|expr| expr["counter"]["packets"].as_u64());
+        if let Some(packets) = packets {
+            *counts.entry(chain.to_string()).or_insert(0) += packets;
+        }
+    }
+    Ok(counts)
+}
+
 /// The nft script that makes table `table` hold exactly `ports`, replacing whatever it
 /// held, in one transaction (`nft -f` applies a script atomically). Ports that
 /// `can_carry` refuses are left out, so they stay with the userspace listener.
@@ -76,17 +115,23 @@ pub fn render(table: &str, listen_ip: IpAddr, ports: &[KernelPort]) -> String {
     let _ = writeln!(script, "delete table ip {table}");
     let _ = writeln!(script, "table ip {table} {{");
     for port in &carried {
-        let _ = writeln!(script, "  chain port_{} {{", port.published);
+        // One chain per endpoint, so its counter says how many connections it was given
+        // (a nat chain sees only the first packet of a connection).
         let mut targets = String::new();
         for (index, endpoint) in port.endpoints.iter().enumerate() {
+            let chain = endpoint_chain(port.published, index);
+            let _ = writeln!(script, "  chain {chain} {{");
+            let _ = writeln!(script, "    meta l4proto tcp counter dnat to {endpoint}");
+            let _ = writeln!(script, "  }}");
             if index > 0 {
                 targets.push_str(", ");
             }
-            let _ = write!(targets, "{index} : {} . {}", endpoint.ip(), endpoint.port());
+            let _ = write!(targets, "{index} : goto {chain}");
         }
+        let _ = writeln!(script, "  chain port_{} {{", port.published);
         let _ = writeln!(
             script,
-            "    meta l4proto tcp ct mark set {FLOW_MARK:#x} dnat to numgen inc mod {} map {{ {targets} }}",
+            "    ct mark set {FLOW_MARK:#x} numgen inc mod {} vmap {{ {targets} }}",
             port.endpoints.len()
         );
         let _ = writeln!(script, "  }}");
@@ -161,6 +206,29 @@ impl NftTable {
     /// Runs `script` through `nft -f -` (one transaction: all or nothing).
     pub async fn apply(&self, script: &str) -> Result<(), MeshError> {
         run_nft(script).await
+    }
+
+    /// The connection count of every endpoint chain (see `parse_counters`).
+    pub async fn read_counters(&self) -> Result<HashMap<String, u64>, MeshError> {
+        let output = tokio::process::Command::new("nft")
+            .args(["-j", "list", "table", "ip", &self.name])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|error| MeshError::Kernel {
+                reason: format!("cannot run nft: {error}"),
+            })?;
+        if !output.status.success() {
+            return Err(MeshError::Kernel {
+                reason: format!(
+                    "nft could not list table {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            });
+        }
+        parse_counters(&String::from_utf8_lossy(&output.stdout))
     }
 
     /// Deletes the table if it exists.
@@ -253,8 +321,13 @@ mod tests {
         assert!(script.starts_with(
             "add table ip hoist_mesh_127_0_0_9\ndelete table ip hoist_mesh_127_0_0_9\n"
         ));
+        assert!(script.contains(&format!(
+            "ct mark set {FLOW_MARK:#x} numgen inc mod 2 vmap {{ 0 : goto ep_8080_0, 1 : goto ep_8080_1 }}"
+        )));
         assert!(script
-            .contains("dnat to numgen inc mod 2 map { 0 : 10.0.0.1 . 80, 1 : 10.0.0.2 . 8081 }"));
+            .contains("chain ep_8080_0 {\n    meta l4proto tcp counter dnat to 10.0.0.1:80\n"));
+        assert!(script
+            .contains("chain ep_8080_1 {\n    meta l4proto tcp counter dnat to 10.0.0.2:8081\n"));
         assert!(script.contains("elements = { 127.0.0.9 . 8080 : goto port_8080 }"));
         assert_eq!(
             script.matches("ip daddr . tcp dport vmap @ports").count(),
@@ -306,6 +379,27 @@ mod tests {
             "::1".parse().unwrap(),
             &["[::1]:80".parse().unwrap()]
         ));
+    }
+
+    #[test]
+    fn endpoint_counters_are_read_from_nft_json() {
+        // Trimmed from `nft -j list table` of nftables 1.0.6.
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "ip", "name": "t", "handle": 1}},
+            {"rule": {"family": "ip", "table": "t", "chain": "ep_9_0", "handle": 6, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+                {"counter": {"packets": 7, "bytes": 420}},
+                {"dnat": {"addr": "127.0.0.1", "port": 19001}}]}},
+            {"rule": {"family": "ip", "table": "t", "chain": "ep_9_1", "handle": 7, "expr": [
+                {"counter": {"packets": 0, "bytes": 0}}]}},
+            {"rule": {"family": "ip", "table": "t", "chain": "output", "handle": 10, "expr": [
+                {"counter": {"packets": 99, "bytes": 0}}]}}]}"#;
+        let counts = parse_counters(json).unwrap();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts["ep_9_0"], 7);
+        assert_eq!(counts["ep_9_1"], 0);
+        assert!(parse_counters("not json").is_err());
+        assert!(parse_counters("{}").is_err());
     }
 
     #[test]

@@ -31,13 +31,17 @@ use crate::model::{
     validate_services, Endpoint, HealthCheck, L4Dataplane, MeshConfig, Protocol, ServiceRoute,
 };
 use crate::route::{self, HttpRule};
-use crate::table::{Clock, ServiceRuntime};
+use crate::table::{Clock, EndpointRuntime, ServiceRuntime};
 use crate::{l4, l7, metrics};
 
 /// How often the kernel ruleset is re-rendered even without an update, so that health
 /// check verdicts reach it. Half a second keeps a failed endpoint's exit from the kernel
 /// path well inside the one second the userspace path is held to.
 const KERNEL_RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the kernel's per-endpoint connection counters are added to the metrics (and
+/// always before the table is replaced, which resets them). Each read runs `nft` once.
+const KERNEL_COUNTER_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What every listener and connection task shares; built once in `Mesh::new`.
 pub(crate) struct Shared {
@@ -56,14 +60,26 @@ pub(crate) struct Shared {
     kernel: Option<KernelPath>,
 }
 
-/// The kernel data path's state: its table and the script last applied to it.
+/// The kernel data path's state: its table and what was last applied to it.
 struct KernelPath {
     table: NftTable,
-    /// Held across `nft` runs so two syncs never interleave; `None` until the first one.
-    applied: tokio::sync::Mutex<Option<String>>,
+    /// Held across `nft` runs so two syncs never interleave.
+    applied: tokio::sync::Mutex<KernelApplied>,
     /// Woken by `set_endpoints`, so endpoint changes reach the kernel at once.
     wake: tokio::sync::Notify,
     removed: std::sync::atomic::AtomicBool,
+}
+
+/// What the kernel's table holds, and how far its counters have been read.
+#[derive(Default)]
+struct KernelApplied {
+    /// `None` until the first sync.
+    script: Option<String>,
+    /// Endpoint chain name to the endpoint it forwards to, for the applied script.
+    chains: HashMap<String, Arc<EndpointRuntime>>,
+    /// Endpoint chain name to the connections already added to the endpoint's metrics.
+    counted: HashMap<String, u64>,
+    last_harvest: Option<std::time::Instant>,
 }
 
 /// The services one published port serves.
@@ -189,7 +205,7 @@ impl Mesh {
 
         let kernel = (config.l4_dataplane == L4Dataplane::Nftables).then(|| KernelPath {
             table: NftTable::new(kernel::table_name(config.listen_ip)),
-            applied: tokio::sync::Mutex::new(None),
+            applied: tokio::sync::Mutex::new(KernelApplied::default()),
             wake: tokio::sync::Notify::new(),
             removed: std::sync::atomic::AtomicBool::new(false),
         });
@@ -539,7 +555,10 @@ impl Drop for Mesh {
 /// The `tcp` ports the kernel should forward, with the endpoints that take new
 /// connections: the ready ones, or, when none is ready, the ejected ones (the same "fail
 /// open" the userspace balancer applies). Draining and unhealthy endpoints never.
-fn kernel_ports(views: &RwLock<Views>, now_ms: u64) -> Vec<KernelPort> {
+fn kernel_ports(
+    views: &RwLock<Views>,
+    now_ms: u64,
+) -> Vec<(KernelPort, Vec<Arc<EndpointRuntime>>)> {
     let listeners = {
         let views = views
             .read()
@@ -556,24 +575,53 @@ fn kernel_ports(views: &RwLock<Views>, now_ms: u64) -> Vec<KernelPort> {
             continue;
         };
         let endpoints = service.endpoints();
-        let with = |wanted: Availability| -> Vec<SocketAddr> {
+        let with = |wanted: Availability| -> Vec<Arc<EndpointRuntime>> {
             endpoints
                 .iter()
                 .filter(|endpoint| endpoint.availability(now_ms) == wanted)
-                .map(|endpoint| endpoint.addr)
+                .cloned()
                 .collect()
         };
         let mut chosen = with(Availability::Ready);
         if chosen.is_empty() {
             chosen = with(Availability::Ejected);
         }
-        ports.push(KernelPort {
+        let port = KernelPort {
             published: listener.published,
-            endpoints: chosen,
-        });
+            endpoints: chosen.iter().map(|endpoint| endpoint.addr).collect(),
+        };
+        ports.push((port, chosen));
     }
-    ports.sort_by_key(|port| port.published);
+    ports.sort_by_key(|(port, _)| port.published);
     ports
+}
+
+/// Adds the connections the kernel forwarded since the last read to each endpoint's
+/// `connections_total`. A failed read is logged and retried at the next one.
+async fn harvest_counters(table: &NftTable, applied: &mut KernelApplied) {
+    applied.last_harvest = Some(std::time::Instant::now());
+    if applied.chains.is_empty() {
+        return;
+    }
+    let counts = match table.read_counters().await {
+        Ok(counts) => counts,
+        Err(error) => {
+            tracing::debug!(%error, "kernel connection counters not read");
+            return;
+        }
+    };
+    for (chain, packets) in counts {
+        let Some(endpoint) = applied.chains.get(&chain) else {
+            continue;
+        };
+        let counted = applied.counted.entry(chain).or_insert(0);
+        let fresh = packets.saturating_sub(*counted);
+        *counted = packets;
+        endpoint
+            .metrics
+            .connections_total
+            .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Brings the kernel's ruleset in line with the mesh's tables; a no-op when nothing the
@@ -586,18 +634,40 @@ async fn sync_kernel(shared: &Shared, views: &RwLock<Views>) -> Result<(), MeshE
     if kernel.removed.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
-    let ports = kernel_ports(views, shared.clock.now_ms());
+    let wanted = kernel_ports(views, shared.clock.now_ms());
+    let ports: Vec<KernelPort> = wanted.iter().map(|(port, _)| port.clone()).collect();
     let script = kernel::render(kernel.table.name(), shared.config.listen_ip, &ports);
-    if applied.as_deref() == Some(script.as_str()) {
+    if applied.script.as_deref() == Some(script.as_str()) {
+        if applied
+            .last_harvest
+            .is_none_or(|at| at.elapsed() >= KERNEL_COUNTER_INTERVAL)
+        {
+            harvest_counters(&kernel.table, &mut applied).await;
+        }
         return Ok(());
     }
+    // Replacing the table zeroes its counters: take what they hold first.
+    harvest_counters(&kernel.table, &mut applied).await;
     kernel.table.apply(&script).await?;
     tracing::debug!(
         table = kernel.table.name(),
         ports = ports.len(),
         "kernel data path updated"
     );
-    *applied = Some(script);
+    applied.script = Some(script);
+    applied.counted.clear();
+    applied.chains = wanted
+        .into_iter()
+        .filter(|(port, _)| kernel::can_carry(shared.config.listen_ip, &port.endpoints))
+        .flat_map(|(port, endpoints)| {
+            endpoints
+                .into_iter()
+                .enumerate()
+                .map(move |(index, endpoint)| {
+                    (kernel::endpoint_chain(port.published, index), endpoint)
+                })
+        })
+        .collect();
     Ok(())
 }
 

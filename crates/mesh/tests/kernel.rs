@@ -103,6 +103,19 @@ async fn the_kernel_forwards_round_robin_follows_updates_and_keeps_draining_flow
         Some(0.0),
         "the mesh's own listener saw connections the kernel should have forwarded"
     );
+    // The kernel's per-endpoint counters reach the metrics within a couple of seconds.
+    let counted = wait_until(Duration::from_secs(10), || {
+        let text = mesh.render_metrics();
+        ["task-a", "task-b"].iter().all(|id| {
+            metric(
+                &text,
+                "hoist_mesh_endpoint_connections_total",
+                &format!("endpoint=\"{id}\""),
+            ) == Some(10.0)
+        })
+    })
+    .await;
+    assert!(counted, "metrics:\n{}", mesh.render_metrics());
 
     // A keep-alive connection to a, then a drains: new connections go to b only, the open
     // one keeps being served by a.
