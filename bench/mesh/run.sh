@@ -4,35 +4,71 @@
 #   bash bench/mesh/run.sh
 #
 # What it does, in order:
-#   1. installs wrk, nginx (with its stream module) and haproxy from Debian when missing,
-#      without letting the packages start system services;
-#   2. builds the mesh's standalone proxy (crates/mesh/examples/mesh_bench_proxy.rs) in
+#   1. installs wrk, nginx (with its stream module), haproxy and nftables from Debian when
+#      missing, without letting the packages start system services;
+#   2. builds the mesh's standalone proxy (crates/mesh/examples/mesh_bench_proxy.rs) and
+#      `hoist-bench` (for its open-loop `rate` generator, crates/bench/src/rate.rs) in
 #      release mode;
 #   3. starts one nginx (1 worker, access log off) serving a 12-byte body on two ports:
 #      the two identical backends ("replicas") every proxy balances over;
-#   4. for each target — direct backend, Hoist L4, Hoist L7, nginx stream, nginx http,
-#      HAProxy tcp, HAProxy http — starts the proxy pinned to CPU 1 (`taskset -c 1`, one
-#      worker/thread; ours runs a tokio current_thread runtime), warms up 1 s, runs
-#      `wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency`, and stops the proxy;
+#   4. for each target — direct backend, Hoist L4, Hoist L4 with the kernel data path
+#      (`--dataplane nftables`: nftables DNAT, the proxy process only keeps the rules),
+#      Hoist L7, nginx stream, nginx http, HAProxy tcp, HAProxy http — starts the proxy
+#      pinned to CPU 1 (`taskset -c 1`, one worker/thread; ours runs a tokio
+#      current_thread runtime), then measures, against that one proxy process:
+#        a. closed loop: warm-up 1 s, `wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency`
+#           (req/s, p50, p99), the proxy's CPU time per request (user + system of the
+#           process, its threads and its same-binary children, plus children it reaped,
+#           from /proc), and right after, its peak resident memory (VmHWM of the process
+#           and its same-binary children, e.g. nginx master + worker, summed);
+#        b. one connection: `wrk -t1 -c1 -d${DURATION}s --latency` (p50), and the added
+#           p50 = this p50 minus the direct backend's p50 of the same round;
+#        c. fixed rate (open loop): `hoist-bench rate --rate $RATE --connections
+#           $CONNECTIONS_RATE --duration $DURATION`, latency counted from each request's
+#           scheduled send time (coordinated omission corrected, as wrk2 does): p50, p99,
+#           p99.9 and errors;
+#      then stops the proxy. A target that does not start (or, for the kernel path, whose
+#      nftables rules do not show up) is logged and shown as "-", and the run goes on;
 #   5. repeats the whole sequence $ROUNDS times (interleaved: A, B, A, B, ...) and prints
-#      one table with the median run of each target: req/s, p50, p99, and ratios to
-#      direct and to nginx (nginx stream for L4 rows, nginx http for L7 rows), and the
-#      proxy's CPU time per request (user + system, from /proc; the median of the runs),
-#      which is steadier than req/s when other work shares the machine.
+#      one table: req/s, p50 and p99 of the median run by req/s of each target; ratios to
+#      direct and to the best peer of the same layer (the higher req/s of nginx stream and
+#      HAProxy tcp for L4 rows, of nginx http and HAProxy http for L7 rows); every other
+#      column is its own median over the runs (errors: the sum). Then a "goals" block for
+#      hoist-l4, hoist-l4-kernel and hoist-l7, computed from the table: req/s / best peer
+#      >= 1.10, added p50 at c=1 <= 25 us, fixed-rate p99 / best peer's (the lower p99 of
+#      the same two) <= 0.90, peak RSS / nginx of the same layer <= 1.00.
 #
-# wrk and the backend nginx are not pinned. Upstream keep-alive is on for every L7 proxy
-# (nginx `keepalive`, HAProxy `http-reuse always`, Hoist's pooled client). All traffic is
-# to 127.0.0.1. Everything started here is stopped on exit, including on Ctrl-C; the run
-# is bounded (about ROUNDS x 7 x (DURATION + 3) seconds plus the build).
+# wrk, hoist-bench rate and the backend nginx are not pinned. Upstream keep-alive is on
+# for every L7 proxy (nginx `keepalive`, HAProxy `http-reuse always`, Hoist's pooled
+# client). All traffic is to 127.0.0.1. With the kernel data path the forwarding work is
+# done by the kernel on behalf of the client and the backend, so it is neither pinned to
+# CPU 1 nor in that row's CPU and RSS columns (they count the userspace process only).
+# Everything started here is stopped on exit, including on Ctrl-C; the run is bounded
+# (about ROUNDS x 8 x (3 x DURATION + 2) seconds plus the build: ~7 minutes by default).
 #
-# Knobs (environment): DURATION (s, default 5), CONNECTIONS (default 32), ROUNDS (default 3).
+# Knobs (environment): DURATION (s, default 5), CONNECTIONS (closed loop, default 32),
+# ROUNDS (default 3), RATE (fixed rate in req/s, default 20000), CONNECTIONS_RATE
+# (connections of the fixed-rate run, default 32). 20000 is fixed rather than derived
+# from a closed-loop result so that every run and every target gets the same load; it is
+# under half of what the proxies reach closed-loop on a quiet 2-core machine, but a
+# request that arrives alone costs a proxy more CPU than one in a closed-loop batch
+# (1.5-2.5x for the L7 proxies, measured on a 2-core machine), so an L7 proxy may be close
+# to saturation there, and its fixed-rate p99 then shows queueing: lower RATE to look
+# further from saturation.
 
 set -euo pipefail
 
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-3}
+RATE=${RATE:-20000}
+CONNECTIONS_RATE=${CONNECTIONS_RATE:-32}
 PROXY_CPU=1
+# The goals the "goals" block checks the measurements against.
+GOAL_RPS_X_PEER=1.10
+GOAL_ADDED_P50_US=25
+GOAL_P99_X_PEER=0.90
+GOAL_RSS_X_NGINX=1.00
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d /tmp/hoist-mesh-bench.XXXXXX)
@@ -64,11 +100,13 @@ install_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || missing+=(nginx)
     command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v nft >/dev/null || missing+=(nftables)
     [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
     [ ${#missing[@]} -eq 0 ] && return
     log "installing ${missing[*]}"
     # Debian's postinst scripts would start nginx and haproxy as system services (and take
-    # port 80); policy-rc.d exit 101 forbids that for the duration of the install.
+    # port 80); policy-rc.d exit 101 forbids any service start for the duration of the
+    # install.
     local policy=/usr/sbin/policy-rc.d had_policy=0
     [ -e "$policy" ] && had_policy=1
     if [ $had_policy -eq 0 ]; then
@@ -94,16 +132,38 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
+# True while a process exists and is not a zombie (a child that exited stays a zombie
+# until it is reaped, and `kill -0` still succeeds on it).
+alive() {
+    local state
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Waits until a port accepts connections; gives up early when `pid` (optional) exits.
 wait_port() {
-    local port=$1
+    local port=$1 pid=${2:-0}
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             return 0
+        fi
+        if [ "$pid" != 0 ] && ! alive "$pid"; then
+            log "process $pid exited before port $port opened"
+            return 1
         fi
         sleep 0.05
     done
     log "port $port did not open"
     return 1
+}
+
+# Whether the loaded nftables ruleset mentions a port (the kernel data path's map element
+# `127.0.0.1 . PORT : goto port_PORT`). Captured first: `nft | grep -q` can fail under
+# pipefail when grep exits before nft has written everything.
+nft_mentions() {
+    local rules
+    rules=$(nft list ruleset 2>/dev/null || true)
+    grep -qw "$1" <<<"$rules"
 }
 
 stop_pid() {
@@ -147,11 +207,13 @@ EOF
 
 # --- 2. build ---------------------------------------------------------------------------
 install_tools
-log "building the mesh proxy (release)"
+log "building the mesh proxy and hoist-bench (release)"
 (cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-mesh --example mesh_bench_proxy)
+(cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-bench --bin hoist-bench)
 PROXY_BIN="$REPO_ROOT/target/release/examples/mesh_bench_proxy"
+BENCH_BIN="$REPO_ROOT/target/release/hoist-bench"
 
-read -r B1 B2 P_L4 P_L7 P_NS P_NH P_HT P_HH <<<"$(free_ports 8)"
+read -r B1 B2 P_L4 P_L4K P_L7 P_NS P_NH P_HT P_HH <<<"$(free_ports 9)"
 
 # --- 3. backends ------------------------------------------------------------------------
 BACKEND_CONF=$(nginx_conf backend "http {
@@ -216,55 +278,115 @@ EOF
 HAPROXY_TCP_CONF=$(haproxy_conf haproxy-tcp tcp "$P_HT" "")
 HAPROXY_HTTP_CONF=$(haproxy_conf haproxy-http http "$P_HH" "    http-reuse always")
 
-TARGETS=(direct hoist-l4 hoist-l7 nginx-stream nginx-http haproxy-tcp haproxy-http)
+TARGETS=(direct hoist-l4 hoist-l4-kernel hoist-l7 nginx-stream nginx-http haproxy-tcp haproxy-http)
 
 # Starts a target's proxy (if any) in the background of this shell (not in a subshell, so
 # it stays our child and `stop_pid` can reap it); sets TARGET_PID (0 for none) and
-# TARGET_PORT.
+# TARGET_PORT. Its output goes to $WORK/<target>.log.
 start_target() {
     local pin=(taskset -c "$PROXY_CPU")
     local backends=(--backend "127.0.0.1:$B1" --backend "127.0.0.1:$B2")
+    local log_file="$WORK/$1.log"
     TARGET_PID=0
     case $1 in
     direct) TARGET_PORT=$B1; return ;;
     hoist-l4) TARGET_PORT=$P_L4
-        "${pin[@]}" "$PROXY_BIN" --protocol tcp --port "$P_L4" "${backends[@]}" >"$WORK/hoist-l4.log" 2>&1 & ;;
+        "${pin[@]}" "$PROXY_BIN" --protocol tcp --port "$P_L4" "${backends[@]}" >"$log_file" 2>&1 & ;;
+    hoist-l4-kernel) TARGET_PORT=$P_L4K
+        "${pin[@]}" "$PROXY_BIN" --protocol tcp --port "$P_L4K" "${backends[@]}" \
+            --dataplane nftables >"$log_file" 2>&1 & ;;
     hoist-l7) TARGET_PORT=$P_L7
-        "${pin[@]}" "$PROXY_BIN" --protocol http --port "$P_L7" "${backends[@]}" >"$WORK/hoist-l7.log" 2>&1 & ;;
+        "${pin[@]}" "$PROXY_BIN" --protocol http --port "$P_L7" "${backends[@]}" >"$log_file" 2>&1 & ;;
     nginx-stream) TARGET_PORT=$P_NS
-        "${pin[@]}" nginx -c "$NGINX_STREAM_CONF" -g 'daemon off;' >/dev/null 2>&1 & ;;
+        "${pin[@]}" nginx -c "$NGINX_STREAM_CONF" -g 'daemon off;' >"$log_file" 2>&1 & ;;
     nginx-http) TARGET_PORT=$P_NH
-        "${pin[@]}" nginx -c "$NGINX_HTTP_CONF" -g 'daemon off;' >/dev/null 2>&1 & ;;
+        "${pin[@]}" nginx -c "$NGINX_HTTP_CONF" -g 'daemon off;' >"$log_file" 2>&1 & ;;
     haproxy-tcp) TARGET_PORT=$P_HT
-        "${pin[@]}" haproxy -db -f "$HAPROXY_TCP_CONF" >"$WORK/haproxy-tcp.log" 2>&1 & ;;
+        "${pin[@]}" haproxy -db -f "$HAPROXY_TCP_CONF" >"$log_file" 2>&1 & ;;
     haproxy-http) TARGET_PORT=$P_HH
-        "${pin[@]}" haproxy -db -f "$HAPROXY_HTTP_CONF" >"$WORK/haproxy-http.log" 2>&1 & ;;
+        "${pin[@]}" haproxy -db -f "$HAPROXY_HTTP_CONF" >"$log_file" 2>&1 & ;;
     esac
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
 }
 
+# Whether a started target serves: its port opens while its process lives, and for the
+# kernel data path its rules are loaded too (the userspace listener stays bound under
+# them, so an open port alone would not tell the two paths apart).
+target_ready() {
+    local target=$1
+    wait_port "$TARGET_PORT" "$TARGET_PID" || return 1
+    if [ "$target" = hoist-l4-kernel ]; then
+        for _ in $(seq 100); do
+            nft_mentions "$TARGET_PORT" && return 0
+            alive "$TARGET_PID" || break
+            sleep 0.05
+        done
+        log "no nftables rule for port $TARGET_PORT"
+        return 1
+    fi
+}
+
+# The process and those of its children that run the same binary (nginx's worker is the
+# master's child). Other children are left out: the kernel data path runs `nft` now and
+# then, and a short-lived `nft` caught alive would add noise to a sample.
+family() {
+    local pid exe
+    echo "$1"
+    exe=$(readlink "/proc/$1/exe" 2>/dev/null || true)
+    for pid in $(pgrep -P "$1" || true); do
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" = "$exe" ] && echo "$pid"
+    done
+    return 0
+}
+
 # CPU time (user + system, in clock ticks) used so far by a process, its threads and its
-# children (nginx's worker is the master's child).
+# same-binary children, plus what its reaped children used (cutime + cstime, fields 16
+# and 17, process-wide: read once), which is where the kernel data path's `nft` runs end
+# up.
 cpu_ticks() {
-    local total=0 pid stat
-    for pid in "$1" $(pgrep -P "$1" || true); do
+    local total=0 pid stat ticks
+    for pid in $(family "$1"); do
         for stat in /proc/"$pid"/task/*/stat; do
             # Fields 14 and 15 (utime, stime), counted after the ")" that closes the name.
-            total=$((total + $(sed 's/.*) //' "$stat" | awk '{ print $12 + $13 }')))
+            ticks=$(sed 's/.*) //' "$stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+            total=$((total + ${ticks:-0}))
         done
+    done
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $14 + $15 }' || true)
+    echo $((total + ${ticks:-0}))
+}
+
+# Peak resident memory (VmHWM, KiB) of a process and its same-binary children, summed.
+# Pages they share (the binary, libraries) count once per process, as `ps` would.
+peak_rss_kib() {
+    local total=0 pid kib
+    for pid in $(family "$1"); do
+        kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${kib:-0}))
     done
     echo "$total"
 }
 
-# Runs wrk against a port; echoes "rps p50_us p99_us cpu_us_per_request" (the last is the
-# proxy's CPU per request, "-" when there is no proxy).
+us_or_dash() { if [ -n "$1" ]; then to_us "$1"; else echo "-"; fi; }
+
+# One field of hoist-bench rate's `key=value` line, "-" when absent.
+rate_field() {
+    tr ' ' '\n' <<<"$2" | awk -F= -v key="$1" '$1 == key { print $2; found = 1 } END { if (!found) print "-" }'
+}
+
+# Measures one started target; echoes
+#   rps p50_us p99_us cpu_us_per_request rss_kib c1_p50_us rate_p50_us rate_p99_us
+#   rate_p999_us rate_max_us rate_errors
+# with "-" for what could not be measured (CPU and RSS when there is no proxy).
 measure() {
-    local port=$1 pid=$2 out before after
-    timeout 30 wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    local port=$1 pid=$2 url="http://127.0.0.1:$1/" out before after
+    timeout 30 wrk -t1 -c"$CONNECTIONS" -d1s "$url" >/dev/null 2>&1 || true
     [ "$pid" != 0 ] && before=$(cpu_ticks "$pid")
-    out=$(timeout $((DURATION + 30)) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+    out=$(timeout $((DURATION + 30)) wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" 2>&1 || true)
     [ "$pid" != 0 ] && after=$(cpu_ticks "$pid")
+    local rss="-"
+    [ "$pid" != 0 ] && rss=$(peak_rss_kib "$pid")
     if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
         log "errors against port $port: $(grep 'Non-2xx\|Socket errors' <<<"$out" | tr '\n' ' ')"
     fi
@@ -277,7 +399,19 @@ measure() {
         cpu=$(awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
             'BEGIN { printf "%.1f", ticks / hz * 1e6 / n }')
     fi
-    echo "${rps:-0} $(to_us "${p50:-0}") $(to_us "${p99:-0}") $cpu"
+
+    local c1 c1_p50
+    c1=$(timeout $((DURATION + 30)) wrk -t1 -c1 -d"${DURATION}s" --latency "$url" 2>&1 || true)
+    c1_p50=$(awk '$1 == "50%" { print $2 }' <<<"$c1")
+
+    local line
+    line=$(timeout $((DURATION + 30)) "$BENCH_BIN" rate --url "$url" --rate "$RATE" \
+        --duration "$DURATION" --connections "$CONNECTIONS_RATE" 2>>"$WORK/rate.err" || true)
+    [ -n "$line" ] || log "hoist-bench rate printed nothing against port $port (see its stderr above)"
+
+    echo "${rps:--} $(us_or_dash "$p50") $(us_or_dash "$p99") $cpu $rss $(us_or_dash "$c1_p50")" \
+        "$(rate_field p50_us "$line") $(rate_field p99_us "$line") $(rate_field p999_us "$line")" \
+        "$(rate_field max_us "$line") $(rate_field errors "$line")"
 }
 
 RESULTS="$WORK/results.txt"
@@ -285,44 +419,125 @@ RESULTS="$WORK/results.txt"
 for round in $(seq "$ROUNDS"); do
     for target in "${TARGETS[@]}"; do
         start_target "$target"
-        wait_port "$TARGET_PORT"
-        read -r rps p50 p99 cpu <<<"$(measure "$TARGET_PORT" "$TARGET_PID")"
+        if ! target_ready "$target"; then
+            log "round $round $target: did not start; the end of its log:"
+            tail -n 5 "$WORK/$target.log" >&2 2>/dev/null || true
+            [ "$TARGET_PID" != 0 ] && stop_pid "$TARGET_PID"
+            echo "$round $target - - - - - - - - - - -" >>"$RESULTS"
+            continue
+        fi
+        read -r rps p50 p99 cpu rss c1 r50 r99 r999 rmax rerr <<<"$(measure "$TARGET_PORT" "$TARGET_PID")"
         [ "$TARGET_PID" != 0 ] && stop_pid "$TARGET_PID"
-        log "round $round $target: $rps req/s, p50 ${p50}us, p99 ${p99}us, proxy CPU ${cpu}us/req"
-        echo "$target $rps $p50 $p99 $cpu" >>"$RESULTS"
+        if [ "$target" = hoist-l4-kernel ] && nft_mentions "$TARGET_PORT"; then
+            log "round $round $target: its nftables rules for port $TARGET_PORT outlived the proxy"
+        fi
+        log "round $round $target: $rps req/s, p50 ${p50}us, p99 ${p99}us; c=1 p50 ${c1}us;" \
+            "@${RATE}/s p50 ${r50}us p99 ${r99}us p99.9 ${r999}us, $rerr errors;" \
+            "RSS ${rss} KiB, CPU ${cpu}us/req"
+        echo "$round $target $rps $p50 $p99 $cpu $rss $c1 $r50 $r99 $r999 $rmax $rerr" >>"$RESULTS"
     done
 done
 
 # --- 5. table ---------------------------------------------------------------------------
 echo
 echo "Loopback, $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r)"
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved runs; proxies pinned to CPU $PROXY_CPU, one worker/thread"
+echo "closed loop: wrk -t1 -c$CONNECTIONS -d${DURATION}s; c=1: wrk -t1 -c1 -d${DURATION}s;" \
+    "fixed rate: hoist-bench rate --rate $RATE --connections $CONNECTIONS_RATE --duration $DURATION"
+echo "median of $ROUNDS interleaved runs; proxies pinned to CPU $PROXY_CPU, one worker/thread"
 echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{ print "HAProxy " $3 }'), 2 nginx backends (12-byte body)"
 echo
-awk -v targets="${TARGETS[*]}" '
-{ n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; cpu[$1, n[$1]] = $5 }
+awk -v targets="${TARGETS[*]}" -v rounds="$ROUNDS" -v rate="$RATE" \
+    -v connections="$CONNECTIONS" -v connections_rate="$CONNECTIONS_RATE" \
+    -v goal_rps="$GOAL_RPS_X_PEER" -v goal_added="$GOAL_ADDED_P50_US" \
+    -v goal_p99="$GOAL_P99_X_PEER" -v goal_rss="$GOAL_RSS_X_NGINX" '
+function isnum(x) { return x != "" && x != "-" }
+function f0(x) { return isnum(x) ? sprintf("%.0f", x) : "-" }
+function f1(x) { return isnum(x) ? sprintf("%.1f", x) : "-" }
+function ratio(a, b) { return (isnum(a) && isnum(b) && b > 0) ? sprintf("%.2f", a / b) : "-" }
+function layer(name) { return name ~ /l4|stream|tcp/ ? "L4" : name ~ /l7|http/ ? "L7" : "" }
+# Median of one column over the runs that measured it (the lower middle one for an even
+# count, as for the req/s run).
+function median(name, col,    k, r, i, j, tmp, vals) {
+    k = 0
+    for (r = 1; r <= rounds; r++) if (isnum(v[name, r, col])) vals[++k] = v[name, r, col]
+    if (k == 0) return "-"
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+        if (vals[j] + 0 < vals[i] + 0) { tmp = vals[i]; vals[i] = vals[j]; vals[j] = tmp }
+    return vals[int((k + 1) / 2)]
+}
+# The best of two peers: the higher value (want = 1) or the lower (want = -1); "-" when
+# neither was measured.
+function best(a, b, want) {
+    if (!isnum(a)) return b
+    if (!isnum(b)) return a
+    return ((a - b) * want >= 0) ? a : b
+}
+function verdict(x, goal, want) {
+    if (!isnum(x)) return "-"
+    return sprintf("%s %s", x, ((x - goal) * want >= 0) ? "met" : "not met")
+}
+# Columns of a results line after "round target": 1 rps, 2 p50, 3 p99, 4 cpu, 5 rss KiB,
+# 6 c=1 p50, 7-10 fixed-rate p50/p99/p99.9/max, 11 fixed-rate errors; 12 (computed) added p50.
+{ for (c = 3; c <= NF; c++) v[$2, $1, c - 2] = $c }
 END {
-    split(targets, order, " ")
-    for (t = 1; t in order; t++) {
-        name = order[t]; count = n[name]
-        # median run by req/s
-        for (i = 1; i <= count; i++) idx[i] = i
-        for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++)
-            if (rps[name, idx[j]] < rps[name, idx[i]]) { tmp = idx[i]; idx[i] = idx[j]; idx[j] = tmp }
-        m = idx[int((count + 1) / 2)]
-        med_rps[name] = rps[name, m]; med_p50[name] = p50[name, m]; med_p99[name] = p99[name, m]
-        # CPU per request: its own median, since it is steadier than req/s on a busy box
-        for (i = 1; i <= count; i++) c[i] = cpu[name, i]
-        for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++)
-            if (c[j] + 0 < c[i] + 0) { tmp = c[i]; c[i] = c[j]; c[j] = tmp }
-        med_cpu[name] = c[int((count + 1) / 2)]
-    }
-    printf "%-14s %10s %9s %9s %9s %9s %13s\n", "target", "req/s", "p50 us", "p99 us", "x direct", "x nginx", "CPU us/req"
-    for (t = 1; t in order; t++) {
+    n = split(targets, order, " ")
+    for (t = 1; t <= n; t++) for (r = 1; r <= rounds; r++) {
         name = order[t]
-        ref = (name ~ /l4|stream|tcp/) ? "nginx-stream" : (name ~ /l7|http/) ? "nginx-http" : ""
-        ratio_nginx = (ref != "" && med_rps[ref] > 0) ? sprintf("%.2f", med_rps[name] / med_rps[ref]) : "-"
-        printf "%-14s %10.0f %9.0f %9.0f %9.2f %9s %13s\n", name, med_rps[name], med_p50[name], med_p99[name],
-            med_rps[name] / med_rps["direct"], ratio_nginx, med_cpu[name]
+        if (isnum(v[name, r, 6]) && isnum(v["direct", r, 6]))
+            v[name, r, 12] = v[name, r, 6] - v["direct", r, 6]
+    }
+    for (t = 1; t <= n; t++) {
+        name = order[t]
+        # req/s, p50 and p99 from one run: the median one by req/s
+        k = 0
+        for (r = 1; r <= rounds; r++) if (isnum(v[name, r, 1])) idx[++k] = r
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++)
+            if (v[name, idx[j], 1] + 0 < v[name, idx[i], 1] + 0) { tmp = idx[i]; idx[i] = idx[j]; idx[j] = tmp }
+        if (k > 0) { m = idx[int((k + 1) / 2)]; for (c = 1; c <= 3; c++) M[name, c] = v[name, m, c] }
+        else for (c = 1; c <= 3; c++) M[name, c] = "-"
+        for (c = 4; c <= 12; c++) M[name, c] = median(name, c)
+        errors = "-"
+        for (r = 1; r <= rounds; r++) if (isnum(v[name, r, 11])) errors += v[name, r, 11]
+        M[name, 11] = errors
+    }
+    best_rps["L4"] = best(M["nginx-stream", 1], M["haproxy-tcp", 1], 1)
+    best_rps["L7"] = best(M["nginx-http", 1], M["haproxy-http", 1], 1)
+    best_p99["L4"] = best(M["nginx-stream", 8], M["haproxy-tcp", 8], -1)
+    best_p99["L7"] = best(M["nginx-http", 8], M["haproxy-http", 8], -1)
+    nginx_rss["L4"] = M["nginx-stream", 5]; nginx_rss["L7"] = M["nginx-http", 5]
+
+    row = "%-16s %8s %7s %7s %8s %6s | %7s %7s | %7s %7s %8s %6s | %8s %7s\n"
+    printf "%-16s %-47s | %-15s | %-31s | %s\n", "", "closed loop, c=" connections, "one connection",
+        "fixed rate " rate "/s, c=" connections_rate, "proxy"
+    printf row, "target", "req/s", "p50 us", "p99 us", "x direct", "x best", "p50 us", "added",
+        "p50 us", "p99 us", "p99.9 us", "errors", "RSS MiB", "CPU us"
+    printf row, "", "", "", "", "", "peer", "", "p50 us", "", "", "", "", "(peak)", "/req"
+    for (t = 1; t <= n; t++) {
+        name = order[t]; l = layer(name)
+        rss_mib = isnum(M[name, 5]) ? M[name, 5] / 1024 : "-"
+        printf row, name, f0(M[name, 1]), f0(M[name, 2]), f0(M[name, 3]),
+            ratio(M[name, 1], M["direct", 1]), (l != "") ? ratio(M[name, 1], best_rps[l]) : "-",
+            f0(M[name, 6]), f0(M[name, 12]), f0(M[name, 7]), f0(M[name, 8]), f0(M[name, 9]),
+            f0(M[name, 11]), f1(rss_mib), M[name, 4]
+    }
+
+    print ""
+    print "Goals (from the medians above; best peer = the better of nginx and HAProxy of the same layer):"
+    split("hoist-l4 hoist-l4-kernel hoist-l7", ours, " ")
+    grow = "%-34s %-18s %-18s %s\n"
+    printf grow, "goal", ours[1], ours[2], ours[3]
+    for (g = 1; g <= 4; g++) {
+        for (o = 1; o <= 3; o++) {
+            name = ours[o]; l = layer(name)
+            if (g == 1) cell[o] = verdict(ratio(M[name, 1], best_rps[l]), goal_rps, 1)
+            if (g == 2) cell[o] = verdict(f0(M[name, 12]), goal_added, -1)
+            if (g == 3) cell[o] = verdict(ratio(M[name, 8], best_p99[l]), goal_p99, -1)
+            if (g == 4) cell[o] = verdict(ratio(M[name, 5], nginx_rss[l]), goal_rss, -1)
+        }
+        label[1] = "req/s / best peer >= " goal_rps
+        label[2] = "added p50 at c=1 <= " goal_added " us"
+        label[3] = "fixed-rate p99 / best peer <= " goal_p99
+        label[4] = "peak RSS / nginx <= " goal_rss
+        printf grow, label[g], cell[1], cell[2], cell[3]
     }
 }' "$RESULTS"

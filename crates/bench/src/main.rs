@@ -12,6 +12,7 @@
 //! Timings live here, never in tests.
 
 mod faults;
+mod rate;
 mod swarm;
 
 use std::path::PathBuf;
@@ -318,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("faults") => faults::run(&args),
         Some("swarm") => swarm::run(&args[1..]).await,
+        Some("rate") => rate::run(&args[1..]).await,
         Some("failover") => {
             let kills = arg_value(&args, "--kills", 10)?;
             let writes = arg_value(&args, "--writes", 200)?;
@@ -329,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!(
                 "       hoist-bench faults [--seeds N] [--seed S] [--kills N] [--scenario NAME]"
             );
+            eprintln!("       hoist-bench rate --url http://127.0.0.1:PORT/ --rate R [--duration S] [--connections C]");
             std::process::exit(2);
         }
     }
