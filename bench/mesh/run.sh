@@ -47,21 +47,20 @@
 # (about ROUNDS x 8 x (3 x DURATION + 2) seconds plus the build: ~7 minutes by default).
 #
 # Knobs (environment): DURATION (s, default 5), CONNECTIONS (closed loop, default 32),
-# ROUNDS (default 3), RATE (fixed rate in req/s, default 20000), CONNECTIONS_RATE
-# (connections of the fixed-rate run, default 32). 20000 is fixed rather than derived
-# from a closed-loop result so that every run and every target gets the same load; it is
-# under half of what the proxies reach closed-loop on a quiet 2-core machine, but a
-# request that arrives alone costs a proxy more CPU than one in a closed-loop batch
-# (1.5-2.5x for the L7 proxies, measured on a 2-core machine), so an L7 proxy may be close
-# to saturation there, and its fixed-rate p99 then shows queueing: lower RATE to look
-# further from saturation.
+# ROUNDS (default 3), RATE (fixed rate in req/s), CONNECTIONS_RATE (connections of the
+# fixed-rate run, default 32). Without RATE, a calibration run before the rounds measures
+# nginx http and HAProxy http closed-loop (3 s each) and RATE is half the better one's
+# req/s: "50% of the best peer's max rate", the same load for every target and every
+# round, below the saturation of every proxy (a request that arrives alone costs an L7
+# proxy 1.5-2.5x the CPU of one in a closed-loop batch, so a rate near the closed-loop
+# maximum would measure queueing, not the proxy).
 
 set -euo pipefail
 
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-3}
-RATE=${RATE:-20000}
+RATE=${RATE:-}
 CONNECTIONS_RATE=${CONNECTIONS_RATE:-32}
 PROXY_CPU=1
 # The goals the "goals" block checks the measurements against.
@@ -413,6 +412,25 @@ measure() {
         "$(rate_field p50_us "$line") $(rate_field p99_us "$line") $(rate_field p999_us "$line")" \
         "$(rate_field max_us "$line") $(rate_field errors "$line")"
 }
+
+if [ -z "$RATE" ]; then
+    best_l7=0
+    for target in nginx-http haproxy-http; do
+        start_target "$target"
+        if target_ready "$target"; then
+            rps=$(timeout 40 wrk -t1 -c"$CONNECTIONS" -d3s "http://127.0.0.1:$TARGET_PORT/" 2>/dev/null |
+                awk '/^Requests\/sec:/ { printf "%d", $2 }' || true)
+            [ "${rps:-0}" -gt "$best_l7" ] && best_l7=$rps
+        fi
+        [ "$TARGET_PID" != 0 ] && stop_pid "$TARGET_PID"
+    done
+    if [ "$best_l7" -le 0 ]; then
+        log "calibration failed: no L7 peer answered; set RATE"
+        exit 1
+    fi
+    RATE=$((best_l7 / 2))
+    log "fixed rate: $RATE req/s, half the best L7 peer's closed-loop $best_l7 req/s"
+fi
 
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
