@@ -519,13 +519,17 @@ fn the_kernel_data_path_reaches_every_task_and_drops_a_killed_one() {
         "kernel path: new connections avoid the killed task {:?} after the kill",
         killed.elapsed()
     );
-    let ips: Vec<std::net::Ipv4Addr> = cluster.nodes.iter().map(|node| node.ip).collect();
-    assert!(ips.iter().any(|ip| nft_table_exists(*ip)));
-    drop(cluster);
-    for ip in ips {
-        assert!(
-            !nft_table_exists(ip),
-            "the table of {ip} outlived the cluster"
-        );
+    // A daemon stopped by SIGTERM takes its rules with it.
+    let ip = cluster.nodes[0].ip;
+    assert!(nft_table_exists(ip));
+    let pid = cluster.nodes[0].pid().expect("node-1 runs") as i32;
+    // SAFETY: the pid is the test's own child daemon, still running.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
     }
+    wait_for(
+        "node-1's nftables table to go with its daemon",
+        Duration::from_secs(20),
+        || (!nft_table_exists(ip)).then_some(()),
+    );
 }

@@ -21,6 +21,13 @@
 //! counter, read into the mesh's per-endpoint connection metric every few seconds; the
 //! kernel path has no request, error or latency figures.
 //!
+//! What the host must allow: a connection sent to a task on another node is forwarded
+//! by this node, so `net.ipv4.ip_forward` must be 1 (`probe` refuses otherwise) and the
+//! FORWARD chains must accept flows with `FLOW_MARK` (Docker sets the iptables FORWARD
+//! policy to DROP: add `iptables -I DOCKER-USER -m connmark --mark 0x686f6973 -j ACCEPT`).
+//! A Docker task's endpoint is its host port, which Docker's own DNAT cannot reach once
+//! ours has rewritten the connection, so those connections go through docker-proxy.
+//!
 //! Does not know: services, tasks or why an endpoint exists; the mesh hands it ports and
 //! addresses.
 
@@ -47,8 +54,9 @@ pub struct KernelPort {
 }
 
 /// The nftables table name for a mesh listening on `listen_ip`. Derived from the address
-/// so a daemon restarted on the same address replaces what a killed one left behind, and
-/// two nodes sharing a host (tests, demos) never touch each other's rules.
+/// so a daemon restarted on the same address (in either data path mode: the userspace
+/// one deletes it) finds what a killed one left behind, and two nodes sharing a host
+/// (tests, demos) never touch each other's rules.
 pub fn table_name(listen_ip: IpAddr) -> String {
     let mut name = String::from("hoist_mesh_");
     for ch in listen_ip.to_string().chars() {
@@ -137,8 +145,14 @@ pub fn render(table: &str, listen_ip: IpAddr, ports: &[KernelPort]) -> String {
         let _ = writeln!(script, "  }}");
     }
     // An unspecified listen address means "every local address", as the socket does.
+    // Loopback destinations are left to the listener: a connection from 127.0.0.1
+    // rewritten to another node could not leave the host (the kernel will not route a
+    // 127/8 source out of a real interface).
     let (key_type, dispatch) = if listen_ip.is_unspecified() {
-        ("inet_service", "fib daddr type local tcp dport vmap @ports")
+        (
+            "inet_service",
+            "fib daddr type local ip daddr != 127.0.0.0/8 tcp dport vmap @ports",
+        )
     } else {
         (
             "ipv4_addr . inet_service",
@@ -210,12 +224,19 @@ impl NftTable {
 
     /// The connection count of every endpoint chain (see `parse_counters`).
     pub async fn read_counters(&self) -> Result<HashMap<String, u64>, MeshError> {
-        let output = tokio::process::Command::new("nft")
+        let listing = tokio::process::Command::new("nft")
             .args(["-j", "list", "table", "ip", &self.name])
             .stdin(Stdio::null())
             .kill_on_drop(true)
-            .output()
+            .output();
+        let output = tokio::time::timeout(NFT_TIMEOUT, listing)
             .await
+            .map_err(|_elapsed| MeshError::Kernel {
+                reason: format!(
+                    "nft did not list table {} within {NFT_TIMEOUT:?}",
+                    self.name
+                ),
+            })?
             .map_err(|error| MeshError::Kernel {
                 reason: format!("cannot run nft: {error}"),
             })?;
@@ -229,6 +250,21 @@ impl NftTable {
             });
         }
         parse_counters(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// Whether the table is in the kernel (false also when nft cannot be run).
+    pub async fn exists(&self) -> bool {
+        let listing = tokio::process::Command::new("nft")
+            .args(["list", "table", "ip", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        matches!(
+            tokio::time::timeout(NFT_TIMEOUT, listing).await,
+            Ok(Ok(status)) if status.success()
+        )
     }
 
     /// Deletes the table if it exists.
@@ -257,9 +293,42 @@ impl NftTable {
     }
 }
 
-/// Checks that this process can manage nftables (root or CAP_NET_ADMIN, the `nft`
-/// command, a kernel with nf_tables), by creating and deleting a scratch table.
+/// Deletes the table a mesh on `listen_ip` would own, if there is one and this process
+/// may: for a mesh started without the kernel path after one that had it was killed.
+/// Silent when there is nothing to delete or no right to.
+pub async fn remove_stale(listen_ip: IpAddr) {
+    if listen_ip.is_ipv6() {
+        return;
+    }
+    let table = NftTable::new(table_name(listen_ip));
+    if table.exists().await && table.remove().await.is_ok() {
+        tracing::warn!(
+            table = table.name(),
+            "removed the kernel rules a previous run left behind"
+        );
+    }
+}
+
+/// Checks that the kernel path can work here: an IPv4 listen address, forwarding on (a
+/// connection to a task on another node is forwarded by this node), and the right to
+/// manage nftables (root or CAP_NET_ADMIN, the `nft` command, nf_tables in the kernel),
+/// tried by creating and deleting a scratch table.
 pub async fn probe(listen_ip: IpAddr) -> Result<(), MeshError> {
+    if listen_ip.is_ipv6() {
+        return Err(MeshError::Kernel {
+            reason: format!(
+                "the nftables path carries IPv4 only, and the mesh listens on {listen_ip}"
+            ),
+        });
+    }
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|value| value.trim() == "1")
+        .unwrap_or(false);
+    if !forwarding {
+        return Err(MeshError::Kernel {
+            reason: "net.ipv4.ip_forward is off, so connections sent to tasks on other nodes would be dropped; enable it (sysctl -w net.ipv4.ip_forward=1)".into(),
+        });
+    }
     let name = format!("{}_probe", table_name(listen_ip));
     run_nft(&format!(
         "add table ip {name}\ndelete table ip {name}\nadd table ip {name}\ndelete table ip {name}\n"
@@ -267,7 +336,20 @@ pub async fn probe(listen_ip: IpAddr) -> Result<(), MeshError> {
     .await
 }
 
+/// Longest an `nft` run may take; a hung one must not hold the mesh's update lock.
+const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn run_nft(script: &str) -> Result<(), MeshError> {
+    tokio::time::timeout(NFT_TIMEOUT, run_nft_untimed(script))
+        .await
+        .unwrap_or_else(|_elapsed| {
+            Err(MeshError::Kernel {
+                reason: format!("nft did not finish within {NFT_TIMEOUT:?}"),
+            })
+        })
+}
+
+async fn run_nft_untimed(script: &str) -> Result<(), MeshError> {
     let kernel_error = |reason: String| MeshError::Kernel { reason };
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
@@ -349,7 +431,7 @@ mod tests {
         assert!(script.contains("elements = { 9000 : goto port_9000 }"));
         assert_eq!(
             script
-                .matches("fib daddr type local tcp dport vmap @ports")
+                .matches("fib daddr type local ip daddr != 127.0.0.0/8 tcp dport vmap @ports")
                 .count(),
             2
         );

@@ -169,7 +169,9 @@ pub struct UpdateReport {
     pub opened: Vec<u16>,
     /// Published ports that stopped listening.
     pub closed: Vec<u16>,
-    /// Ports that could not be opened (`MeshError::Bind`); the next update retries them.
+    /// Ports that could not be opened (`MeshError::Bind`), and a kernel ruleset that could
+    /// not be applied (`MeshError::Kernel`: the listeners serve those ports meanwhile); the
+    /// next update retries them.
     pub failed: Vec<MeshError>,
 }
 
@@ -227,8 +229,8 @@ impl Mesh {
 
     /// Makes the mesh serve exactly `services`: opens listeners for new published ports,
     /// closes those no longer published, and updates route and endpoint tables in place.
-    /// The set is validated first and refused whole if invalid. Bind failures are
-    /// reported per port in the `UpdateReport`, not as an `Err`.
+    /// The set is validated first and refused whole if invalid. Bind failures (per port)
+    /// and kernel path failures are reported in the `UpdateReport`, not as an `Err`.
     pub async fn set_services(
         &self,
         services: Vec<ServiceRoute>,
@@ -432,20 +434,25 @@ impl Mesh {
         for (_, listener) in std::mem::take(&mut state.listeners) {
             let _ = listener.accept_task.await;
         }
+        // The kernel's rules go first: they would take new connections for as long as
+        // in-flight L7 requests keep the wait below going. Forwarded flows keep their
+        // conntrack entries and finish.
+        if let Some(kernel) = &self.shared.kernel {
+            // Holding `applied` keeps a late sync from recreating the table.
+            let _applied = kernel.applied.lock().await;
+            if !kernel
+                .removed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                if let Err(error) = kernel.table.remove().await {
+                    tracing::warn!(%error, table = kernel.table.name(), "kernel rules not removed");
+                }
+            }
+        }
         state.services.clear();
         self.refresh_views(&state);
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
-        if let Some(kernel) = &self.shared.kernel {
-            // Holding `applied` keeps a late sync from recreating the table.
-            let _applied = kernel.applied.lock().await;
-            if let Err(error) = kernel.table.remove().await {
-                tracing::warn!(%error, table = kernel.table.name(), "kernel rules not removed");
-            }
-            kernel
-                .removed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
     }
 
     fn reconcile_checker(&self, entry: &mut ServiceEntry, service: &ServiceRoute) {
@@ -544,8 +551,12 @@ impl Drop for Mesh {
         self.shared.shutdown.cancel();
         if let Some(kernel) = &self.shared.kernel {
             // Rules left behind would keep sending the port's traffic to endpoints that
-            // no longer answer for it.
-            if !kernel.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            // no longer answer for it. `removed` first, so a sync still running sees it
+            // (syncs also stop on the cancelled token above).
+            if !kernel
+                .removed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 kernel.table.remove_blocking();
             }
         }
@@ -606,7 +617,10 @@ async fn harvest_counters(table: &NftTable, applied: &mut KernelApplied) {
     let counts = match table.read_counters().await {
         Ok(counts) => counts,
         Err(error) => {
-            tracing::debug!(%error, "kernel connection counters not read");
+            // Most likely the table is gone (`nft flush ruleset`, a firewall reload):
+            // forgetting what was applied makes the next sync put it back.
+            tracing::warn!(%error, table = table.name(), "kernel connection counters not read; the rules will be reapplied");
+            applied.script = None;
             return;
         }
     };
@@ -631,32 +645,13 @@ async fn sync_kernel(shared: &Shared, views: &RwLock<Views>) -> Result<(), MeshE
         return Ok(());
     };
     let mut applied = kernel.applied.lock().await;
-    if kernel.removed.load(std::sync::atomic::Ordering::SeqCst) {
+    if kernel.removed.load(std::sync::atomic::Ordering::SeqCst) || shared.shutdown.is_cancelled() {
         return Ok(());
     }
     let wanted = kernel_ports(views, shared.clock.now_ms());
     let ports: Vec<KernelPort> = wanted.iter().map(|(port, _)| port.clone()).collect();
     let script = kernel::render(kernel.table.name(), shared.config.listen_ip, &ports);
-    if applied.script.as_deref() == Some(script.as_str()) {
-        if applied
-            .last_harvest
-            .is_none_or(|at| at.elapsed() >= KERNEL_COUNTER_INTERVAL)
-        {
-            harvest_counters(&kernel.table, &mut applied).await;
-        }
-        return Ok(());
-    }
-    // Replacing the table zeroes its counters: take what they hold first.
-    harvest_counters(&kernel.table, &mut applied).await;
-    kernel.table.apply(&script).await?;
-    tracing::debug!(
-        table = kernel.table.name(),
-        ports = ports.len(),
-        "kernel data path updated"
-    );
-    applied.script = Some(script);
-    applied.counted.clear();
-    applied.chains = wanted
+    let chains: HashMap<String, Arc<EndpointRuntime>> = wanted
         .into_iter()
         .filter(|(port, _)| kernel::can_carry(shared.config.listen_ip, &port.endpoints))
         .flat_map(|(port, endpoints)| {
@@ -668,6 +663,37 @@ async fn sync_kernel(shared: &Shared, views: &RwLock<Views>) -> Result<(), MeshE
                 })
         })
         .collect();
+    if applied.script.as_deref() == Some(script.as_str()) {
+        if applied
+            .last_harvest
+            .is_none_or(|at| at.elapsed() >= KERNEL_COUNTER_INTERVAL)
+        {
+            harvest_counters(&kernel.table, &mut applied).await;
+        }
+        // Same rules, but a task that took over an old one's address is a new endpoint:
+        // its connections from now on are its own.
+        applied.chains = chains;
+        return Ok(());
+    }
+    // Replacing the table zeroes its counters: take what they hold first.
+    harvest_counters(&kernel.table, &mut applied).await;
+    if let Err(error) = kernel.table.apply(&script).await {
+        // The old rules would go on sending new connections to endpoints that may be
+        // gone; without them the listeners take the ports, as the log line promises.
+        if let Err(remove_error) = kernel.table.remove().await {
+            tracing::warn!(error = %remove_error, table = kernel.table.name(), "stale kernel rules not removed");
+        }
+        *applied = KernelApplied::default();
+        return Err(error);
+    }
+    tracing::debug!(
+        table = kernel.table.name(),
+        ports = ports.len(),
+        "kernel data path updated"
+    );
+    applied.script = Some(script);
+    applied.counted.clear();
+    applied.chains = chains;
     Ok(())
 }
 
@@ -678,6 +704,7 @@ async fn kernel_resync_loop(shared: Arc<Shared>, views: Arc<RwLock<Views>>) {
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
+            biased;
             _ = shared.shutdown.cancelled() => break,
             _ = kernel.wake.notified() => {}
             _ = tokio::time::sleep(KERNEL_RESYNC_INTERVAL) => {}

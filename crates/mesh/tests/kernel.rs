@@ -229,3 +229,55 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `nft -c` checks a script against the kernel without applying it.
+fn nft_accepts(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-c", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| error.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .map_err(|error| error.to_string())?;
+    let output = child
+        .wait_with_output()
+        .map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).to_string())
+    }
+}
+
+#[test]
+fn every_shape_of_ruleset_is_accepted_by_nft() {
+    if !kernel_usable() {
+        return;
+    }
+    let many: Vec<kernel::KernelPort> = (1..=300u16)
+        .map(|port| kernel::KernelPort {
+            published: 20000 + port,
+            endpoints: (0..(port % 5))
+                .map(|host| SocketAddr::from(([10, 1, (port % 250) as u8, host as u8 + 1], port)))
+                .collect(),
+        })
+        .collect();
+    for listen in ["0.0.0.0", "127.77.0.3", "10.2.3.4"] {
+        let listen: IpAddr = listen.parse().unwrap();
+        for ports in [&many[..], &many[..1], &[]] {
+            let script = kernel::render("hoist_mesh_check", listen, ports);
+            if let Err(error) = nft_accepts(&script) {
+                panic!(
+                    "nft refused the ruleset for {listen} with {} ports: {error}\n{script}",
+                    ports.len()
+                );
+            }
+        }
+    }
+}

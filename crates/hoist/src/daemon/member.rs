@@ -1041,7 +1041,7 @@ async fn feed_mesh(
                     tracing::info!(port, "mesh closed");
                 }
                 for err in &report.failed {
-                    tracing::warn!(error = %err, "mesh could not listen");
+                    tracing::warn!(error = %err, "mesh update incomplete; retrying");
                 }
             }
             Err(err) => tracing::warn!(error = %err, "mesh update refused"),

@@ -44,7 +44,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if mesh_dataplane == hoist_mesh::L4Dataplane::Nftables {
         hoist_mesh::kernel::probe(listen_addr.ip())
             .await
-            .context("--mesh-dataplane nftables needs root (CAP_NET_ADMIN), the nft command and nf_tables in the kernel")?;
+            .context("--mesh-dataplane nftables needs root (CAP_NET_ADMIN), the nft command, nf_tables in the kernel, IPv4 and IP forwarding")?;
+    } else {
+        // A daemon killed while it ran the kernel path left its rules; they would keep
+        // sending this address's published ports to tasks that may be gone.
+        hoist_mesh::kernel::remove_stale(listen_addr.ip()).await;
     }
     let daemon = Arc::new(Daemon::new(member::DaemonConfig {
         data_dir,
