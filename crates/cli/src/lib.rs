@@ -115,8 +115,15 @@ pub struct DaemonArgs {
     /// What forwards the connections of `tcp` published ports: the mesh's own forwarder
     /// (least connections, retries a refusing task), or nftables DNAT rules in the kernel
     /// (about twice the request rate on a small machine, round-robin; needs root and nft).
-    #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables"])]
-    pub mesh_dataplane: String,
+    #[arg(long, value_enum, default_value_t = MeshDataplane::Userspace)]
+    pub mesh_dataplane: MeshDataplane,
+}
+
+/// `hoist daemon --mesh-dataplane`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeshDataplane {
+    Userspace,
+    Nftables,
 }
 
 #[derive(Debug, Args)]

@@ -36,11 +36,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if let Some(advertise) = &args.advertise_addr {
         validate_addr(advertise).context("--advertise-addr")?;
     }
-    let mesh_dataplane: hoist_mesh::L4Dataplane = args
-        .mesh_dataplane
-        .parse()
-        .map_err(|reason: String| anyhow::anyhow!(reason))
-        .context("--mesh-dataplane")?;
+    let mesh_dataplane = match args.mesh_dataplane {
+        hoist_cli::MeshDataplane::Userspace => hoist_mesh::L4Dataplane::Userspace,
+        hoist_cli::MeshDataplane::Nftables => hoist_mesh::L4Dataplane::Nftables,
+    };
     if mesh_dataplane == hoist_mesh::L4Dataplane::Nftables {
         hoist_mesh::kernel::probe(listen_addr.ip())
             .await
