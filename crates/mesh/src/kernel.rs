@@ -25,8 +25,10 @@
 //! by this node, so `net.ipv4.ip_forward` must be 1 (`probe` refuses otherwise) and the
 //! FORWARD chains must accept flows with `FLOW_MARK` (Docker sets the iptables FORWARD
 //! policy to DROP: add `iptables -I DOCKER-USER -m connmark --mark 0x686f6973 -j ACCEPT`).
-//! A Docker task's endpoint is its host port, which Docker's own DNAT cannot reach once
-//! ours has rewritten the connection, so those connections go through docker-proxy.
+//! A Docker task's endpoint is its host port; once ours has rewritten a connection,
+//! Docker's own DNAT no longer applies to it (one NAT binding per connection), so it
+//! reaches the container through docker-proxy, a userspace hop (reasoned, not measured:
+//! the kernel path's tests use the process driver).
 //!
 //! Does not know: services, tasks or why an endpoint exists; the mesh hands it ports and
 //! addresses.
