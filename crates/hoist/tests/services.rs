@@ -490,3 +490,48 @@ fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
         (cluster.live_task_processes().len() == 1).then_some(())
     });
 }
+
+#[test]
+fn a_worker_removed_by_force_stops_its_tasks_and_its_mesh() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    hello(&cluster, "web", 4, &[]);
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let live_on_node_3 = || {
+        cluster
+            .live_task_processes()
+            .into_iter()
+            .filter(|(index, _)| *index == 2)
+            .count()
+    };
+    assert!(live_on_node_3() > 0, "node-3 runs no task to begin with");
+    let mesh_on_node_3 = std::net::SocketAddr::from((cluster.nodes[2].ip, 8080));
+    assert!(std::net::TcpStream::connect(mesh_on_node_3).is_ok());
+
+    cluster.hoist_ok(0, &["node", "rm", "--force", "node-3"]);
+    // As Swarm does when a node leaves: the cluster has given its tasks to others, so
+    // copies left running would only serve stale versions and hold ports.
+    wait_for(
+        "the removed node's task processes to stop",
+        Duration::from_secs(30),
+        || (live_on_node_3() == 0).then_some(()),
+    );
+    wait_for(
+        "the removed node's published port to close",
+        Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect(mesh_on_node_3)
+                .is_err()
+                .then_some(())
+        },
+    );
+    wait_converged(&cluster, 0, "web", Duration::from_secs(30));
+    let counts = spread(&tasks(&cluster, "web"));
+    assert!(!counts.contains_key("node-3"), "{counts:?}");
+}

@@ -1044,6 +1044,8 @@ async fn feed_mesh(
                     tracing::warn!(error = %err, "mesh update incomplete; retrying");
                 }
             }
+            // Stopped for good (the node was removed, or is shutting down).
+            Err(hoist_mesh::MeshError::ShutDown) => return,
             Err(err) => tracing::warn!(error = %err, "mesh update refused"),
         }
         tokio::select! {
@@ -1356,6 +1358,15 @@ impl SessionHost for SessionHandle {
             .removed
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(message);
+        // As Swarm does when a node leaves: the cluster has given this node's tasks to
+        // others, so copies left running, or a mesh still answering on published ports
+        // from routes that no longer update, would only serve stale versions.
+        let member = Arc::clone(&self.member);
+        tokio::spawn(async move {
+            member.mesh.shutdown().await;
+            member.agent.stop_all().await;
+            tracing::warn!(node = %member.node_id, "removed from the cluster: the mesh and every task are stopped");
+        });
     }
 }
 
