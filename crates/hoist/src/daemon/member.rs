@@ -1363,8 +1363,9 @@ impl SessionHost for SessionHandle {
         // from routes that no longer update, would only serve stale versions.
         let member = Arc::clone(&self.member);
         tokio::spawn(async move {
-            member.mesh.shutdown().await;
-            member.agent.stop_all().await;
+            // Side by side: a long request still streaming through the mesh must not keep
+            // the tasks running.
+            tokio::join!(member.mesh.shutdown(), member.agent.stop_all());
             tracing::warn!(node = %member.node_id, "removed from the cluster: the mesh and every task are stopped");
         });
     }
