@@ -123,15 +123,11 @@ impl Client {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|body| body.message)
-            .unwrap_or_else(|_| {
-                if text.is_empty() {
-                    status.to_string()
-                } else {
-                    text
-                }
-            });
+        let message = if text.is_empty() {
+            status.to_string()
+        } else {
+            ErrorBody::message_of(text)
+        };
         Err(ClientError::Api {
             status: status.as_u16(),
             message,

@@ -12,6 +12,16 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+impl ErrorBody {
+    /// What an error response says: its `ErrorBody` message, or the raw text when the
+    /// body is not one (a proxy's page, a daemon of another version).
+    pub fn message_of(text: String) -> String {
+        serde_json::from_str::<ErrorBody>(&text)
+            .map(|body| body.message)
+            .unwrap_or(text)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct InitRequest {
     /// Address other nodes reach this one at; defaults to the listen address.

@@ -93,9 +93,7 @@ async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
             .and_then(|body| body.leader_addr);
         return BeatOutcome::NotLeader(leader);
     }
-    let message = serde_json::from_str::<ErrorBody>(&text)
-        .map(|body| body.message)
-        .unwrap_or(text);
+    let message = ErrorBody::message_of(text);
     if status == reqwest::StatusCode::FORBIDDEN {
         BeatOutcome::Refused(message)
     } else {

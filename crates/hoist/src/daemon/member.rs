@@ -719,9 +719,7 @@ impl Daemon {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<hoist_api::ErrorBody>(&text)
-                .map(|body| body.message)
-                .unwrap_or(text);
+            let message = hoist_api::ErrorBody::message_of(text);
             return Err(LifecycleError::new(
                 status.as_u16(),
                 format!("the manager refused the join: {message}"),
@@ -1080,9 +1078,7 @@ async fn refused_by_peers(member: &Arc<Member>) -> Option<String> {
         if let Ok(response) = response {
             if response.status() == reqwest::StatusCode::FORBIDDEN {
                 let text = response.text().await.unwrap_or_default();
-                let message = serde_json::from_str::<hoist_api::ErrorBody>(&text)
-                    .map(|body| body.message)
-                    .unwrap_or(text);
+                let message = hoist_api::ErrorBody::message_of(text);
                 return Some(message);
             }
         }
