@@ -176,14 +176,23 @@ fn killing_every_manager_loses_nothing() {
         },
     );
     assert_eq!(after_nodes, before_nodes);
-    assert_eq!(
-        cluster.hoist_ok(2, &["join-token", "worker", "-q"]),
-        worker_token
-    );
-    assert_eq!(
-        cluster.hoist_ok(0, &["join-token", "manager", "-q"]),
-        manager_token
-    );
+    // node-2 answering says nothing of when node-3 and node-1 have their Raft running
+    // again; until then they answer "starting, retry in a moment".
+    let token_from = |index: usize, role: &str| {
+        wait_for(
+            &format!("node-{} to serve the {role} token", index + 1),
+            Duration::from_secs(30),
+            || {
+                let output = cluster.hoist(index, &["join-token", role, "-q"]);
+                output
+                    .status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+            },
+        )
+    };
+    assert_eq!(token_from(2, "worker"), worker_token);
+    assert_eq!(token_from(0, "manager"), manager_token);
 }
 
 #[test]
