@@ -226,47 +226,15 @@ impl NftTable {
 
     /// The connection count of every endpoint chain (see `parse_counters`).
     pub async fn read_counters(&self) -> Result<HashMap<String, u64>, MeshError> {
-        let listing = tokio::process::Command::new("nft")
-            .args(["-j", "list", "table", "ip", &self.name])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(NFT_TIMEOUT, listing)
-            .await
-            .map_err(|_elapsed| MeshError::Kernel {
-                reason: format!(
-                    "nft did not list table {} within {NFT_TIMEOUT:?}",
-                    self.name
-                ),
-            })?
-            .map_err(|error| MeshError::Kernel {
-                reason: format!("cannot run nft: {error}"),
-            })?;
-        if !output.status.success() {
-            return Err(MeshError::Kernel {
-                reason: format!(
-                    "nft could not list table {}: {}",
-                    self.name,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            });
-        }
-        parse_counters(&String::from_utf8_lossy(&output.stdout))
+        let listing = nft(&["-j", "list", "table", "ip", &self.name], None).await?;
+        parse_counters(&listing)
     }
 
     /// Whether the table is in the kernel (false also when nft cannot be run).
     pub async fn exists(&self) -> bool {
-        let listing = tokio::process::Command::new("nft")
-            .args(["list", "table", "ip", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .status();
-        matches!(
-            tokio::time::timeout(NFT_TIMEOUT, listing).await,
-            Ok(Ok(status)) if status.success()
-        )
+        nft(&["list", "table", "ip", &self.name], None)
+            .await
+            .is_ok()
     }
 
     /// Deletes the table if it exists.
@@ -342,28 +310,40 @@ pub async fn probe(listen_ip: IpAddr) -> Result<(), MeshError> {
 const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn run_nft(script: &str) -> Result<(), MeshError> {
-    tokio::time::timeout(NFT_TIMEOUT, run_nft_untimed(script))
+    nft(&["-f", "-"], Some(script)).await.map(drop)
+}
+
+/// Runs `nft ARGS`, with `stdin` as its input when given, within `NFT_TIMEOUT`; its
+/// standard output when it succeeds.
+async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, MeshError> {
+    tokio::time::timeout(NFT_TIMEOUT, nft_untimed(args, stdin))
         .await
         .unwrap_or_else(|_elapsed| {
             Err(MeshError::Kernel {
-                reason: format!("nft did not finish within {NFT_TIMEOUT:?}"),
+                reason: format!(
+                    "nft {} did not finish within {NFT_TIMEOUT:?}",
+                    args.join(" ")
+                ),
             })
         })
 }
 
-async fn run_nft_untimed(script: &str) -> Result<(), MeshError> {
+async fn nft_untimed(args: &[&str], stdin: Option<&str>) -> Result<String, MeshError> {
     let kernel_error = |reason: String| MeshError::Kernel { reason };
     let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| kernel_error(format!("cannot run nft: {error}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
+    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(script.as_bytes())
             .await
             .map_err(|error| kernel_error(format!("cannot write to nft: {error}")))?;
     }
@@ -372,13 +352,13 @@ async fn run_nft_untimed(script: &str) -> Result<(), MeshError> {
         .await
         .map_err(|error| kernel_error(format!("nft did not finish: {error}")))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
         Err(kernel_error(format!(
-            "nft refused the ruleset ({}): {}",
+            "nft {} failed ({}): {}",
+            args.join(" "),
             output.status,
-            stderr.trim()
+            String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
 }
