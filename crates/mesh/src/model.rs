@@ -82,15 +82,6 @@ pub enum L4Dataplane {
     Nftables,
 }
 
-impl L4Dataplane {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            L4Dataplane::Userspace => "userspace",
-            L4Dataplane::Nftables => "nftables",
-        }
-    }
-}
-
 impl std::str::FromStr for L4Dataplane {
     type Err = String;
 
