@@ -445,6 +445,35 @@ impl Cluster {
             .collect()
     }
 
+    /// Kills every process working inside this cluster's directory: task processes a
+    /// daemon spawned but had not yet recorded when it was SIGKILLed (the driver writes
+    /// its record once it knows the pid), which `kill_tasks_of` cannot find.
+    fn kill_unrecorded_tasks(&self) {
+        let root = self._dir.path();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // A removed directory reads as "PATH (deleted)", still under `root`.
+            let inside =
+                std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
+            if inside && pid != std::process::id() as i32 {
+                // SAFETY: the process works inside this cluster's private temporary
+                // directory, so it is one of this cluster's tasks.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
     /// Kills the task processes node `index` runs (a dead node's workloads die with it).
     pub fn kill_tasks_of(&self, index: usize) {
         for (task_id, pid) in driver_records(&self.nodes[index].data_dir) {
@@ -509,6 +538,7 @@ impl Drop for Cluster {
         for index in 0..self.nodes.len() {
             self.kill_tasks_of(index);
         }
+        self.kill_unrecorded_tasks();
         // A SIGKILLed daemon cannot remove the kernel data path's rules; left in place
         // they would keep catching connections to these addresses.
         if self.daemon_args.iter().any(|arg| arg == "nftables") {
