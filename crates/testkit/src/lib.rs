@@ -447,7 +447,8 @@ impl Cluster {
 
     /// Kills every process working inside this cluster's directory: task processes a
     /// daemon spawned but had not yet recorded when it was SIGKILLed (the driver writes
-    /// its record once it knows the pid), which `kill_tasks_of` cannot find.
+    /// its record once it knows the pid), which `kill_tasks_of` cannot find. The driver
+    /// kills those itself, but only when that node's daemon starts again.
     fn kill_unrecorded_tasks(&self) {
         let root = self._dir.path();
         let Ok(entries) = std::fs::read_dir("/proc") else {

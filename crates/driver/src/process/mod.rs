@@ -13,7 +13,8 @@
 //! of services or scheduling; enforces no resource limits (that needs cgroups).
 //!
 //! State layout, under the directory given to [`ProcessDriver::new`]:
-//! `tasks/<task_id>.json` (see [`record`]); each task's output goes to
+//! `tasks/<task_id>.json` (see [`record`]); `tasks/<task_id>.starting` while a start
+//! is between its spawn and its record; each task's output goes to
 //! `<RunSpec::state_dir>/output.log`.
 
 mod logs;
@@ -129,6 +130,7 @@ impl ProcessDriver {
         std::fs::create_dir_all(&records_dir).map_err(|err| {
             DriverError::io("cannot create driver state directory", &records_dir, err)
         })?;
+        kill_unrecorded_starts(&records_dir);
         Ok(ProcessDriver {
             inner: Arc::new(Inner {
                 records_dir,
@@ -147,6 +149,10 @@ impl ProcessDriver {
 
     fn record_path(&self, task_id: &str) -> PathBuf {
         self.inner.records_dir.join(format!("{task_id}.json"))
+    }
+
+    fn starting_path(&self, task_id: &str) -> PathBuf {
+        starting_path(&self.inner.records_dir, task_id)
     }
 
     fn not_found(task_id: &str) -> DriverError {
@@ -269,11 +275,52 @@ impl ProcessDriver {
         unsafe {
             command.pre_exec(move || setup_child(&mounts));
         }
-        let mut child = command.spawn().map_err(|source| DriverError::Spawn {
+        // Written before the spawn and removed once the record is saved: if this instance
+        // dies in between, the next one finds the marker and kills the process it cannot
+        // adopt. No fsync: a machine crash takes the process with it.
+        let starting_path = self.starting_path(task_id);
+        std::fs::write(&starting_path, b"").map_err(|err| {
+            DriverError::io("cannot write task start marker", &starting_path, err)
+        })?;
+        let spawned = command.spawn().map_err(|source| DriverError::Spawn {
             task_id: task_id.to_owned(),
             program: spec.command[0].clone(),
             source,
-        })?;
+        });
+        let recorded = match spawned {
+            Ok(child) => self.record_spawned(spec, child, endpoints, log_path).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = std::fs::remove_file(&starting_path) {
+            // Harmless: the next instance finds the record and only drops the marker.
+            tracing::warn!(task_id, path = %starting_path.display(), error = %err, "cannot remove task start marker");
+        }
+        let (child, record, record_path) = recorded?;
+
+        let (exit_tx, exit) = ExitWatch::channel();
+        let entry = TaskEntry {
+            record: record.clone(),
+            adopted: false,
+            exit,
+        };
+        self.tracked()
+            .tasks
+            .insert(task_id.to_owned(), entry.clone());
+        tracing::info!(task_id, pid = record.pid, endpoints = ?record.endpoints, "task started");
+        tokio::spawn(watch_child(child, record, record_path, exit_tx));
+        Ok(entry.running_task())
+    }
+
+    /// Reads the start time of a just-spawned task and saves its record; kills the
+    /// task when either fails, since a task we could not find again must not run.
+    async fn record_spawned(
+        &self,
+        spec: &RunSpec,
+        mut child: tokio::process::Child,
+        endpoints: Vec<Endpoint>,
+        log_path: PathBuf,
+    ) -> Result<(tokio::process::Child, TaskRecord, PathBuf), DriverError> {
+        let task_id = spec.task_id.as_str();
         let Some(pid) = child.id() else {
             // Only possible once the child was reaped, which we have not done.
             return Err(DriverError::Spawn {
@@ -318,28 +365,12 @@ impl ProcessDriver {
             exit: None,
         };
         let record_path = self.record_path(task_id);
-        // If the daemon dies between spawn and this write, the task runs
-        // unrecorded and a restarted worker would not adopt it: a window of
-        // microseconds that we accept rather than add a supervisor process.
         if let Err(err) = record.save(&record_path).await {
-            // A task we cannot find again after a restart must not run.
             let _ = killpg(group_of(pid), Signal::SIGKILL);
             let _ = child.wait().await;
             return Err(err);
         }
-
-        let (exit_tx, exit) = ExitWatch::channel();
-        let entry = TaskEntry {
-            record: record.clone(),
-            adopted: false,
-            exit,
-        };
-        self.tracked()
-            .tasks
-            .insert(task_id.to_owned(), entry.clone());
-        tracing::info!(task_id, pid, endpoints = ?record.endpoints, "task started");
-        tokio::spawn(watch_child(child, record, record_path, exit_tx));
-        Ok(entry.running_task())
+        Ok((child, record, record_path))
     }
 
     /// Claims `task_id` for a start; fails if it is known in memory or on disk.
@@ -567,6 +598,52 @@ async fn finish(record: &mut TaskRecord, record_path: &Path, exit: TaskExit, exi
 
 /// Signals the task's whole process group, after checking that the recorded pid
 /// still names the task's process (and not a stranger that reused the pid).
+fn starting_path(records_dir: &Path, task_id: &str) -> PathBuf {
+    records_dir.join(format!("{task_id}.starting"))
+}
+
+/// Kills the processes of starts an earlier instance left between spawn and record
+/// (their `.starting` marker has no record beside it). Such a process cannot be adopted
+/// (nothing says which pid it got), so it is found by the `HOIST_TASK` its environment
+/// was given and killed with its process group; the worker starts the task again if it
+/// is still wanted.
+fn kill_unrecorded_starts(records_dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(records_dir) else {
+        return;
+    };
+    for dir_entry in dir.flatten() {
+        let file_name = dir_entry.file_name();
+        let Some(task_id) = file_name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".starting"))
+        else {
+            continue;
+        };
+        let recorded = records_dir.join(format!("{task_id}.json")).exists();
+        if !recorded {
+            for pid in procfs::pids_with_env("HOIST_TASK", task_id) {
+                tracing::warn!(
+                    task_id,
+                    pid,
+                    "killing a task process started but never recorded by an earlier instance"
+                );
+                let target = Pid::from_raw(pid as i32);
+                // Spawned in a session of its own, so its group is its pid; a
+                // descendant in that group goes with it.
+                match nix::unistd::getpgid(Some(target)) {
+                    Ok(group) if group == target => {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
+                    _ => {
+                        let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(dir_entry.path());
+    }
+}
+
 fn signal_group(record: &TaskRecord, signal: Signal) -> Result<(), DriverError> {
     if !procfs::is_alive(record.pid, record.proc_start_ticks) {
         // Exited already; the watcher will announce it.
@@ -847,6 +924,61 @@ mod tests {
             .collect();
         assert_eq!(hosts.len(), 3);
         assert_eq!(endpoints[1].target_port, 443);
+    }
+
+    /// A start that an earlier instance left between spawn and record: the next
+    /// instance kills its process (found by its `HOIST_TASK`) and drops the marker; a
+    /// marker whose record was saved is only dropped.
+    #[tokio::test]
+    async fn a_start_left_unrecorded_is_killed_by_the_next_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records_dir = dir.path().join("tasks");
+        std::fs::create_dir_all(&records_dir).expect("records dir");
+        // Unique on this machine: the sweep looks at every process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let task_id = format!("unrecorded-{}-{nanos}", std::process::id());
+        use std::os::unix::process::CommandExt;
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("60")
+            .env("HOIST_TASK", &task_id)
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        // Killed even when an assertion below fails.
+        struct KillOnDrop(Option<u32>);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                if let Some(pid) = self.0 {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
+        let mut guard = KillOnDrop(Some(orphan.id()));
+        std::fs::write(starting_path(&records_dir, &task_id), b"").expect("marker");
+        std::fs::write(starting_path(&records_dir, "recorded"), b"").expect("marker");
+        std::fs::write(records_dir.join("recorded.json"), b"{}").expect("record");
+
+        let _driver = ProcessDriver::new(dir.path()).expect("driver");
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = orphan.try_wait().expect("try_wait") {
+                guard.0 = None; // reaped: its pid may belong to someone else now
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the unrecorded task was not killed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(!starting_path(&records_dir, &task_id).exists());
+        assert!(!starting_path(&records_dir, "recorded").exists());
+        assert!(records_dir.join("recorded.json").exists());
     }
 
     /// A record whose pid now belongs to another process (different start time)

@@ -55,6 +55,27 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat { state, start_ticks })
 }
 
+/// The live processes whose environment, as they were started with it, holds
+/// `name=value`. Processes we may not read (another user's) are skipped.
+pub(crate) fn pids_with_env(name: &str, value: &str) -> Vec<u32> {
+    let wanted = format!("{name}={value}");
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|entry| entry == wanted.as_bytes())
+            })
+        })
+        .filter(|pid| matches!(read_stat(*pid), Ok(Some(stat)) if stat.state != 'Z'))
+        .collect()
+}
+
 /// True when `pid` is still the process that started at `start_ticks` and has
 /// not exited (a zombie has exited; it only waits for its parent to reap it).
 pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
