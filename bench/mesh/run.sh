@@ -13,7 +13,10 @@
 #      the two identical backends ("replicas") every proxy balances over;
 #   4. for each target — direct backend, Hoist L4, Hoist L4 with the kernel data path
 #      (`--dataplane nftables`: nftables DNAT, the proxy process only keeps the rules),
-#      Hoist L7, nginx stream, nginx http, HAProxy tcp, HAProxy http — starts the proxy
+#      Hoist L7, nginx stream, nginx http, HAProxy tcp, HAProxy http, and the L7 floor
+#      (`l7-floor`, crates/bench/src/bin/l7_floor.rs: not a product, the least work a
+#      tokio HTTP/1.1 proxy can do per request, so the L7 rows can be read against what
+#      this machine allows) — starts the proxy
 #      pinned to CPU 1 (`taskset -c 1`, one worker/thread; ours runs a tokio
 #      current_thread runtime), then measures, against that one proxy process:
 #        a. closed loop: warm-up 1 s, `wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency`
@@ -36,7 +39,8 @@
 #      column is its own median over the runs (errors: the sum). Then a "goals" block for
 #      hoist-l4, hoist-l4-kernel and hoist-l7, computed from the table: req/s / best peer
 #      >= 1.10, added p50 at c=1 <= 25 us, fixed-rate p99 / best peer's (the lower p99 of
-#      the same two) <= 0.90, peak RSS / nginx of the same layer <= 1.00.
+#      the same two) <= 0.90, peak RSS / nginx of the same layer <= 1.00. The floor gets a
+#      column there too: a goal the floor misses is out of reach of any proxy here.
 #
 # wrk, hoist-bench rate and the backend nginx are not pinned. Upstream keep-alive is on
 # for every L7 proxy (nginx `keepalive`, HAProxy `http-reuse always`, Hoist's pooled
@@ -44,7 +48,7 @@
 # done by the kernel on behalf of the client and the backend, so it is neither pinned to
 # CPU 1 nor in that row's CPU and RSS columns (they count the userspace process only).
 # Everything started here is stopped on exit, including on Ctrl-C; the run is bounded
-# (about ROUNDS x 8 x (3 x DURATION + 2) seconds plus the build: ~7 minutes by default).
+# (about ROUNDS x 9 x (3 x DURATION + 2) seconds plus the build: ~8 minutes by default).
 #
 # Knobs (environment): DURATION (s, default 5), CONNECTIONS (closed loop, default 32),
 # ROUNDS (default 3), RATE (fixed rate in req/s), CONNECTIONS_RATE (connections of the
@@ -208,11 +212,12 @@ EOF
 install_tools
 log "building the mesh proxy and hoist-bench (release)"
 (cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-mesh --example mesh_bench_proxy)
-(cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-bench --bin hoist-bench)
+(cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-bench --bin hoist-bench --bin l7-floor)
 PROXY_BIN="$REPO_ROOT/target/release/examples/mesh_bench_proxy"
 BENCH_BIN="$REPO_ROOT/target/release/hoist-bench"
+FLOOR_BIN="$REPO_ROOT/target/release/l7-floor"
 
-read -r B1 B2 P_L4 P_L4K P_L7 P_NS P_NH P_HT P_HH <<<"$(free_ports 9)"
+read -r B1 B2 P_L4 P_L4K P_L7 P_NS P_NH P_HT P_HH P_FL <<<"$(free_ports 10)"
 
 # --- 3. backends ------------------------------------------------------------------------
 BACKEND_CONF=$(nginx_conf backend "http {
@@ -277,7 +282,7 @@ EOF
 HAPROXY_TCP_CONF=$(haproxy_conf haproxy-tcp tcp "$P_HT" "")
 HAPROXY_HTTP_CONF=$(haproxy_conf haproxy-http http "$P_HH" "    http-reuse always")
 
-TARGETS=(direct hoist-l4 hoist-l4-kernel hoist-l7 nginx-stream nginx-http haproxy-tcp haproxy-http)
+TARGETS=(direct hoist-l4 hoist-l4-kernel hoist-l7 nginx-stream nginx-http haproxy-tcp haproxy-http floor-l7)
 
 # Starts a target's proxy (if any) in the background of this shell (not in a subshell, so
 # it stays our child and `stop_pid` can reap it); sets TARGET_PID (0 for none) and
@@ -304,6 +309,8 @@ start_target() {
         "${pin[@]}" haproxy -db -f "$HAPROXY_TCP_CONF" >"$log_file" 2>&1 & ;;
     haproxy-http) TARGET_PORT=$P_HH
         "${pin[@]}" haproxy -db -f "$HAPROXY_HTTP_CONF" >"$log_file" 2>&1 & ;;
+    floor-l7) TARGET_PORT=$P_FL
+        "${pin[@]}" "$FLOOR_BIN" --port "$P_FL" "${backends[@]}" >"$log_file" 2>&1 & ;;
     esac
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
@@ -541,11 +548,11 @@ END {
 
     print ""
     print "Goals (from the medians above; best peer = the better of nginx and HAProxy of the same layer):"
-    split("hoist-l4 hoist-l4-kernel hoist-l7", ours, " ")
-    grow = "%-34s %-18s %-18s %s\n"
-    printf grow, "goal", ours[1], ours[2], ours[3]
+    split("hoist-l4 hoist-l4-kernel hoist-l7 floor-l7", ours, " ")
+    grow = "%-34s %-18s %-18s %-18s %s\n"
+    printf grow, "goal", ours[1], ours[2], ours[3], ours[4] " (reference)"
     for (g = 1; g <= 4; g++) {
-        for (o = 1; o <= 3; o++) {
+        for (o = 1; o <= 4; o++) {
             name = ours[o]; l = layer(name)
             if (g == 1) cell[o] = verdict(ratio(M[name, 1], best_rps[l]), goal_rps, 1)
             if (g == 2) cell[o] = verdict(f0(M[name, 12]), goal_added, -1)
@@ -556,6 +563,6 @@ END {
         label[2] = "added p50 at c=1 <= " goal_added " us"
         label[3] = "fixed-rate p99 / best peer <= " goal_p99
         label[4] = "peak RSS / nginx <= " goal_rss
-        printf grow, label[g], cell[1], cell[2], cell[3]
+        printf grow, label[g], cell[1], cell[2], cell[3], cell[4]
     }
 }' "$RESULTS"
