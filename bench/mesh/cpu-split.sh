@@ -9,7 +9,9 @@
 # cost no userspace change can remove. Same set-up as run.sh: two nginx backends with a
 # 12-byte body, each proxy pinned to CPU 1 with one worker, `wrk -t1 -c32 -d${DURATION}s`
 # after a 1 s warm-up, CPU from /proc (utime and stime of the process and its children).
-# Targets: hoist-l7, nginx-http (upstream keep-alive), hoist-l4; ROUNDS rounds (default 2).
+# Targets: hoist-l7, nginx-http (upstream keep-alive), hoist-l4, and l7-floor (the least
+# work a tokio HTTP/1.1 proxy can do, crates/bench/src/bin/l7_floor.rs); ROUNDS rounds
+# (default 2).
 
 set -euo pipefail
 
@@ -32,11 +34,13 @@ for tool in wrk nginx taskset; do
     command -v "$tool" >/dev/null || { echo "cpu-split: $tool is missing (bash bench/mesh/run.sh installs it)" >&2; exit 1; }
 done
 (cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-mesh --example mesh_bench_proxy)
+(cd "$REPO_ROOT" && cargo build --release --quiet -p hoist-bench --bin l7-floor)
 PROXY_BIN="$REPO_ROOT/target/release/examples/mesh_bench_proxy"
+FLOOR_BIN="$REPO_ROOT/target/release/l7-floor"
 
-read -r B1 B2 P_L7 P_NH P_L4 <<<"$(python3 -c '
+read -r B1 B2 P_L7 P_NH P_L4 P_FL <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(6)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')"
 
@@ -111,4 +115,5 @@ for _ in $(seq "$ROUNDS"); do
     measure hoist-l7 "$P_L7" "$PROXY_BIN" --protocol http --port "$P_L7" "${backends[@]}"
     measure nginx-http "$P_NH" nginx -c "$WORK/nginx-http.conf" -g 'daemon off;'
     measure hoist-l4 "$P_L4" "$PROXY_BIN" --protocol tcp --port "$P_L4" "${backends[@]}"
+    measure floor-l7 "$P_FL" "$FLOOR_BIN" --port "$P_FL" "${backends[@]}"
 done
