@@ -34,7 +34,8 @@
 #      nftables rules do not show up) is logged and shown as "-", and the run goes on;
 #   5. repeats the whole sequence $ROUNDS times (interleaved: A, B, A, B, ...) and prints
 #      one table: req/s, p50 and p99 of the median run by req/s of each target; ratios to
-#      direct and to the best peer of the same layer (the higher req/s of nginx stream and
+#      direct, to nginx of the same layer (stream for L4 rows, http for L7 rows) and to
+#      the best peer of the same layer (the higher req/s of nginx stream and
 #      HAProxy tcp for L4 rows, of nginx http and HAProxy http for L7 rows); every other
 #      column is its own median over the runs (errors: the sum). Then a "goals" block for
 #      hoist-l4, hoist-l4-kernel and hoist-l7, computed from the table: req/s / best peer
@@ -530,18 +531,20 @@ END {
     best_p99["L4"] = best(M["nginx-stream", 8], M["haproxy-tcp", 8], -1)
     best_p99["L7"] = best(M["nginx-http", 8], M["haproxy-http", 8], -1)
     nginx_rss["L4"] = M["nginx-stream", 5]; nginx_rss["L7"] = M["nginx-http", 5]
+    nginx_rps["L4"] = M["nginx-stream", 1]; nginx_rps["L7"] = M["nginx-http", 1]
 
-    row = "%-16s %8s %7s %7s %8s %6s | %7s %7s | %7s %7s %8s %6s | %8s %7s\n"
-    printf "%-16s %-47s | %-15s | %-31s | %s\n", "", "closed loop, c=" connections, "one connection",
+    row = "%-16s %8s %7s %7s %8s %6s %6s | %7s %7s | %7s %7s %8s %6s | %8s %7s\n"
+    printf "%-16s %-54s | %-15s | %-31s | %s\n", "", "closed loop, c=" connections, "one connection",
         "fixed rate " rate "/s, c=" connections_rate, "proxy"
-    printf row, "target", "req/s", "p50 us", "p99 us", "x direct", "x best", "p50 us", "added",
+    printf row, "target", "req/s", "p50 us", "p99 us", "x direct", "x", "x best", "p50 us", "added",
         "p50 us", "p99 us", "p99.9 us", "errors", "RSS MiB", "CPU us"
-    printf row, "", "", "", "", "", "peer", "", "p50 us", "", "", "", "", "(peak)", "/req"
+    printf row, "", "", "", "", "", "nginx", "peer", "", "p50 us", "", "", "", "", "(peak)", "/req"
     for (t = 1; t <= n; t++) {
         name = order[t]; l = layer(name)
         rss_mib = isnum(M[name, 5]) ? M[name, 5] / 1024 : "-"
         printf row, name, f0(M[name, 1]), f0(M[name, 2]), f0(M[name, 3]),
-            ratio(M[name, 1], M["direct", 1]), (l != "") ? ratio(M[name, 1], best_rps[l]) : "-",
+            ratio(M[name, 1], M["direct", 1]), (l != "") ? ratio(M[name, 1], nginx_rps[l]) : "-",
+            (l != "") ? ratio(M[name, 1], best_rps[l]) : "-",
             f0(M[name, 6]), f0(M[name, 12]), f0(M[name, 7]), f0(M[name, 8]), f0(M[name, 9]),
             f0(M[name, 11]), f1(rss_mib), M[name, 4]
     }
