@@ -606,7 +606,8 @@ fn starting_path(records_dir: &Path, task_id: &str) -> PathBuf {
 /// (their `.starting` marker has no record beside it). Such a process cannot be adopted
 /// (nothing says which pid it got), so it is found by the `HOIST_TASK` its environment
 /// was given and killed with its process group; the worker starts the task again if it
-/// is still wanted.
+/// is still wanted. Task ids are random 64-bit values, so a process of another node or
+/// cluster on the same machine does not carry the same one.
 fn kill_unrecorded_starts(records_dir: &Path) {
     let Ok(dir) = std::fs::read_dir(records_dir) else {
         return;
