@@ -17,8 +17,11 @@
 //! reports the header timeout and it did, we write a `408` before closing, so a slow
 //! client learns why, while an idle keep-alive connection is closed silently.
 //!
-//! Not supported yet: protocol upgrades (WebSocket), which need the upgrade handshake
-//! forwarded; they get the request without its `Upgrade` header.
+//! Protocol upgrades (WebSocket, HTTP/1.1 only): a request with `Connection: upgrade`
+//! keeps its `Upgrade` header; when the endpoint answers `101`, both connections are
+//! taken out of HTTP and joined into a byte tunnel for the rest of their lives. The
+//! upstream connection is never pooled again, and the endpoint counts the tunnel as one
+//! request in flight until it closes.
 //!
 //! Does not know: where endpoints come from, or anything of the cluster.
 
@@ -36,6 +39,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -44,8 +48,8 @@ use tokio::net::TcpStream;
 use crate::body::{DownstreamBody, FullBody, UpstreamBody};
 use crate::mesh::{ListenerShared, PortRoutes, Shared};
 use crate::route;
-use crate::table::{EndpointRuntime, ServiceRuntime};
-use crate::upstream;
+use crate::table::{EndpointRuntime, InFlight, ServiceRuntime};
+use crate::upstream::{self, PooledSender};
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -117,7 +121,7 @@ pub(crate) async fn serve_connection(
             }
         }
         _ => {
-            let mut connection = pin!(shared.http1.serve_connection(io, service));
+            let mut connection = pin!(shared.http1.serve_connection(io, service).with_upgrades());
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 _ = shared.shutdown.cancelled() => {
@@ -302,9 +306,20 @@ async fn forward(
 ) -> Response<DownstreamBody> {
     let shared = &context.shared;
     let config = &shared.config;
+    let mut request = request;
+    let mut client_upgrade = ClientUpgrade::of(&mut request);
     let (mut parts, body) = request.into_parts();
     let retryable = is_retryable(&parts.method, &body);
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = &client_upgrade {
+        // Hop-by-hop, but the endpoint must see them to switch protocols.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, upgrade.protocol.clone());
+    }
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 clients send no Host header; the endpoint speaks HTTP/1.1 and needs one.
         if let Some(authority) = parts.uri.authority() {
@@ -362,6 +377,17 @@ async fn forward(
             Ok(Ok((response, pooled))) => {
                 endpoint.metrics.latency.observe(started.elapsed());
                 endpoint.record_success();
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let Some(client) = client_upgrade.take() else {
+                        let message = format!(
+                            "endpoint {} of service {} switched protocols unasked",
+                            endpoint.id,
+                            service.service_name()
+                        );
+                        return error_response(StatusCode::BAD_GATEWAY, message);
+                    };
+                    return switch_protocols(context, response, pooled, in_flight, client);
+                }
                 let (mut response_parts, response_body) = response.into_parts();
                 strip_hop_by_hop(&mut response_parts.headers);
                 // hyper never polls a body that is empty from the start (HEAD, 204,
@@ -438,6 +464,82 @@ async fn forward(
         );
         error_response(StatusCode::BAD_GATEWAY, message)
     }
+}
+
+/// What an HTTP/1.1 client that asked to switch protocols (`Connection: upgrade` and an
+/// `Upgrade` header) is waiting for.
+struct ClientUpgrade {
+    /// The `Upgrade` header it sent, passed on to the endpoint.
+    protocol: HeaderValue,
+    /// Yields the client's connection once our `101` is written.
+    on_upgrade: OnUpgrade,
+}
+
+impl ClientUpgrade {
+    fn of(request: &mut Request<Incoming>) -> Option<ClientUpgrade> {
+        if request.version() != Version::HTTP_11 {
+            return None;
+        }
+        let protocol = request.headers().get(header::UPGRADE)?.clone();
+        let asks = request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        asks.then(|| ClientUpgrade {
+            protocol,
+            on_upgrade: hyper::upgrade::on(request),
+        })
+    }
+}
+
+/// Answers the client with the endpoint's `101` and joins the two connections once both
+/// have switched. The tunnel lives in a task of the mesh's own, which shutdown closes.
+fn switch_protocols(
+    context: &ConnectionContext,
+    mut response: Response<Incoming>,
+    pooled: PooledSender,
+    in_flight: InFlight,
+    client: ClientUpgrade,
+) -> Response<DownstreamBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let protocol = response
+        .headers()
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or(client.protocol);
+    let (mut parts, _empty_body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, protocol);
+
+    let shutdown = context.shared.shutdown.clone();
+    let peer = context.peer;
+    context.shared.tracker.spawn(async move {
+        let tunnel = async {
+            let (client_io, upstream_io) =
+                tokio::try_join!(client.on_upgrade, upstream_upgrade).map_err(io::Error::other)?;
+            // The connection is the tunnel's now, never the pool's.
+            drop(pooled);
+            let mut client_io = TokioIo::new(client_io);
+            let mut upstream_io = TokioIo::new(upstream_io);
+            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+        };
+        tokio::select! {
+            result = tunnel => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "upgraded connection ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+        drop(in_flight);
+    });
+    Response::from_parts(parts, DownstreamBody::Full(FullBody::new(Bytes::new())))
 }
 
 /// The headers that describe one hop (RFC 9110 §7.6.1), besides those `Connection`

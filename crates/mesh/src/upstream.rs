@@ -155,7 +155,8 @@ pub(crate) async fn send(
     // The connection task ends when its last `SendRequest` is dropped (pool cleared,
     // endpoint gone) or the endpoint closes the connection.
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        // With upgrades: after a `101` the connection hands its socket to the tunnel.
+        if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });

@@ -840,3 +840,137 @@ async fn l7_streams_large_bodies_both_ways() {
     assert_eq!(backend.connections.load(SeqCst), 1);
     mesh.shutdown().await;
 }
+
+/// A backend that answers every request head with `101 Switching Protocols` (`Upgrade:
+/// echo`) and then echoes bytes; it keeps the heads it received.
+async fn start_echo_upgrade_backend() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_lowercase());
+                let switched = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+                if stream.write_all(switched).await.is_err() {
+                    return;
+                }
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Reads one response head (up to the blank line) from a raw client socket.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n_read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert_eq!(
+            n_read,
+            1,
+            "closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_forwards_a_protocol_upgrade_and_tunnels_both_ways() {
+    let (backend_addr, heads) = start_echo_upgrade_backend().await;
+    let port = free_port();
+    let endpoint = hoist_mesh::Endpoint {
+        id: "task-echo".into(),
+        addr: backend_addr,
+        state: hoist_mesh::EndpointState::Active,
+    };
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("ws", port, vec![endpoint])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nhost: example\r\nconnection: keep-alive, Upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    let forwarded = heads.lock().unwrap()[0].clone();
+    assert!(forwarded.contains("upgrade: echo\r\n"), "{forwarded}");
+    assert!(forwarded.contains("connection: upgrade\r\n"), "{forwarded}");
+    assert!(
+        forwarded.contains("x-forwarded-for: 127.0.0.1\r\n"),
+        "{forwarded}"
+    );
+
+    // Bytes go both ways, as often as the two sides like, outside HTTP.
+    for message in [&b"ping\n"[..], b"a second message, not HTTP at all\n"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(echoed, message);
+    }
+
+    // A shutdown closes the tunnel instead of waiting for the client to leave.
+    tokio::time::timeout(Duration::from_secs(10), mesh.shutdown())
+        .await
+        .expect("shutdown with a tunnel open");
+    let mut rest = Vec::new();
+    let n_read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("tunnel closed by shutdown");
+    assert!(matches!(n_read, Ok(0) | Err(_)), "{n_read:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_refuses_a_switch_of_protocols_the_client_did_not_ask_for() {
+    let (backend_addr, _heads) = start_echo_upgrade_backend().await;
+    let port = free_port();
+    let endpoint = hoist_mesh::Endpoint {
+        id: "task-echo".into(),
+        addr: backend_addr,
+        state: hoist_mesh::EndpointState::Active,
+    };
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("ws", port, vec![endpoint])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    let answer = get(&client(), addr, "/").await.unwrap();
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        answer.body.contains("switched protocols unasked"),
+        "{}",
+        answer.body
+    );
+    mesh.shutdown().await;
+}
