@@ -17,8 +17,8 @@
 //! reports the header timeout and it did, we write a `408` before closing, so a slow
 //! client learns why, while an idle keep-alive connection is closed silently.
 //!
-//! Protocol upgrades (WebSocket, HTTP/1.1 only): a request with `Connection: upgrade`
-//! keeps its `Upgrade` header; when the endpoint answers `101`, both connections are
+//! Protocol upgrades (WebSocket, HTTP/1.1 only, never h2c): a request with `Connection:
+//! upgrade` keeps its `Upgrade` header; when the endpoint answers `101`, both connections are
 //! taken out of HTTP and joined into a byte tunnel for the rest of their lives. The
 //! upstream connection is never pooled again, and the endpoint counts the tunnel as one
 //! request in flight until it closes.
@@ -481,6 +481,17 @@ impl ClientUpgrade {
             return None;
         }
         let protocol = request.headers().get(header::UPGRADE)?.clone();
+        // Never h2c: a tunnel of HTTP/2 straight to the endpoint would carry requests
+        // that no routing rule or forwarding header of ours ever saw ("h2c smuggling").
+        // Such a request goes on as a plain one, without the upgrade.
+        let h2c = protocol.to_str().map_or(true, |value| {
+            value
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("h2c"))
+        });
+        if h2c {
+            return None;
+        }
         let asks = request
             .headers()
             .get_all(header::CONNECTION)

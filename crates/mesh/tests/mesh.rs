@@ -952,7 +952,7 @@ async fn l7_forwards_a_protocol_upgrade_and_tunnels_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_refuses_a_switch_of_protocols_the_client_did_not_ask_for() {
-    let (backend_addr, _heads) = start_echo_upgrade_backend().await;
+    let (backend_addr, heads) = start_echo_upgrade_backend().await;
     let port = free_port();
     let endpoint = hoist_mesh::Endpoint {
         id: "task-echo".into(),
@@ -972,5 +972,17 @@ async fn l7_refuses_a_switch_of_protocols_the_client_did_not_ask_for() {
         "{}",
         answer.body
     );
+
+    // An h2c upgrade is not passed on (it would tunnel requests past the mesh), so the
+    // endpoint's 101 is one nobody asked for here too.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: example\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+    let forwarded = heads.lock().unwrap().last().cloned().unwrap();
+    assert!(!forwarded.contains("upgrade"), "{forwarded}");
     mesh.shutdown().await;
 }
