@@ -17,11 +17,11 @@
 //! reports the header timeout and it did, we write a `408` before closing, so a slow
 //! client learns why, while an idle keep-alive connection is closed silently.
 //!
-//! Protocol upgrades (WebSocket, HTTP/1.1 only, never h2c): a request with `Connection:
-//! upgrade` keeps its `Upgrade` header; when the endpoint answers `101`, both connections are
-//! taken out of HTTP and joined into a byte tunnel for the rest of their lives. The
-//! upstream connection is never pooled again, and the endpoint counts the tunnel as one
-//! request in flight until it closes.
+//! Protocol upgrades (WebSocket; HTTP/1.1 only, never h2c): a request with
+//! `Connection: upgrade` keeps its `Upgrade` header; when the endpoint answers `101`, both
+//! connections are taken out of HTTP and joined into a byte tunnel for the rest of their
+//! lives. The upstream connection is never pooled again, and the endpoint counts the
+//! tunnel as one request in flight until it closes.
 //!
 //! Does not know: where endpoints come from, or anything of the cluster.
 
