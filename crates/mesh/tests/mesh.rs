@@ -875,6 +875,26 @@ async fn start_echo_upgrade_backend() -> (std::net::SocketAddr, Arc<Mutex<Vec<St
     (addr, heads)
 }
 
+/// A mesh with one http port whose one endpoint is an echo-upgrade backend; the port's
+/// address and the heads the backend received.
+async fn start_mesh_on_echo_upgrade_backend(
+) -> (Mesh, std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let (backend_addr, heads) = start_echo_upgrade_backend().await;
+    let port = free_port();
+    let endpoint = hoist_mesh::Endpoint {
+        id: "task-echo".into(),
+        addr: backend_addr,
+        state: hoist_mesh::EndpointState::Active,
+    };
+    let mesh = start_mesh(
+        test_config(),
+        vec![http_service("ws", port, vec![endpoint])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    (mesh, addr, heads)
+}
+
 /// Reads one response head (up to the blank line) from a raw client socket.
 async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
@@ -897,19 +917,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_forwards_a_protocol_upgrade_and_tunnels_both_ways() {
-    let (backend_addr, heads) = start_echo_upgrade_backend().await;
-    let port = free_port();
-    let endpoint = hoist_mesh::Endpoint {
-        id: "task-echo".into(),
-        addr: backend_addr,
-        state: hoist_mesh::EndpointState::Active,
-    };
-    let mesh = start_mesh(
-        test_config(),
-        vec![http_service("ws", port, vec![endpoint])],
-    )
-    .await;
-    let addr = mesh.local_addr(port).unwrap();
+    let (mesh, addr, heads) = start_mesh_on_echo_upgrade_backend().await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
@@ -952,19 +960,7 @@ async fn l7_forwards_a_protocol_upgrade_and_tunnels_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_refuses_a_switch_of_protocols_the_client_did_not_ask_for() {
-    let (backend_addr, heads) = start_echo_upgrade_backend().await;
-    let port = free_port();
-    let endpoint = hoist_mesh::Endpoint {
-        id: "task-echo".into(),
-        addr: backend_addr,
-        state: hoist_mesh::EndpointState::Active,
-    };
-    let mesh = start_mesh(
-        test_config(),
-        vec![http_service("ws", port, vec![endpoint])],
-    )
-    .await;
-    let addr = mesh.local_addr(port).unwrap();
+    let (mesh, addr, heads) = start_mesh_on_echo_upgrade_backend().await;
     let answer = get(&client(), addr, "/").await.unwrap();
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert!(
