@@ -492,13 +492,8 @@ impl ClientUpgrade {
         if h2c {
             return None;
         }
-        let asks = request
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        let asks =
+            connection_tokens(request.headers()).any(|token| token.eq_ignore_ascii_case("upgrade"));
         asks.then(|| ClientUpgrade {
             protocol,
             on_upgrade: hyper::upgrade::on(request),
@@ -582,12 +577,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"))
     };
     if present[0] && headers.get_all(header::CONNECTION).iter().any(names_others) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|names| names.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -598,6 +589,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The comma-separated tokens of every `Connection` line, trimmed: header names to drop,
+/// or `close`, `keep-alive`, `upgrade`.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
 }
 
 /// The client's address as the forwarding headers carry it, formatted once per

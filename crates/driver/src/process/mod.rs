@@ -148,7 +148,7 @@ impl ProcessDriver {
     }
 
     fn record_path(&self, task_id: &str) -> PathBuf {
-        self.inner.records_dir.join(format!("{task_id}.json"))
+        record_path(&self.inner.records_dir, task_id)
     }
 
     fn starting_path(&self, task_id: &str) -> PathBuf {
@@ -596,8 +596,10 @@ async fn finish(record: &mut TaskRecord, record_path: &Path, exit: TaskExit, exi
     exit_tx.send_replace(Some(exit));
 }
 
-/// Signals the task's whole process group, after checking that the recorded pid
-/// still names the task's process (and not a stranger that reused the pid).
+fn record_path(records_dir: &Path, task_id: &str) -> PathBuf {
+    records_dir.join(format!("{task_id}.json"))
+}
+
 fn starting_path(records_dir: &Path, task_id: &str) -> PathBuf {
     records_dir.join(format!("{task_id}.starting"))
 }
@@ -620,7 +622,7 @@ fn kill_unrecorded_starts(records_dir: &Path) {
         else {
             continue;
         };
-        let recorded = records_dir.join(format!("{task_id}.json")).exists();
+        let recorded = record_path(records_dir, task_id).exists();
         if !recorded {
             for pid in procfs::pids_with_env("HOIST_TASK", task_id) {
                 tracing::warn!(
@@ -645,6 +647,8 @@ fn kill_unrecorded_starts(records_dir: &Path) {
     }
 }
 
+/// Signals the task's whole process group, after checking that the recorded pid
+/// still names the task's process (and not a stranger that reused the pid).
 fn signal_group(record: &TaskRecord, signal: Signal) -> Result<(), DriverError> {
     if !procfs::is_alive(record.pid, record.proc_start_ticks) {
         // Exited already; the watcher will announce it.
