@@ -49,7 +49,8 @@
 # done by the kernel on behalf of the client and the backend, so it is neither pinned to
 # CPU 1 nor in that row's CPU and RSS columns (they count the userspace process only).
 # Everything started here is stopped on exit, including on Ctrl-C; the run is bounded
-# (about ROUNDS x 9 x (3 x DURATION + 2) seconds plus the build: ~8 minutes by default).
+# (about ROUNDS x 9 x (3 x DURATION + 2) seconds plus the calibration and the build:
+# 12-13 minutes by default on a 2-vCPU VM).
 #
 # Knobs (environment): DURATION (s, default 5), CONNECTIONS (closed loop, default 32),
 # ROUNDS (default 3), RATE (fixed rate in req/s), CONNECTIONS_RATE (connections of the
