@@ -13,6 +13,57 @@ use hoist_types::{Availability, Role};
 use crate::output::{print_json, print_table, wants_json};
 use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
 
+/// Writes a backup, which holds the cluster CA's key and both join secrets, so that no
+/// one else can read it at any moment and a crash never leaves half a file: a new file
+/// (created exclusively, mode 0600) in the same directory, synced, then renamed over
+/// `path`. A symbolic link at `path` is refused, never followed: whoever planted it would
+/// choose where the key goes.
+pub fn write_backup(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(existing) if existing.file_type().is_symlink() => bail!(
+            "refusing to write the backup: {} is a symbolic link (give the path of a regular file, or remove the link)",
+            path.display()
+        ),
+        Ok(existing) if !existing.is_file() => bail!(
+            "refusing to write the backup: {} exists and is not a regular file",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("checking {}", path.display()));
+        }
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a new file in {}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("writing {}", file.path().display()))?;
+    // rename(2) replaces the name itself: a link planted after the check above is
+    // replaced, not followed.
+    file.persist(path)
+        .map_err(|err| err.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
 /// The default daemon socket when neither --host nor HOIST_HOST is given.
 pub const DEFAULT_SOCKET: &str = "/var/run/hoist/hoist.sock";
 
@@ -34,17 +85,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         Command::Backup(args) => {
             let backup: serde_json::Value = client.get("/v1/backup").await?;
             let text = serde_json::to_vec_pretty(&backup)?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&args.output)
-                .with_context(|| format!("writing {}", args.output.display()))?;
-            file.write_all(&text)?;
-            file.sync_all()?;
+            write_backup(&args.output, &text)?;
             let state = &backup["state"];
             println!(
                 "Backup written to {}: {} nodes, {} services, {} tasks.",
@@ -484,4 +525,59 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
     println!(" CA configuration:");
     println!("  Expiry duration: {} s", info.cert_expiry_secs);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::write_backup;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn a_backup_is_a_new_private_file_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.json");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_backup(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        // A new file, not the old one rewritten: the old mode does not carry over.
+        assert_eq!(mode(&path), 0o600);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["backup.json".to_string()], "no temp file left");
+    }
+
+    #[test]
+    fn a_link_or_a_directory_at_the_backup_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "precious").unwrap();
+        let link = dir.path().join("backup.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = format!("{:#}", write_backup(&link, b"secret").unwrap_err());
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A dangling link too: following it would create the file where it points.
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(write_backup(&dangling, b"secret").is_err());
+        assert!(!dir.path().join("nowhere").exists());
+        let err = format!("{:#}", write_backup(dir.path(), b"secret").unwrap_err());
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }

@@ -20,6 +20,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
 
 fn check_spec(state: &ClusterState, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<()> {
     spec.validate()
+        .and_then(|()| spec.check_supported())
         .map_err(|err| ManagerError::Invalid(err.to_string()))?;
     if let Some(other) = state
         .services

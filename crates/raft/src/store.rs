@@ -50,8 +50,20 @@ fn archive_snapshot(dir: &Path, index: u64, data: &[u8]) -> std::io::Result<()> 
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("snapshot-{index:020}.json"));
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The state holds the CA key and the join secrets: owner only, whatever the
+        // umask of the process that embeds the store.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, &path)?;
     let mut archived: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
@@ -64,6 +76,13 @@ fn archive_snapshot(dir: &Path, index: u64, data: &[u8]) -> std::io::Result<()> 
         std::fs::remove_file(old)?;
     }
     Ok(())
+}
+
+/// The store holds the CA key and the join secrets (in its snapshot): owner only,
+/// whatever the umask of the process that embeds it, and whatever an older version left.
+pub(crate) fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// Opening the store failed.
@@ -155,6 +174,7 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
     };
     std::fs::create_dir_all(dir).map_err(|err| open_err(err.to_string()))?;
     let db = Database::create(&path).map_err(|err| open_err(err.to_string()))?;
+    make_private(&path).map_err(|err| open_err(err.to_string()))?;
     let txn = db.begin_write().map_err(|err| open_err(err.to_string()))?;
     for table in [META, SNAPSHOT] {
         txn.open_table(table)

@@ -288,6 +288,13 @@ impl MountKind {
             MountKind::Tmpfs => "tmpfs",
         }
     }
+
+    /// Whether a driver can run a task with this kind of mount today. The others parse
+    /// (specs stored by older versions hold them) but a new spec may not use them: the
+    /// drivers would run the task without the mount, which is worse than a refusal.
+    pub fn is_supported(self) -> bool {
+        matches!(self, MountKind::Bind)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,7 +364,23 @@ impl Mount {
             readonly,
         };
         mount.validate()?;
+        mount.check_supported()?;
         Ok(mount)
+    }
+
+    /// Refuses a mount type no driver implements yet, naming it.
+    pub fn check_supported(&self) -> Result<(), InvalidSpec> {
+        if self.kind.is_supported() {
+            return Ok(());
+        }
+        Err(InvalidSpec::new(
+            "mount",
+            format!(
+                "{}: {} mounts are not supported yet (only type=bind is)",
+                self,
+                self.kind.as_str()
+            ),
+        ))
     }
 
     fn validate(&self) -> Result<(), InvalidSpec> {
@@ -900,6 +923,17 @@ pub fn validate_service_name(name: &str) -> Result<(), InvalidSpec> {
 }
 
 impl ServiceSpec {
+    /// What a new or updated spec must pass on top of [`Self::validate`]: features that
+    /// parse and may be stored (by older versions) but that no driver runs yet. Kept out
+    /// of `validate`, which the state machine also runs when it replays the log, so that
+    /// a spec stored before a refusal was added is never dropped on replay.
+    pub fn check_supported(&self) -> Result<(), InvalidSpec> {
+        for mount in &self.mounts {
+            mount.check_supported()?;
+        }
+        Ok(())
+    }
+
     /// Every check that needs only this spec. Cluster-wide checks (names and published
     /// ports unique among services) are the caller's, see [`Self::check_port_conflicts`].
     pub fn validate(&self) -> Result<(), InvalidSpec> {
@@ -1287,11 +1321,9 @@ mod tests {
                 readonly: true
             }
         );
-        let volume = Mount::parse("src=data,dst=/var/lib/data").unwrap();
-        assert_eq!(volume.kind, MountKind::Volume);
-        assert!(!volume.readonly);
-        assert_eq!(Mount::parse(&volume.to_string()).unwrap(), volume);
-        assert!(Mount::parse("type=tmpfs,target=/tmp").is_ok());
+        let bind = Mount::parse("type=bind,src=/data,dst=/var/lib/data").unwrap();
+        assert!(!bind.readonly);
+        assert_eq!(Mount::parse(&bind.to_string()).unwrap(), bind);
         let reason = |text: &str| Mount::parse(text).unwrap_err().reason;
         assert!(reason("type=bind,source=rel,target=/b").contains("absolute host path"));
         assert!(reason("type=bind,source=/a").contains("target is required"));
@@ -1299,6 +1331,36 @@ mod tests {
         assert!(reason("type=volume,target=/b").contains("needs a source"));
         assert!(reason("type=tmpfs,source=x,target=/b").contains("no source"));
         assert!(reason("type=bind,source=/a,target=b").contains("absolute path"));
+    }
+
+    #[test]
+    fn mount_types_no_driver_runs_are_refused_by_name() {
+        let reason = |text: &str| Mount::parse(text).unwrap_err().reason;
+        assert!(reason("type=volume,source=data,target=/d")
+            .contains("volume mounts are not supported yet"));
+        // Docker's default type is volume: a mount without a type says so too.
+        assert!(reason("src=data,dst=/d").contains("volume mounts are not supported yet"));
+        assert!(reason("type=tmpfs,target=/tmp").contains("tmpfs mounts are not supported yet"));
+        // A spec that reaches a manager without the CLI's parser (the HTTP API, or one
+        // stored by an older version) still passes `validate` but not `check_supported`.
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            command: vec!["sleep".into(), "60".into()],
+            ..ServiceSpec::default()
+        };
+        spec.mounts.push(Mount {
+            kind: MountKind::Tmpfs,
+            source: String::new(),
+            target: "/scratch".into(),
+            readonly: false,
+        });
+        spec.validate().unwrap();
+        let err = spec.check_supported().unwrap_err();
+        assert_eq!(err.field, "mount");
+        assert!(
+            err.reason.contains("tmpfs mounts are not supported yet"),
+            "{err}"
+        );
     }
 
     #[test]

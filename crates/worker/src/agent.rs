@@ -273,6 +273,22 @@ impl Agent {
             self.report(task.id, status);
             return;
         };
+        // A spec stored by an older version may hold a mount no driver runs: the task
+        // would start without it, so it is refused instead.
+        if let Some(mount) = task
+            .spec
+            .mounts
+            .iter()
+            .find(|mount| !mount.kind.is_supported())
+        {
+            let mut status = TaskStatus::new(TaskState::Rejected, "unsupported mount", now_ms());
+            status.err = Some(format!(
+                "{} mounts are not supported yet (only type=bind is): {mount}",
+                mount.kind.as_str()
+            ));
+            self.report(task.id, status);
+            return;
+        }
         self.lock().insert(
             task.id,
             LocalTask {

@@ -26,6 +26,7 @@ use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -245,9 +246,12 @@ impl ProcessDriver {
         let log_path = spec.state_dir.join(OUTPUT_FILE);
         // Append: a task restarted in the same directory keeps its earlier output,
         // and O_APPEND keeps stdout and stderr writes from overwriting each other.
+        // Task output is for the operator (through the daemon), not for other users of
+        // the machine: owner only.
         let stdout = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(|err| DriverError::io("cannot open task output", &log_path, err))?;
         let stderr = stdout
@@ -855,8 +859,11 @@ fn prepare_mounts(spec: &RunSpec) -> Result<Vec<ChildMount>, DriverError> {
         .collect()
 }
 
-/// Runs in the child between fork and exec: new session (own process group, no
-/// controlling terminal), then the bind mounts in a private mount namespace.
+/// The umask a task starts with, whatever the daemon's own.
+const TASK_UMASK: libc::mode_t = 0o022;
+
+/// Runs in the child between fork and exec: the task's umask, a new session (own
+/// process group, no controlling terminal), then the bind mounts in a private mount namespace.
 /// Only raw syscalls here; see the SAFETY note at the call.
 fn setup_child(mounts: &[ChildMount]) -> std::io::Result<()> {
     fn check(result: libc::c_int) -> std::io::Result<()> {
@@ -869,6 +876,9 @@ fn setup_child(mounts: &[ChildMount]) -> std::io::Result<()> {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY: plain syscalls on valid NUL-terminated strings that outlive them.
     unsafe {
+        // The daemon runs under umask 077 to keep its own files private; a task gets
+        // the usual default back, so the files it creates are as it expects.
+        libc::umask(TASK_UMASK);
         check(libc::setsid())?;
         if mounts.is_empty() {
             return Ok(());

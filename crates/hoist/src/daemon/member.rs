@@ -1374,8 +1374,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a file.
+/// Private like everything in the data directory (see `files`).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    write_file(path, &serde_json::to_vec_pretty(value)?, 0o644)
+    write_file(path, &serde_json::to_vec_pretty(value)?, 0o600)
 }
 
 fn write_secret_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! and, once the node belongs to a cluster, the TLS listener that carries node-to-node
 //! traffic (join, heartbeats, Raft). A manager also runs Raft and the leader's loops.
 
+mod files;
 mod member;
 mod routes;
 mod server;
@@ -18,8 +19,11 @@ pub use member::Daemon;
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    files::restrict_umask();
+    let tightened = files::secure_data_dir(&data_dir)?;
+    if tightened > 0 {
+        tracing::info!(dir = %data_dir.display(), entries = tightened, "made the data directory private to the daemon's user");
+    }
     let socket = args
         .socket
         .clone()
