@@ -298,8 +298,101 @@ pub struct BackupFile {
     pub state: hoist_state::ClusterState,
 }
 
+impl BackupFile {
+    /// A backup of `state` in this build's persisted format.
+    pub fn new(taken_at_ms: u64, from_node: NodeId, state: hoist_state::ClusterState) -> Self {
+        BackupFile {
+            format: hoist_state::persist::FORMAT_VERSION,
+            taken_at_ms,
+            from_node,
+            state,
+        }
+    }
+
+    /// Reads a backup file of any format up to this build's. The version is checked
+    /// before the rest is parsed, so that a newer build's file is refused by its version
+    /// rather than by whichever field this build does not know.
+    pub fn parse(text: &str) -> Result<BackupFile, BackupParseError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|err| BackupParseError::NotJson(err.to_string()))?;
+        let format = value
+            .get("format")
+            .ok_or(BackupParseError::NoFormat)?
+            .as_u64()
+            .and_then(|format| u32::try_from(format).ok())
+            .ok_or(BackupParseError::NoFormat)?;
+        hoist_state::persist::check_version("the backup", format)?;
+        serde_json::from_value(value).map_err(|err| BackupParseError::Malformed(err.to_string()))
+    }
+}
+
+/// Why a file is not a backup this build can restore.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupParseError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no format version: not a file `hoist backup` wrote")]
+    NoFormat,
+    #[error(transparent)]
+    Version(#[from] hoist_state::persist::PersistError),
+    #[error("damaged: {0}")]
+    Malformed(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub backup: BackupFile,
     pub advertise_addr: Option<String>,
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+    use hoist_state::persist::FORMAT_VERSION;
+
+    const FIXTURE: &str = include_str!("../../hoist/tests/fixtures/a85ac81/backup.json");
+
+    #[test]
+    fn a_backup_written_at_a85ac81_parses() {
+        let backup = BackupFile::parse(FIXTURE).expect("the old backup parses");
+        assert_eq!(backup.format, 1);
+        assert_eq!(backup.state.nodes.len(), 4);
+        assert_eq!(backup.state.services.len(), 3);
+    }
+
+    #[test]
+    fn a_backup_from_a_future_version_is_refused_naming_both_versions() {
+        let mut value: serde_json::Value = serde_json::from_str(FIXTURE).expect("json");
+        value["format"] = serde_json::json!(FORMAT_VERSION + 1);
+        // A field this build does not know must not be what the refusal talks about.
+        value["state"]["a_field_from_the_future"] = serde_json::json!(true);
+        value["state"]
+            .as_object_mut()
+            .expect("object")
+            .remove("nodes");
+        let message = BackupFile::parse(&value.to_string())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains(&format!("format version {}", FORMAT_VERSION + 1))
+                && message.contains(&format!("the {FORMAT_VERSION} this build reads")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_backup_says_why() {
+        assert!(matches!(
+            BackupFile::parse("not json"),
+            Err(BackupParseError::NotJson(_))
+        ));
+        assert!(matches!(
+            BackupFile::parse(r#"{"state":{}}"#),
+            Err(BackupParseError::NoFormat)
+        ));
+        assert!(matches!(
+            BackupFile::parse(r#"{"format":1,"state":{}}"#),
+            Err(BackupParseError::Malformed(_))
+        ));
+    }
 }

@@ -101,8 +101,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         Command::Restore(args) => {
             let text = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading {}", args.file.display()))?;
-            let backup: hoist_api::BackupFile = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a hoist backup", args.file.display()))?;
+            let backup = hoist_api::BackupFile::parse(&text)
+                .with_context(|| format!("{} cannot be restored", args.file.display()))?;
             let response: ForceNewClusterResponse = client
                 .post(
                     "/v1/restore",

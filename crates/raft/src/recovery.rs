@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use hoist_state::ClusterState;
+use hoist_state::{persist, ClusterState};
 use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta,
     StoredMembership, Vote,
@@ -74,7 +74,7 @@ pub fn read_full_state(dir: &Path) -> Result<RecoveredState, StoreError> {
         (Some(meta), Some(data)) => {
             let meta: SnapshotMeta<u64, BasicNode> =
                 serde_json::from_slice(meta.value()).map_err(corrupt)?;
-            let state: ClusterState = serde_json::from_slice(data.value()).map_err(corrupt)?;
+            let state = persist::decode_snapshot(data.value()).map_err(corrupt)?;
             (state, meta.last_log_id)
         }
         _ => (ClusterState::default(), None),
@@ -135,7 +135,7 @@ pub fn reseed_single_voter(
         last_membership: StoredMembership::new(Some(last_log_id), membership),
         snapshot_id: format!("reseeded-{term}-{}", last_log_id.index),
     };
-    let data = serde_json::to_vec(&recovered.state).map_err(corrupt)?;
+    let data = persist::encode_snapshot(&recovered.state).map_err(corrupt)?;
     let txn = db.begin_write().map_err(corrupt)?;
     {
         let mut log = txn.open_table(LOG).map_err(corrupt)?;

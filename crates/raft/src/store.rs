@@ -16,7 +16,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use hoist_state::ClusterState;
+use hoist_state::{persist, ClusterState};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
@@ -37,6 +37,8 @@ pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
+/// The persisted format version of the store (absent: version 1, before it was kept).
+pub(crate) const KEY_FORMAT: &str = "format";
 pub(crate) const KEY_SNAPSHOT_META: &str = "meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
 
@@ -92,6 +94,11 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("the Raft store is corrupt: {0}")]
     Corrupt(String),
+    #[error("the Raft store at {path}: {source}")]
+    Format {
+        path: String,
+        source: persist::PersistError,
+    },
 }
 
 /// The cluster state as applied so far, readable by every part of the manager, with a
@@ -175,6 +182,8 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
     std::fs::create_dir_all(dir).map_err(|err| open_err(err.to_string()))?;
     let db = Database::create(&path).map_err(|err| open_err(err.to_string()))?;
     make_private(&path).map_err(|err| open_err(err.to_string()))?;
+    // Before anything is written: a store a newer build wrote is left as it is.
+    check_and_record_format(&db, &path)?;
     let txn = db.begin_write().map_err(|err| open_err(err.to_string()))?;
     for table in [META, SNAPSHOT] {
         txn.open_table(table)
@@ -188,8 +197,10 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
     let snapshot = read_snapshot(&db).map_err(|err| StoreError::Corrupt(err.to_string()))?;
     let (state, applied, membership) = match &snapshot {
         Some((meta, data)) => {
-            let state: ClusterState =
-                serde_json::from_slice(data).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            let state = persist::decode_snapshot(data).map_err(|source| StoreError::Format {
+                path: path.display().to_string(),
+                source,
+            })?;
             (state, meta.last_log_id, meta.last_membership.clone())
         }
         None => (ClusterState::default(), None, StoredMembership::default()),
@@ -204,6 +215,42 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), S
         snapshot_index: 0,
     };
     Ok((LogStore { db }, machine, shared))
+}
+
+/// Refuses a store a newer build wrote, and marks an older one as this build's: from
+/// here on this build writes entries and snapshots in its own format.
+fn check_and_record_format(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let format_err = |source| StoreError::Format {
+        path: path.display().to_string(),
+        source,
+    };
+    let corrupt = |err: &dyn std::fmt::Display| StoreError::Corrupt(err.to_string());
+    let txn = db.begin_write().map_err(|err| corrupt(&err))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|err| corrupt(&err))?;
+        let found = match meta.get(KEY_FORMAT).map_err(|err| corrupt(&err))? {
+            Some(bytes) => serde_json::from_slice::<u32>(bytes.value()).map_err(|_| {
+                format_err(persist::PersistError::BadVersion {
+                    what: "the store",
+                    value: String::from_utf8_lossy(bytes.value()).into_owned(),
+                })
+            })?,
+            None => persist::UNVERSIONED,
+        };
+        persist::check_version("the store", found).map_err(format_err)?;
+        if found != persist::FORMAT_VERSION {
+            tracing::info!(
+                from = found,
+                to = persist::FORMAT_VERSION,
+                "upgrading the Raft store's format"
+            );
+            let bytes =
+                serde_json::to_vec(&persist::FORMAT_VERSION).map_err(|err| corrupt(&err))?;
+            meta.insert(KEY_FORMAT, bytes.as_slice())
+                .map_err(|err| corrupt(&err))?;
+        }
+    }
+    txn.commit().map_err(|err| corrupt(&err))
 }
 
 type StoredSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
@@ -402,7 +449,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let data = encode(&self.state)?;
+        let data = persist::encode_snapshot(&self.state).map_err(io_err)?;
         let snapshot_id = match self.last_applied {
             Some(log_id) => format!(
                 "{}-{}-{}",
@@ -500,10 +547,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let state: ClusterState =
-            serde_json::from_slice(&data).map_err(|err| StorageError::IO {
-                source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&err)),
-            })?;
+        let state = persist::decode_snapshot(&data).map_err(|err| StorageError::IO {
+            source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&err)),
+        })?;
         write_snapshot(&self.db, meta, &data)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

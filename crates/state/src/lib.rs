@@ -9,6 +9,7 @@
 
 mod change;
 mod cluster;
+pub mod persist;
 
 pub use change::{Change, ChangeError, ChangeOutcome, TaskEdit, TaskReport};
 pub use cluster::{CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret};

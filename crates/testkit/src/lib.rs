@@ -74,6 +74,9 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The port other nodes reach it at ([`NODE_PORT`] unless its data directory came
+    /// from elsewhere with its address in it).
+    pub port: u16,
     /// Whether a fault proxy stands in front of its listener.
     pub proxied: bool,
     child: Option<Child>,
@@ -82,7 +85,7 @@ pub struct NodeProc {
 impl NodeProc {
     /// The address other nodes reach it at (the proxy's, when proxied).
     pub fn addr(&self) -> String {
-        format!("{}:{NODE_PORT}", self.ip)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The address the daemon itself listens on.
@@ -90,7 +93,7 @@ impl NodeProc {
         let port = if self.proxied {
             PROXIED_PORT
         } else {
-            NODE_PORT
+            self.port
         };
         format!("{}:{port}", self.ip)
     }
@@ -139,6 +142,21 @@ fn free_block(n_nodes: usize, proxied: bool) -> [u8; 2] {
         });
         if free {
             return [a, b];
+        }
+    }
+}
+
+/// Copies a directory tree (files and directories; sockets and links are skipped).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a copy");
+    for entry in std::fs::read_dir(from).expect("reading a directory to copy") {
+        let entry = entry.expect("a directory entry");
+        let kind = entry.file_type().expect("a file type");
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copying a file");
         }
     }
 }
@@ -222,6 +240,7 @@ impl Cluster {
                 log: dir.path().join(format!("{name}.log")),
                 name,
                 ip: Ipv4Addr::new(127, a, b, index as u8 + 1),
+                port: NODE_PORT,
                 data_dir,
                 proxied,
                 child: None,
@@ -239,6 +258,55 @@ impl Cluster {
             _dir: dir,
         };
         for index in 0..n {
+            cluster.start_node(index);
+        }
+        cluster
+    }
+
+    /// Starts daemons on copies of data directories written elsewhere (by an older
+    /// build, say): `nodes` names each directory under `source`, with the hostname and
+    /// address its files were written with. The copies are removed with the cluster;
+    /// `source` is never written to.
+    pub fn from_data_dirs(
+        bin: &Path,
+        source: &Path,
+        nodes: &[(&str, &str, SocketAddr)],
+        daemon_args: Vec<String>,
+    ) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-test-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let mut procs = Vec::new();
+        for (dir_name, hostname, addr) in nodes {
+            let SocketAddr::V4(addr) = addr else {
+                panic!("{addr} is not an IPv4 address");
+            };
+            assert!(
+                TcpListener::bind(addr).is_ok(),
+                "{addr}, where the data directory {dir_name} says its node listens, is taken"
+            );
+            let data_dir = dir.path().join(dir_name);
+            copy_tree(&source.join(dir_name), &data_dir);
+            procs.push(NodeProc {
+                name: hostname.to_string(),
+                ip: *addr.ip(),
+                port: addr.port(),
+                socket: data_dir.join("hoist.sock"),
+                log: dir.path().join(format!("{dir_name}.log")),
+                data_dir,
+                proxied: false,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster {
+            bin: bin.to_path_buf(),
+            nodes: procs,
+            proxy: None,
+            daemon_args,
+            _dir: dir,
+        };
+        for index in 0..cluster.nodes.len() {
             cluster.start_node(index);
         }
         cluster

@@ -463,12 +463,11 @@ impl Daemon {
             .read(hoist_state::ClusterState::clone)
             .await
             .map_err(|err| LifecycleError::new(503, err.to_string()))?;
-        Ok(BackupFile {
-            format: 1,
-            taken_at_ms: hoist_manager::now_ms(),
-            from_node: member.node_id,
+        Ok(BackupFile::new(
+            hoist_manager::now_ms(),
+            member.node_id,
             state,
-        })
+        ))
     }
 
     /// `hoist restore FILE` on a daemon in no cluster: it takes over the identity of the
@@ -485,11 +484,8 @@ impl Daemon {
             ));
         }
         let backup = request.backup;
-        if backup.format != 1 {
-            return Err(LifecycleError::new(
-                400,
-                format!("unknown backup format {}", backup.format),
-            ));
+        if let Err(err) = hoist_state::persist::check_version("the backup", backup.format) {
+            return Err(LifecycleError::new(400, err.to_string()));
         }
         let state = backup.state;
         let node_id = backup.from_node;
