@@ -101,8 +101,15 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         Command::Restore(args) => {
             let text = std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading {}", args.file.display()))?;
-            let backup = hoist_api::BackupFile::parse(&text)
-                .with_context(|| format!("{} cannot be restored", args.file.display()))?;
+            let backup = hoist_api::BackupFile::parse(&text).map_err(|err| {
+                let file = args.file.display();
+                match err {
+                    hoist_api::BackupParseError::Version(_) => {
+                        anyhow::anyhow!("{file} cannot be restored: {err}")
+                    }
+                    _ => anyhow::anyhow!("{file} is not a hoist backup: {err}"),
+                }
+            })?;
             let response: ForceNewClusterResponse = client
                 .post(
                     "/v1/restore",
