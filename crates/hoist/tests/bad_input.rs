@@ -128,6 +128,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Method, path, content type, body, the status expected, and words the answer must
+/// contain.
+type HttpCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [u8],
+    u16,
+    &'static str,
+);
+
 struct Row {
     input: String,
     outcome: String,
@@ -471,7 +482,7 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
     // HTTP bodies, headers and paths on the control socket: (method, path, content
     // type, body, status, words the answer must contain).
     let socket = &cluster.nodes[0].socket;
-    let http_cases: Vec<(&str, &str, &str, &[u8], u16, &str)> = vec![
+    let http_cases: Vec<HttpCase> = vec![
         (
             "POST",
             "/v1/services",
