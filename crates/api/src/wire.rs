@@ -150,6 +150,10 @@ pub struct HeartbeatResponse {
     /// starts or stops Raft to match.
     pub desired_role: Role,
     pub managers: Vec<String>,
+    /// The managers' node ids, in the order of `managers`: a worker serves its task
+    /// output only to a current manager, whatever certificate a former one still holds.
+    #[serde(default)]
+    pub manager_ids: Vec<hoist_types::NodeId>,
     pub cert_expiry_secs: u64,
 }
 

@@ -82,10 +82,11 @@ impl Manager {
                     peer.node_id
                 ))
             })?;
-        let (settings, managers) = self.local(|state| {
+        let (settings, managers, manager_ids) = self.local(|state| {
             (
                 state.settings,
                 state.managers().map(|node| node.addr.clone()).collect(),
+                state.managers().map(|node| node.id).collect(),
             )
         });
         let needs_status = node.status != NodeStatus::Ready;
@@ -132,6 +133,7 @@ impl Manager {
             period_ms: settings.heartbeat_period_ms,
             desired_role: node.role,
             managers,
+            manager_ids,
             cert_expiry_secs: settings.cert_expiry_secs,
         })
     }

@@ -1,6 +1,6 @@
 //! Cluster PKI: the root CA, node certificates that carry the node's id and role, join
 //! tokens that pin the CA, and the rustls configurations every node-to-node connection
-//! uses.
+//! uses (a client's says whom it dialled: a manager, or one node).
 //!
 //! This crate owns the certificate formats (CN = node id, OU = role, O = cluster id, as
 //! Swarm does) and nothing else: it does not know where the CA key is stored (the
@@ -14,8 +14,8 @@ mod token;
 pub use ca::{ca_digest, ClusterCa, NodeCsr};
 pub use identity::{peer_identity, NodeIdentity, PeerIdentity};
 pub use tls::{
-    client_config, join_probe_config, pinned_config, server_config, CapturedChain, IdentityHandle,
-    SERVER_NAME,
+    client_config, join_probe_config, pinned_config, server_config, CapturedChain, Dialled,
+    IdentityHandle, SERVER_NAME,
 };
 pub use token::JoinToken;
 
@@ -36,6 +36,7 @@ pub enum PkiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use hoist_types::{NodeId, Role};
@@ -70,7 +71,88 @@ mod tests {
         assert_eq!(reloaded.digest().unwrap(), ca.digest().unwrap());
         let handle = IdentityHandle::new(&identity).unwrap();
         server_config(&handle).unwrap();
-        client_config(&handle).unwrap();
+        client_config(&handle, Dialled::Manager).unwrap();
+    }
+
+    fn identity_of(ca: &ClusterCa, node_id: u64, role: Role) -> IdentityHandle {
+        let csr = NodeCsr::generate().unwrap();
+        let chain_pem = ca
+            .sign_csr(
+                &csr.csr_pem,
+                NodeId(node_id),
+                role,
+                "cluster-a",
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        IdentityHandle::new(&NodeIdentity {
+            key_pem: csr.key_pem,
+            chain_pem,
+            ca_pem: ca.cert_pem().to_string(),
+        })
+        .unwrap()
+    }
+
+    /// Runs a TLS handshake in memory; the error is the first side's refusal.
+    fn handshake(client: rustls::ClientConfig, server: &IdentityHandle) -> Result<(), String> {
+        let name = rustls_pki_types::ServerName::try_from("10.0.0.9").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut server =
+            rustls::ServerConnection::new(Arc::new(server_config(server).unwrap())).unwrap();
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).unwrap();
+            server.read_tls(&mut bytes.as_slice()).unwrap();
+            server
+                .process_new_packets()
+                .map_err(|err| err.to_string())?;
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).unwrap();
+            client.read_tls(&mut bytes.as_slice()).unwrap();
+            client
+                .process_new_packets()
+                .map_err(|err| err.to_string())?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("the handshake made no progress".into())
+    }
+
+    #[test]
+    fn a_client_dialling_a_manager_refuses_a_worker_certificate_of_the_same_cluster() {
+        let ca = ClusterCa::generate("cluster-a").unwrap();
+        let manager = identity_of(&ca, 1, Role::Manager);
+        let worker = identity_of(&ca, 2, Role::Worker);
+        let other_worker = identity_of(&ca, 3, Role::Worker);
+
+        handshake(client_config(&worker, Dialled::Manager).unwrap(), &manager).unwrap();
+        let err =
+            handshake(client_config(&manager, Dialled::Manager).unwrap(), &worker).unwrap_err();
+        assert!(
+            err.contains(&format!("worker node {}", NodeId(2)))
+                && err.contains("a manager was dialled"),
+            "{err}"
+        );
+        // The join request's configuration (it carries the join secret) refuses it too.
+        handshake(pinned_config(ca.cert_pem()).unwrap(), &manager).unwrap();
+        let err = handshake(pinned_config(ca.cert_pem()).unwrap(), &worker).unwrap_err();
+        assert!(err.contains("a manager was dialled"), "{err}");
+        // Reading a node's task output: that node, whatever its role, and no other.
+        handshake(
+            client_config(&manager, Dialled::Node(NodeId(2))).unwrap(),
+            &worker,
+        )
+        .unwrap();
+        let err = handshake(
+            client_config(&manager, Dialled::Node(NodeId(2))).unwrap(),
+            &other_worker,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(&format!("node {} was dialled", NodeId(2))),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //!
 //! Every node certificate carries the same DNS name, [`SERVER_NAME`], and clients verify
 //! servers against it rather than against the address dialled: nodes are found by
-//! address, but trusted by the cluster CA. The node's own certificate sits behind an
-//! [`IdentityHandle`] so that a renewed or re-roled certificate takes effect on the next
-//! handshake without rebuilding listeners or clients.
+//! address, but trusted by the cluster CA. A chain to the CA only says "a node of this
+//! cluster", so every client also says whom it meant to dial ([`Dialled`]): a manager
+//! (the role in the certificate's OU, which only the CA sets) or one given node. A
+//! worker's key thus cannot pass for a manager, as in swarmkit. The node's own
+//! certificate sits behind an [`IdentityHandle`] so that a renewed or re-roled
+//! certificate takes effect on the next handshake without rebuilding listeners or
+//! clients.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -17,8 +21,11 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use hoist_types::{NodeId, Role};
+use rustls::{CertificateError, OtherError};
+
 use crate::ca::digest_der;
-use crate::{NodeIdentity, PkiError};
+use crate::{peer_identity, NodeIdentity, PkiError};
 
 /// The DNS name in every node certificate.
 pub const SERVER_NAME: &str = "node.hoist.internal";
@@ -124,9 +131,40 @@ pub fn server_config(identity: &IdentityHandle) -> Result<ServerConfig, PkiError
     Ok(config)
 }
 
+/// Whom a client means to reach, checked on the server's certificate after its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialled {
+    /// Any manager of the cluster: joins, heartbeats, renewal, assignments, status
+    /// reports, Raft, forwarding to the leader. A worker certificate is refused.
+    Manager,
+    /// This one node, whatever its role: a manager reading a task's output from the
+    /// node that ran it.
+    Node(NodeId),
+}
+
+/// The server presented a valid certificate of the cluster, but not the one the client
+/// meant to dial.
+#[derive(thiserror::Error)]
+#[error("the server presented the certificate of {role} node {node_id}, but {wanted}")]
+struct UnexpectedServer {
+    role: Role,
+    node_id: NodeId,
+    wanted: String,
+}
+
+// rustls shows the errors of a verifier with `Debug`: this one reads as its message.
+impl std::fmt::Debug for UnexpectedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// The configuration for calls to other nodes: trust the cluster CA, present our
-/// certificate.
-pub fn client_config(identity: &IdentityHandle) -> Result<ClientConfig, PkiError> {
+/// certificate, and accept only the server `dialled` names.
+pub fn client_config(
+    identity: &IdentityHandle,
+    dialled: Dialled,
+) -> Result<ClientConfig, PkiError> {
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
         identity.roots.clone(),
         provider(),
@@ -136,14 +174,15 @@ pub fn client_config(identity: &IdentityHandle) -> Result<ClientConfig, PkiError
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner }))
+        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner, dialled }))
         .with_client_cert_resolver(Arc::new(identity.clone()));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// A client configuration trusting only `ca_pem`, for a node that has a CA but no
-/// certificate yet (the join request itself).
+/// A client configuration trusting only `ca_pem` and only a manager's certificate, for
+/// a node that has a CA but no certificate yet (the join request itself, which carries
+/// the join secret).
 pub fn pinned_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
     let roots = Arc::new(root_store(ca_pem)?);
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
@@ -152,17 +191,21 @@ pub fn pinned_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner }))
+        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier {
+            inner,
+            dialled: Dialled::Manager,
+        }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// Verifies the chain against the cluster CA, but for [`SERVER_NAME`] whatever address
-/// was dialled.
+/// was dialled, then that the certificate is of the node or role `dialled` names.
 #[derive(Debug)]
 struct ClusterNameVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
+    dialled: Dialled,
 }
 
 impl ServerCertVerifier for ClusterNameVerifier {
@@ -176,8 +219,26 @@ impl ServerCertVerifier for ClusterNameVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = ServerName::try_from(SERVER_NAME)
             .map_err(|_| rustls::Error::General("bad server name".into()))?;
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)?;
+        // Read only once the chain is verified: the subject is then the CA's word.
+        let server = peer_identity(end_entity.as_ref()).map_err(|err| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
+        })?;
+        let wanted = match self.dialled {
+            Dialled::Manager if server.role == Role::Manager => return Ok(verified),
+            Dialled::Manager => "a manager was dialled".to_string(),
+            Dialled::Node(node_id) if server.node_id == node_id => return Ok(verified),
+            Dialled::Node(node_id) => format!("node {node_id} was dialled"),
+        };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(UnexpectedServer {
+                role: server.role,
+                node_id: server.node_id,
+                wanted,
+            })),
+        )))
     }
 
     fn verify_tls12_signature(
@@ -208,6 +269,13 @@ impl ServerCertVerifier for ClusterNameVerifier {
 pub struct CapturedChain(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl CapturedChain {
+    /// What the first certificate presented (the server's own) says, read without any
+    /// verification: only for refusing early with a clear message, never for trusting.
+    pub fn unverified_leaf(&self) -> Option<Result<crate::PeerIdentity, PkiError>> {
+        let chain = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        chain.first().map(|der| peer_identity(der))
+    }
+
     /// The digest of the last certificate presented (the CA, as our servers send
     /// leaf then CA), and its PEM.
     pub fn ca(&self) -> Option<(String, String)> {

@@ -22,7 +22,8 @@ pub trait SessionHost: Send + Sync + 'static {
     fn certificate(&self) -> (Role, i64, u64);
     fn raft_running(&self) -> bool;
     fn managers(&self) -> Vec<String>;
-    fn set_managers(&self, managers: Vec<String>);
+    /// The managers' addresses (where to beat) and node ids (who may call this node).
+    fn set_managers(&self, managers: Vec<String>, manager_ids: Vec<NodeId>);
     /// Installs a renewed certificate for `key_pem`.
     fn install_certificate(&self, key_pem: String, chain_pem: String) -> Result<(), String>;
     /// Starts or stops being a manager to match `role`.
@@ -164,7 +165,7 @@ pub async fn run_session<H: SessionHost>(
                     target = Some(addr.clone());
                     period = Duration::from_millis(response.period_ms.max(50));
                     if !response.managers.is_empty() {
-                        host.set_managers(response.managers.clone());
+                        host.set_managers(response.managers.clone(), response.manager_ids.clone());
                     }
                     follow_up(host.as_ref(), &addr, &response).await;
                 }

@@ -50,6 +50,10 @@ struct NodeRecord {
     hostname: String,
     advertise_addr: String,
     managers: Vec<String>,
+    /// The managers' node ids; empty until a heartbeat answer names them (a node that
+    /// has just joined, or a record an older version wrote).
+    #[serde(default)]
+    manager_ids: Vec<NodeId>,
 }
 
 /// A lifecycle failure, with the HTTP status that says its kind.
@@ -92,7 +96,12 @@ pub struct Member {
     /// Rebuilt whenever the certificate changes: pooled connections keep the identity
     /// they were opened with, and a renewed role must be seen by the servers at once.
     http: RwLock<reqwest::Client>,
+    /// Where calls to other nodes leave from (see [`mtls_client`]).
+    source_ip: Option<std::net::IpAddr>,
     managers: Mutex<Vec<String>>,
+    /// Who may call this node's manager-only routes while it runs no Raft (its state
+    /// would say, but it has none): the managers the last heartbeat answer named.
+    manager_ids: Mutex<Vec<NodeId>>,
     manager: RwLock<Option<ManagerRuntime>>,
     /// The leader has confirmed this manager is a voter.
     voter_confirmed: AtomicBool,
@@ -187,7 +196,7 @@ impl Daemon {
         let identity = IdentityHandle::new(&files)?;
         let certificate = files.peer()?;
         let source_ip = Some(self.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
-        let http = mtls_client(&identity, source_ip)?;
+        let http = mtls_client(&identity, source_ip, hoist_pki::Dialled::Manager)?;
         let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
             .await
             .with_context(|| format!("listening on {}", self.config.listen_addr))?;
@@ -218,7 +227,9 @@ impl Daemon {
             files: Mutex::new(files),
             certificate: Mutex::new(certificate),
             http: RwLock::new(http),
+            source_ip,
             managers: Mutex::new(record.managers),
+            manager_ids: Mutex::new(record.manager_ids),
             manager: RwLock::new(None),
             voter_confirmed: AtomicBool::new(false),
             data_dir: self.config.data_dir.clone(),
@@ -444,6 +455,7 @@ impl Daemon {
         member.voter_confirmed.store(true, Ordering::SeqCst);
         *member.managers.lock().unwrap_or_else(|p| p.into_inner()) =
             vec![member.advertise_addr.clone()];
+        *member.manager_ids.lock().unwrap_or_else(|p| p.into_inner()) = vec![member.node_id];
         member.save_record()?;
         Ok(())
     }
@@ -528,6 +540,7 @@ impl Daemon {
             hostname: node.hostname.clone(),
             advertise_addr: advertise_addr.clone(),
             managers: vec![advertise_addr.clone()],
+            manager_ids: vec![node_id],
         };
         let dropped: Vec<NodeId> = state
             .managers()
@@ -627,6 +640,7 @@ impl Daemon {
             hostname: self.config.hostname.clone(),
             advertise_addr: advertise_addr.clone(),
             managers: vec![advertise_addr.clone()],
+            manager_ids: vec![bootstrap.node_id],
         };
         let result = async {
             let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
@@ -740,6 +754,7 @@ impl Daemon {
             hostname: self.config.hostname.clone(),
             advertise_addr: advertise_addr.clone(),
             managers,
+            manager_ids: Vec::new(),
         };
         let result = async {
             write_secret_json(&identity_file(&self.config.data_dir), &files)?;
@@ -1119,7 +1134,24 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
             format!("the manager at {addr} presented a CA whose digest does not match the token: refusing to join"),
         ));
     }
-    Ok(pem)
+    // Unverified here, so only for the message: the join request's own connection
+    // verifies the chain and the role before the secret leaves (`pinned_config`).
+    match captured.unverified_leaf() {
+        Some(Ok(server)) if server.role != Role::Manager => Err(LifecycleError::new(
+            403,
+            format!(
+                "the node at {addr} presented a {} certificate (node {}), not a manager's: only a manager admits nodes, so the join secret was not sent",
+                server.role, server.node_id
+            ),
+        )),
+        Some(Err(err)) => Err(LifecycleError::new(
+            403,
+            format!(
+                "the node at {addr} presented no node certificate of a cluster ({err}): the join secret was not sent"
+            ),
+        )),
+        _ => Ok(pem),
+    }
 }
 
 /// The client for calls to other nodes, presenting this node's certificate.
@@ -1129,8 +1161,9 @@ async fn probe_ca(addr: &str, expected_digest: &str) -> Result<String, Lifecycle
 fn mtls_client(
     identity: &IdentityHandle,
     source_ip: Option<std::net::IpAddr>,
+    dialled: hoist_pki::Dialled,
 ) -> anyhow::Result<reqwest::Client> {
-    let client_config = hoist_pki::client_config(identity)?;
+    let client_config = hoist_pki::client_config(identity, dialled)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(client_config)
         .local_address(source_ip)
@@ -1141,8 +1174,20 @@ fn mtls_client(
 }
 
 impl Member {
+    /// The client for calls to managers: it refuses a server without a manager
+    /// certificate.
     pub fn http(&self) -> reqwest::Client {
         self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A client for calls to one node whatever its role (reading task output from the
+    /// node that ran the task): it refuses any other node's certificate.
+    pub fn http_to_node(&self, node_id: NodeId) -> anyhow::Result<reqwest::Client> {
+        mtls_client(
+            &self.identity,
+            self.source_ip,
+            hoist_pki::Dialled::Node(node_id),
+        )
     }
 
     pub fn manager(&self) -> Option<Manager> {
@@ -1181,6 +1226,14 @@ impl Member {
             .clone()
     }
 
+    /// The managers' node ids as last heard; empty when not known yet.
+    pub fn manager_ids(&self) -> Vec<NodeId> {
+        self.manager_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn removed_message(&self) -> Option<String> {
         self.removed
             .lock()
@@ -1201,6 +1254,7 @@ impl Member {
                 hostname: self.hostname.clone(),
                 advertise_addr: self.advertise_addr.clone(),
                 managers: self.managers(),
+                manager_ids: self.manager_ids(),
             },
         )
     }
@@ -1248,15 +1302,21 @@ impl SessionHost for SessionHandle {
         self.member.managers()
     }
 
-    fn set_managers(&self, managers: Vec<String>) {
+    fn set_managers(&self, managers: Vec<String>, manager_ids: Vec<NodeId>) {
         let changed = {
             let mut current = self
                 .member
                 .managers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let changed = *current != managers;
+            let mut current_ids = self
+                .member
+                .manager_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = *current != managers || *current_ids != manager_ids;
             *current = managers;
+            *current_ids = manager_ids;
             changed
         };
         if changed {
@@ -1286,9 +1346,12 @@ impl SessionHost for SessionHandle {
             .identity
             .replace(&renewed)
             .map_err(|err| err.to_string())?;
-        let source_ip = Some(self.daemon.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
-        let http =
-            mtls_client(&self.member.identity, source_ip).map_err(|err| format!("{err:#}"))?;
+        let http = mtls_client(
+            &self.member.identity,
+            self.member.source_ip,
+            hoist_pki::Dialled::Manager,
+        )
+        .map_err(|err| format!("{err:#}"))?;
         *self.member.http.write().unwrap_or_else(|p| p.into_inner()) = http;
         *self
             .member

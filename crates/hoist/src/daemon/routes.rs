@@ -4,8 +4,9 @@
 //! `leave`), the open join endpoint (a joining node has no certificate yet), member
 //! endpoints (heartbeat, renewal: any node certificate of this cluster), manager peer
 //! endpoints (Raft: manager certificates of current Raft members), and the control API
-//! (the local socket, or a manager certificate). Handlers translate typed errors into
-//! statuses with a JSON `{"message"}` body.
+//! (the local socket, or a manager certificate of a node the cluster state still
+//! records as a manager). Handlers translate typed errors into statuses with a JSON
+//! `{"message"}` body.
 
 use std::sync::Arc;
 
@@ -214,22 +215,29 @@ async fn authorize(
             ),
         ));
     }
-    if let Some(manager) = member.manager() {
-        // A manager that has just joined has not received the state yet: it cannot tell
-        // members from removed nodes, and must let the leader's replication in.
-        let is_member =
-            manager.local(|state| !state.is_initialized() || state.node_is_member(peer.node_id));
-        if !is_member {
-            return Err(ApiError::new(
-                403,
-                format!(
-                    "node {} was removed from this cluster (or dropped by force-new-cluster): its certificate is refused. Run `hoist leave --force` on it, then join again with a token",
-                    peer.node_id
-                ),
-            ));
-        }
+    // A manager that has just joined has not received the state yet (`None`): it cannot
+    // tell members from removed nodes, and must let the leader's replication in.
+    let recorded = member.manager().and_then(|manager| {
+        manager.local(|state| {
+            state.is_initialized().then(|| {
+                (
+                    state.node_is_member(peer.node_id),
+                    state.nodes.get(&peer.node_id).map(|node| node.role),
+                )
+            })
+        })
+    });
+    if let Some((false, _)) = recorded {
+        return Err(ApiError::new(
+            403,
+            format!(
+                "node {} was removed from this cluster (or dropped by force-new-cluster): its certificate is refused. Run `hoist leave --force` on it, then join again with a token",
+                peer.node_id
+            ),
+        ));
     }
-    if matches!(class, Class::ManagerPeer | Class::Control) && peer.role != Role::Manager {
+    let needs_manager = matches!(class, Class::ManagerPeer | Class::Control);
+    if needs_manager && peer.role != Role::Manager {
         return Err(ApiError::new(
             403,
             format!(
@@ -237,6 +245,36 @@ async fn authorize(
                 peer.node_id
             ),
         ));
+    }
+    // A certificate outlives a demotion: the role that counts is the one the cluster
+    // records now. Raft RPCs are left to the Raft membership check below, which a
+    // demotion changes first; a follower whose state lags must still take the entries
+    // that bring it up to date.
+    let by_state = needs_manager && !request.uri().path().starts_with("/raft/");
+    if let (true, Some((true, role))) = (by_state, recorded) {
+        if role != Some(Role::Manager) {
+            return Err(ApiError::new(
+                403,
+                format!(
+                    "node {} is no longer a manager of this cluster (it was demoted): the manager certificate it still holds is refused",
+                    peer.node_id
+                ),
+            ));
+        }
+    }
+    if needs_manager && member.manager().is_none() {
+        // No state here (a worker, or a manager whose Raft is not running): trust only
+        // the managers the last heartbeat answer named, once one has.
+        let known = member.manager_ids();
+        if !known.is_empty() && !known.contains(&peer.node_id) {
+            return Err(ApiError::new(
+                403,
+                format!(
+                    "node {} is not a manager of this cluster as far as this node knows (demoted or removed): its manager certificate is refused",
+                    peer.node_id
+                ),
+            ));
+        }
     }
     if request.uri().path().starts_with("/raft/") {
         let manager = member

@@ -193,8 +193,9 @@ pub async fn service_logs(
             url.push_str(&format!("&tail={tail}"));
         }
         let sender = sender.clone();
-        let http = member.http();
         let local = node_id == member.node_id;
+        // Only the node that ran the task may answer for it.
+        let http = (!local).then(|| member.http_to_node(node_id));
         let agent = member.agent.clone();
         let addr = addresses.get(&node_id).cloned();
         let task_id = view.task.id.to_string();
@@ -215,6 +216,14 @@ pub async fn service_logs(
                 return;
             }
             let Some(addr) = addr else { return };
+            let http = match http {
+                Some(Ok(http)) => http,
+                Some(Err(err)) => {
+                    tracing::warn!(node = %node_id, error = %err, "building the client for task output");
+                    return;
+                }
+                None => return,
+            };
             let mut request = http.get(format!("https://{addr}{url}"));
             if !follow {
                 request = request.timeout(Duration::from_secs(30));

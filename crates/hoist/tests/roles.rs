@@ -1,0 +1,308 @@
+//! Roles bound to certificates: a worker's key never passes for a manager's, a node
+//! dialling a manager refuses anything else before sending a byte, and the role that
+//! authorizes a call is the one the cluster records now, not the one a certificate
+//! still carries.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hoist_testkit::{tls_request, wait_for, Cluster, ClusterOptions, FakeTlsServer};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+fn identity(cluster: &Cluster, index: usize) -> String {
+    std::fs::read_to_string(cluster.nodes[index].data_dir.join("identity.json"))
+        .expect("identity.json")
+}
+
+/// Who is in the cluster, in which role and availability.
+fn nodes(cluster: &Cluster) -> Vec<String> {
+    let mut nodes: Vec<String> = cluster
+        .node_ls(0)
+        .expect("node ls")
+        .iter()
+        .map(|node| format!("{} {} {}", node["id"], node["role"], node["availability"]))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// A task id no node ran: a node-logs call that passes authorization gets a 404.
+const UNKNOWN_TASK: &str = "00000000000000aa";
+
+/// Every route only a manager may call, with a body it would accept in form.
+fn manager_only_routes() -> Vec<(&'static str, String, Option<&'static str>)> {
+    let routes: Vec<(&str, &str, Option<&str>)> = vec![
+        ("GET", "/v1/info", None),
+        ("GET", "/metrics", None),
+        ("GET", "/v1/backup", None),
+        ("GET", "/v1/nodes", None),
+        ("GET", "/v1/nodes/node-1", None),
+        (
+            "POST",
+            "/v1/nodes/node-1/update",
+            Some(r#"{"availability":"drain"}"#),
+        ),
+        ("POST", "/v1/nodes/node-2/promote", Some("null")),
+        ("POST", "/v1/nodes/node-1/demote", Some("null")),
+        ("DELETE", "/v1/nodes/node-2?force=true", None),
+        ("GET", "/v1/join-tokens/manager", None),
+        ("POST", "/v1/join-tokens/manager?rotate=true", Some("null")),
+        ("GET", "/v1/services", None),
+        ("POST", "/v1/services", Some(r#"{"spec":{}}"#)),
+        ("GET", "/v1/services/web", None),
+        ("DELETE", "/v1/services/web", None),
+        (
+            "POST",
+            "/v1/services/web/update",
+            Some(r#"{"version":1,"spec":{}}"#),
+        ),
+        ("POST", "/v1/services/web/scale", Some(r#"{"replicas":3}"#)),
+        ("GET", "/v1/services/web/tasks", None),
+        ("GET", "/v1/services/web/logs", None),
+        (
+            "POST",
+            "/v1/raft/join-me",
+            Some(r#"{"addr":"127.0.0.1:1"}"#),
+        ),
+        ("POST", "/raft/append", Some("{}")),
+        ("POST", "/raft/vote", Some("{}")),
+        ("POST", "/raft/snapshot", Some("{}")),
+        ("POST", "/raft/write", Some("{}")),
+        ("POST", "/raft/read-index", Some("{}")),
+        ("GET", "/v1/no-such-route", None),
+    ];
+    let mut routes: Vec<_> = routes
+        .into_iter()
+        .map(|(method, path, body)| (method, path.to_string(), body))
+        .collect();
+    routes.push(("GET", format!("/v1/node-logs?task={UNKNOWN_TASK}"), None));
+    routes
+}
+
+#[test]
+fn a_worker_certificate_passes_for_no_manager_neither_to_a_joining_node_nor_on_any_manager_route() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let outsiders = Cluster::spawn(bin(), 1);
+    let manager_addr = cluster.nodes[0].addr();
+    let worker_identity = identity(&cluster, 1);
+    let token = cluster
+        .hoist_ok(0, &["join-token", "manager", "-q"])
+        .trim()
+        .to_string();
+    let secret = token.rsplit('-').next().unwrap().to_string();
+    let nodes_before = nodes(&cluster);
+
+    // A fake manager with a valid worker certificate of this cluster: its CA matches the
+    // token's digest, so only the role can tell it apart.
+    let fake = FakeTlsServer::start(&worker_identity);
+    let err = outsiders.hoist_err(0, &["join", "--token", &token, &fake.addr]);
+    assert!(
+        err.contains("presented a worker certificate") && err.contains("not sent"),
+        "{err}"
+    );
+    assert!(
+        fake.connections() >= 1,
+        "the joining node never dialled the fake"
+    );
+    let received = fake.received();
+    assert!(
+        !String::from_utf8_lossy(&received).contains(&secret),
+        "the fake received the join secret"
+    );
+    assert!(
+        received.is_empty(),
+        "the fake received {} bytes: {}",
+        received.len(),
+        String::from_utf8_lossy(&received)
+    );
+    let info = outsiders.json(0, &["info"]).unwrap();
+    assert!(info["cluster_id"].is_null(), "{info}");
+
+    // The worker certificate on every manager-only route of the manager: all refused.
+    for (method, path, body) in manager_only_routes() {
+        let response = tls_request(&manager_addr, method, &path, body, Some(&worker_identity));
+        assert!(
+            response.starts_with("HTTP/1.1 403"),
+            "{method} {path} with a worker certificate: {response}"
+        );
+    }
+    // Another node's task output is for managers only, on the worker's listener too.
+    let response = tls_request(
+        &cluster.nodes[1].addr(),
+        "GET",
+        &format!("/v1/node-logs?task={UNKNOWN_TASK}"),
+        None,
+        Some(&worker_identity),
+    );
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    // The same certificate is good where a worker belongs (so the refusals above are
+    // about the role, not a broken client).
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/status",
+        Some(r#"{"reports":[]}"#),
+        Some(&worker_identity),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Nothing the refused calls named changed.
+    assert_eq!(
+        cluster.hoist_ok(0, &["join-token", "manager", "-q"]).trim(),
+        token
+    );
+    assert_eq!(nodes(&cluster), nodes_before);
+}
+
+#[test]
+fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_listener() {
+    let mut cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 2,
+            workers: 1,
+            heartbeat_period: "500ms",
+            ..Default::default()
+        },
+    );
+    let leader_addr = cluster.nodes[0].addr();
+    let worker_addr = cluster.nodes[2].addr();
+    let node_logs = format!("/v1/node-logs?task={UNKNOWN_TASK}");
+    let manager_certificate = identity(&cluster, 1);
+    // A task on the worker: managers read its output from the worker's listener, with a
+    // client that accepts that node's certificate (a worker's) and no other.
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "talker",
+            "--constraint",
+            "node.hostname==node-3",
+            "--driver",
+            "process",
+            "sh",
+            "-c",
+            "echo said-by-the-worker; exec sleep 600",
+        ],
+    );
+    for asked in [0, 1] {
+        wait_for(
+            "the worker's output through a manager",
+            Duration::from_secs(30),
+            || {
+                let output = cluster.hoist(asked, &["service", "logs", "talker"]);
+                String::from_utf8_lossy(&output.stdout)
+                    .contains("said-by-the-worker")
+                    .then_some(())
+            },
+        );
+    }
+
+    // While node-2 is a manager, its certificate reaches the control API and the
+    // worker's task output.
+    let response = tls_request(
+        &leader_addr,
+        "GET",
+        "/v1/nodes",
+        None,
+        Some(&manager_certificate),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let response = tls_request(
+        &worker_addr,
+        "GET",
+        &node_logs,
+        None,
+        Some(&manager_certificate),
+    );
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+
+    cluster.hoist_ok(0, &["node", "demote", "node-2"]);
+    // The very next control call with the certificate it still holds is refused.
+    for path in ["/v1/join-tokens/manager", "/v1/nodes"] {
+        let response = tls_request(&leader_addr, "GET", path, None, Some(&manager_certificate));
+        assert!(
+            response.starts_with("HTTP/1.1 403") && response.contains("demoted"),
+            "GET {path}: {response}"
+        );
+    }
+    // The worker hears of it with its next heartbeat answer.
+    wait_for(
+        "the worker refusing the demoted manager",
+        Duration::from_secs(20),
+        || {
+            tls_request(
+                &worker_addr,
+                "GET",
+                &node_logs,
+                None,
+                Some(&manager_certificate),
+            )
+            .starts_with("HTTP/1.1 403")
+            .then_some(())
+        },
+    );
+    wait_for("node-2 a worker", Duration::from_secs(30), || {
+        let output = cluster.hoist(1, &["node", "ls"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        (!output.status.success() && stderr.contains("not a manager")).then_some(())
+    });
+    let worker_certificate = identity(&cluster, 1);
+    assert_ne!(
+        worker_certificate, manager_certificate,
+        "renewed as a worker"
+    );
+
+    // Removed: both its certificates are refused on every listener and route class.
+    cluster.kill(1);
+    cluster.hoist_ok(0, &["node", "rm", "--force", "node-2"]);
+    let calls = [
+        ("POST", "/v1/dispatcher/heartbeat", Some("{}")),
+        ("POST", "/v1/node/renew", Some(r#"{"csr_pem":""}"#)),
+        ("POST", "/v1/dispatcher/assignments", Some("{}")),
+        ("POST", "/v1/dispatcher/status", Some(r#"{"reports":[]}"#)),
+        ("GET", "/v1/nodes", None),
+        (
+            "POST",
+            "/v1/raft/join-me",
+            Some(r#"{"addr":"127.0.0.1:1"}"#),
+        ),
+        ("POST", "/raft/append", Some("{}")),
+    ];
+    for certificate in [&manager_certificate, &worker_certificate] {
+        for (method, path, body) in calls {
+            let response = tls_request(&leader_addr, method, path, body, Some(certificate));
+            assert!(
+                response.starts_with("HTTP/1.1 403") && response.contains("removed"),
+                "{method} {path} from the removed node: {response}"
+            );
+        }
+        let response = tls_request(&worker_addr, "GET", &node_logs, None, Some(certificate));
+        assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    }
+    // The cluster carries on without it: the leader and the worker, both Ready, and
+    // the worker's output still reaches the leader.
+    wait_for(
+        "the two remaining nodes Ready",
+        Duration::from_secs(20),
+        || {
+            let nodes = cluster.node_ls(0)?;
+            (nodes.len() == 2 && nodes.iter().all(|node| node["status"] == "ready")).then_some(())
+        },
+    );
+    let logs = cluster.hoist_ok(0, &["service", "logs", "talker"]);
+    assert!(logs.contains("said-by-the-worker"), "{logs}");
+}
