@@ -117,6 +117,50 @@ pub struct DaemonArgs {
     /// (about twice the request rate on a small machine, round-robin; needs root and nft).
     #[arg(long, value_enum, default_value_t = MeshDataplane::Userspace)]
     pub mesh_dataplane: MeshDataplane,
+    /// Time a client of the TLS listener (:2377) has for its TLS handshake and for each
+    /// request head; an idle keep-alive connection is closed after it too.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration_ms)]
+    pub control_header_timeout: u64,
+}
+
+/// A duration as [`parse_duration_ms`] reads it, refusing zero (a timeout of nothing
+/// would close every connection at once).
+pub fn parse_positive_duration_ms(text: &str) -> Result<u64, String> {
+    match parse_duration_ms(text)? {
+        0 => Err(format!("{text:?}: the duration must be more than zero")),
+        ms => Ok(ms),
+    }
+}
+
+/// A size in bytes: a number with an optional binary unit (B, KiB, MiB, GiB; K, M and G
+/// mean the same, as in Docker's `max-size`). At least 4 KiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let value: u64 = number.parse().map_err(|_| {
+        format!("invalid size {text:?}: expected a whole number and a unit, like 10MiB or 512KiB")
+    })?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let bytes = value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))?;
+    if bytes < 4096 {
+        return Err(format!("invalid size {text:?}: at least 4KiB"));
+    }
+    Ok(bytes)
 }
 
 /// `hoist daemon --mesh-dataplane`.
@@ -291,6 +335,25 @@ mod tests {
         assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
         assert!(parse_duration_ms("fast").is_err());
         assert!(parse_duration_ms("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn sizes_and_positive_durations_parse() {
+        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("100").unwrap_err().contains("at least 4KiB"));
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("10 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("99999999999G")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_positive_duration_ms("0s")
+            .unwrap_err()
+            .contains("more than zero"));
+        assert_eq!(parse_positive_duration_ms("3s"), Ok(3_000));
     }
 
     #[test]

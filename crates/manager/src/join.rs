@@ -132,6 +132,25 @@ pub(crate) fn role_for_secret(state: &ClusterState, secret: &str) -> Result<Role
     ))
 }
 
+/// What admitting one node needs from the current state.
+struct Admission {
+    role: Role,
+    ca: ClusterCa,
+    cluster_id: String,
+    cert_expiry: Duration,
+    managers: Vec<String>,
+}
+
+/// Refuses a secret of another role than the one the joining node asked for.
+fn check_expected_role(role: Role, expected: Option<Role>) -> Result<()> {
+    match expected {
+        Some(expected) if expected != role => Err(ManagerError::Forbidden(format!(
+            "this is a {role} join token, but the node asked to join as a {expected}: get the {expected} token with `hoist join-token {expected}`"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
     let material = state
         .ca
@@ -143,31 +162,42 @@ fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
 
 impl Manager {
     /// Admits a node presenting a join secret, signing its certificate request.
+    ///
+    /// The secret is compared with the locally applied state first: a wrong one is
+    /// refused without a quorum round trip, and nothing but the tokens is looked at.
+    /// Only then does a linearizable read confirm it against the current state (a token
+    /// rotated since this manager applied the rotation is refused there), reading just
+    /// what admission needs rather than a copy of the whole state.
     pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse> {
         if request.hostname.trim().is_empty() {
             return Err(ManagerError::Invalid(
                 "the joining node has no hostname".into(),
             ));
         }
-        let state = self.read(ClusterState::clone).await?;
-        let role = role_for_secret(&state, &request.secret)?;
-        if let Some(expected) = request.expected_role {
-            if expected != role {
-                return Err(ManagerError::Forbidden(format!(
-                    "this is a {role} join token, but the node asked to join as a {expected}: get the {expected} token with `hoist join-token {expected}`"
-                )));
-            }
-        }
-        let ca = ca_of(&state)?;
+        let role = self.local(|state| role_for_secret(state, &request.secret))?;
+        check_expected_role(role, request.expected_role)?;
+        let admission = self
+            .read(|state| -> Result<Admission> {
+                Ok(Admission {
+                    role: role_for_secret(state, &request.secret)?,
+                    ca: ca_of(state)?,
+                    cluster_id: state.cluster_id.clone(),
+                    cert_expiry: Duration::from_secs(state.settings.cert_expiry_secs),
+                    managers: state.managers().map(|node| node.addr.clone()).collect(),
+                })
+            })
+            .await??;
+        let Admission {
+            role,
+            ca,
+            cluster_id,
+            cert_expiry,
+            managers,
+        } = admission;
+        check_expected_role(role, request.expected_role)?;
         let node_id = NodeId::random();
         let chain_pem = ca
-            .sign_csr(
-                &request.csr_pem,
-                node_id,
-                role,
-                &state.cluster_id,
-                Duration::from_secs(state.settings.cert_expiry_secs),
-            )
+            .sign_csr(&request.csr_pem, node_id, role, &cluster_id, cert_expiry)
             .map_err(|err| ManagerError::Invalid(err.to_string()))?;
         let at_ms = now_ms();
         let node = Node {
@@ -189,10 +219,10 @@ impl Manager {
         Ok(JoinResponse {
             node_id,
             role,
-            cluster_id: state.cluster_id.clone(),
+            cluster_id,
             chain_pem,
             ca_pem: ca.cert_pem().to_string(),
-            managers: state.managers().map(|node| node.addr.clone()).collect(),
+            managers,
         })
     }
 

@@ -241,3 +241,29 @@ impl Drop for FakeTlsServer {
         }
     }
 }
+
+/// A TLS session to `addr` with no client certificate, trusting whatever the server
+/// presents: for tests that write raw requests (oversized bodies, slow heads).
+pub fn tls_stream(
+    addr: &str,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)))
+        .with_no_client_auth();
+    let stream = TcpStream::connect(addr)?;
+    let name = ServerName::try_from("node.hoist.internal").map_err(std::io::Error::other)?;
+    let mut connection =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let mut stream = stream;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut stream)?;
+    }
+    Ok(rustls::StreamOwned::new(connection, stream))
+}

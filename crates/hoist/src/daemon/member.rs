@@ -40,6 +40,8 @@ pub struct DaemonConfig {
     /// What forwards `tcp` published ports on this node.
     pub mesh_dataplane: hoist_mesh::L4Dataplane,
     pub raft: RaftConfig,
+    /// Time and size bounds set by `hoist daemon` flags.
+    pub limits: super::limits::Limits,
 }
 
 /// What `node.json` holds.
@@ -135,6 +137,10 @@ impl Daemon {
 
     pub fn hostname(&self) -> &str {
         &self.config.hostname
+    }
+
+    pub fn limits(&self) -> &super::limits::Limits {
+        &self.config.limits
     }
 
     pub fn member(&self) -> Option<Arc<Member>> {

@@ -3,6 +3,7 @@
 //! traffic (join, heartbeats, Raft). A manager also runs Raft and the leader's loops.
 
 mod files;
+mod limits;
 mod member;
 mod routes;
 mod server;
@@ -10,6 +11,7 @@ mod service_routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hoist_cli::DaemonArgs;
@@ -18,6 +20,8 @@ pub use member::Daemon;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let open_files = limits::raise_open_files_limit();
+    tracing::debug!(open_files, "open-files limit");
     let data_dir = args.data_dir.clone();
     files::restrict_umask();
     let tightened = files::secure_data_dir(&data_dir)?;
@@ -63,6 +67,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             snapshot_every: args.raft_snapshot_interval,
             keep_after_snapshot: args.raft_snapshot_interval / 2,
             ..hoist_raft::RaftConfig::default()
+        },
+        limits: limits::Limits {
+            control_header_timeout: Duration::from_millis(args.control_header_timeout),
         },
     }));
     let unix = server::serve_unix(daemon.clone(), &socket)

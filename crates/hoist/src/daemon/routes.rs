@@ -28,13 +28,9 @@ use tower::ServiceExt;
 
 use super::member::{manager_error_status, LifecycleError, Member};
 use super::server::Caller;
-use super::{service_routes, Daemon};
+use super::{limits, service_routes, Daemon};
 
 type AppState = Arc<Daemon>;
-
-/// Raft snapshots travel in one request; a cluster state of many thousand tasks is a
-/// few megabytes of JSON.
-const RAFT_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -91,7 +87,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             daemon.clone(),
             authorize,
         ))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
+        // Each route's own limit is `limits::bound_input`'s, in front of everything.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(limits::JoinLimiter::default()),
+            limits::bound_input,
+        ))
         .with_state(daemon)
 }
 

@@ -1,13 +1,18 @@
 //! The two listeners. The unix socket is the local operator (root only, by file mode).
 //! The TLS listener is other nodes: each connection's verified client certificate, if
-//! any, is attached to every request on it as a [`Caller`] for the routes to check.
+//! any, is attached to every request on it as a [`Caller`] for the routes to check,
+//! with the connection's source address (`ConnectInfo`, for the join rate limit).
+//! Bounded in time: a TLS handshake, each request head and the pause between two
+//! requests on one connection each get `--control-header-timeout`; a failing accept
+//! backs off instead of spinning.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use hoist_pki::{peer_identity, PeerIdentity};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -23,10 +28,6 @@ pub enum Caller {
     /// A TLS peer, with the identity its certificate proved (none if it sent none).
     Peer(Option<PeerIdentity>),
 }
-
-/// A handshake that has not finished in this time is dropped, so idle sockets cannot
-/// pile up on the listener.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve_unix(daemon: Arc<Daemon>, socket: &Path) -> std::io::Result<JoinHandle<()>> {
     if socket.exists() {
@@ -47,11 +48,16 @@ pub async fn serve_unix(daemon: Arc<Daemon>, socket: &Path) -> std::io::Result<J
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let app = routes::router(daemon);
     Ok(tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff.reset();
+                    accepted
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "unix accept");
+                    backoff.wait().await;
                     continue;
                 }
             };
@@ -74,17 +80,27 @@ pub async fn serve_unix(daemon: Arc<Daemon>, socket: &Path) -> std::io::Result<J
 pub async fn serve_tls(
     daemon: Arc<Daemon>,
     listener: TcpListener,
-    config: rustls::ServerConfig,
+    mut config: rustls::ServerConfig,
 ) -> JoinHandle<()> {
+    // HTTP/1.1 only: every node speaks it, and hyper's HTTP/1 server bounds the time to
+    // a request head (slowloris) and between requests (idle keep-alive) where the
+    // `auto` server would first wait for an HTTP/2 preface with no deadline.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let header_timeout = daemon.limits().control_header_timeout;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = routes::router(daemon);
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let (stream, remote) = match listener.accept().await {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff.reset();
+                    accepted
+                }
                 Err(err) => {
+                    // Usually EMFILE/ENFILE: the connections already open keep working.
                     tracing::warn!(error = %err, "tls accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.wait().await;
                     continue;
                 }
             };
@@ -92,15 +108,18 @@ pub async fn serve_tls(
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let tls =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%remote, error = %err, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%remote, error = %err, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake not finished in time; closed");
+                        return;
+                    }
+                };
                 let peer = tls
                     .get_ref()
                     .1
@@ -111,15 +130,45 @@ pub async fn serve_tls(
                 let service = hyper::service::service_fn(
                     move |mut request: hyper::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(caller.clone());
+                        request.extensions_mut().insert(ConnectInfo(remote));
                         app.clone().oneshot(request)
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await;
+                if let Err(err) = served {
+                    tracing::debug!(%remote, error = %err, "control connection closed");
+                }
             });
         }
     })
+}
+
+/// The pause after a failed accept: 10 ms doubling to 1 s, back to 10 ms after a
+/// success. A failing accept (EMFILE) returns at once, so without a pause the loop
+/// would spin a core while the descriptors stay taken.
+#[derive(Default)]
+struct AcceptBackoff {
+    next: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    async fn wait(&mut self) {
+        let pause = self.next.unwrap_or(Self::FIRST);
+        self.next = Some((pause * 2).min(Self::MAX));
+        tokio::time::sleep(pause).await;
+    }
+
+    fn reset(&mut self) {
+        self.next = None;
+    }
 }
 
 /// A plain HTTP listener with `/metrics` only, for Prometheus.

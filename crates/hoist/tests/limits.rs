@@ -1,0 +1,246 @@
+//! Bounded input and bounded connections, through a real daemon: request bodies over a
+//! route's limit, join attempts over the rate, slow and idle clients of the control
+//! listener.
+
+use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hoist_testkit::{tls_stream, Cluster, ClusterOptions};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+/// A field of `/proc/PID/status` in KiB (VmHWM: the peak resident set).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The status line of what the server answered on `stream`, or what ended it.
+fn read_status_line(stream: &mut impl Read) -> String {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(err) if response.is_empty() => return format!("read failed: {err}"),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// POSTs a 100 MB body to `/v1/join` without a certificate (declared, or chunked with
+/// no length), writing until the server stops taking it; returns its status line.
+fn post_100_mb(addr: &str, chunked: bool) -> String {
+    const TOTAL: usize = 100 * 1024 * 1024;
+    let mut tls = tls_stream(addr).expect("TLS session without a certificate");
+    tls.sock
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let head = if chunked {
+        "POST /v1/join HTTP/1.1\r\nHost: hoist\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+    } else {
+        format!("POST /v1/join HTTP/1.1\r\nHost: hoist\r\nContent-Type: application/json\r\nContent-Length: {TOTAL}\r\n\r\n")
+    };
+    tls.write_all(head.as_bytes()).expect("request head");
+    let chunk = vec![b' '; 256 * 1024];
+    let mut sent = 0;
+    while sent < TOTAL {
+        let written = if chunked {
+            tls.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|()| tls.write_all(&chunk))
+                .and_then(|()| tls.write_all(b"\r\n"))
+        } else {
+            tls.write_all(&chunk)
+        };
+        if written.is_err() {
+            // The server answered and stopped reading, or closed: what it said is
+            // waiting to be read.
+            break;
+        }
+        sent += chunk.len();
+    }
+    read_tls_status_line(&mut tls)
+}
+
+/// Like [`read_status_line`], reading TLS records straight from the socket: after a
+/// refused write, rustls would first try to flush what it still holds, and fail.
+fn read_tls_status_line(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) -> String {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.conn.read_tls(&mut tls.sock) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if response.is_empty() => return format!("read failed: {err}"),
+            Err(_) => break,
+        }
+        if let Err(err) = tls.conn.process_new_packets() {
+            return format!("TLS failed: {err}");
+        }
+        while let Ok(n) = tls.conn.reader().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+        if response.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut impl Read, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// The manager's control listener under bad input: oversized join bodies get `413`
+/// without the body being held in memory, a flood of join attempts from one address
+/// gets `429`, and slow or idle clients are closed by the header timeout.
+#[test]
+fn control_listener_refuses_oversized_bodies_floods_and_slow_clients() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            extra_daemon_args: vec!["--control-header-timeout".into(), "2s".into()],
+            ..Default::default()
+        },
+    );
+    let addr = cluster.nodes[0].listen_addr();
+    let pid = cluster.nodes[0].pid().expect("manager pid");
+
+    // 1. 100 MB bodies to the open join route: refused with 413, never buffered.
+    let peak_before = proc_status_kib(pid, "VmHWM");
+    let declared = post_100_mb(&addr, false);
+    assert!(declared.contains(" 413 "), "declared length: {declared}");
+    let streamed = post_100_mb(&addr, true);
+    assert!(streamed.contains(" 413 "), "chunked body: {streamed}");
+    let peak_after = proc_status_kib(pid, "VmHWM");
+    eprintln!(
+        "manager VmHWM: {peak_before} KiB before two 100 MB join bodies, {peak_after} KiB after"
+    );
+    assert!(
+        peak_after < peak_before + 16 * 1024,
+        "peak RSS grew from {peak_before} KiB to {peak_after} KiB"
+    );
+    // The manager still answers.
+    cluster.hoist_ok(0, &["node", "ls"]);
+
+    // 2. Join attempts from one address beyond the burst: 429, and the cluster's
+    // membership is unchanged.
+    let bad_join = r#"{"secret":"SWMTKN-wrong","hostname":"x","addr":"127.0.0.1:1","csr_pem":""}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let mut tls = tls_stream(&addr).expect("TLS session");
+        let request = format!(
+            "POST /v1/join HTTP/1.1\r\nHost: hoist\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad_join}",
+            bad_join.len()
+        );
+        tls.write_all(request.as_bytes()).expect("join request");
+        statuses.push(read_status_line(&mut tls));
+    }
+    assert!(
+        statuses.iter().any(|status| status.contains(" 403 ")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|status| status.contains(" 429 ")),
+        "{statuses:?}"
+    );
+    let nodes = cluster.node_ls(0).expect("node ls");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+
+    // 3. Slowloris: a head sent one byte at a time is cut by the 2 s header timeout;
+    // an idle TLS session and a bare TCP connection that never says hello too.
+    let mut slow = tls_stream(&addr).expect("TLS session");
+    slow.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /v1/info HTTP/1.1\r\nHost: hoist\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
+        if slow
+            .write_all(&[*byte])
+            .and_then(|()| slow.flush())
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(300)).is_some() {
+            closed = true;
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a slow request head was still open after 20 s"
+        );
+    }
+    assert!(closed);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, before the header timeout",
+        started.elapsed()
+    );
+
+    let mut idle_tls = tls_stream(&addr).expect("TLS session");
+    idle_tls
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let mut idle_tcp = std::net::TcpStream::connect(&addr).expect("tcp connect");
+    idle_tcp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    assert!(
+        closed_within(&mut idle_tls, Duration::from_secs(15)).is_some(),
+        "an idle TLS session was still open after 15 s"
+    );
+    assert!(
+        closed_within(&mut idle_tcp, Duration::from_secs(15)).is_some(),
+        "a connection that never started TLS was still open after 15 s"
+    );
+    cluster.hoist_ok(0, &["node", "ls"]);
+}
