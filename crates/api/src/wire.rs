@@ -400,3 +400,176 @@ mod backup_tests {
         ));
     }
 }
+
+/// `hoist cluster inspect`: the cluster's identity and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    pub created_at_ms: u64,
+    pub settings: hoist_state::ClusterSettings,
+}
+
+/// `hoist cluster update`: the settings to change; `None` leaves one as it is.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ClusterUpdateRequest {
+    #[serde(default)]
+    pub max_replicas: Option<u64>,
+    #[serde(default)]
+    pub join_rate_limit: Option<u32>,
+    #[serde(default)]
+    pub task_history_limit: Option<u32>,
+    #[serde(default)]
+    pub cert_expiry_secs: Option<u64>,
+}
+
+/// Caps on what one node may send in a heartbeat or a status report. A node's reports
+/// are written to every manager's log, so their size is bounded by the node's real
+/// needs, not by what a compromised node would like to store.
+pub mod limits {
+    /// Task reports in one status request; the worker sends more in several.
+    pub const MAX_REPORTS_PER_REQUEST: usize = 500;
+    /// Endpoints of one task (one per published target port).
+    pub const MAX_ENDPOINTS_PER_TASK: usize = 64;
+    /// A status message or error, in bytes; the worker cuts longer ones.
+    pub const MAX_STATUS_TEXT: usize = 2_048;
+    /// Drivers a node may offer.
+    pub const MAX_DRIVERS: usize = 8;
+    /// An address, a driver name or an engine version, in bytes.
+    pub const MAX_SHORT_TEXT: usize = 256;
+
+    /// Cuts `text` to at most `max` bytes, on a character boundary.
+    pub fn truncate(text: &mut String, max: usize) {
+        if text.len() > max {
+            let mut end = max;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+    }
+}
+
+fn too_long(field: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        Err(format!(
+            "{field} is {} bytes long (at most {max})",
+            text.len()
+        ))
+    } else if text.chars().any(char::is_control) {
+        Err(format!("{field} contains a control character"))
+    } else {
+        Ok(())
+    }
+}
+
+impl HeartbeatRequest {
+    /// Why this beat is out of bounds, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        too_long("addr", &self.addr, limits::MAX_SHORT_TEXT)?;
+        if self.engine.drivers.len() > limits::MAX_DRIVERS {
+            return Err(format!(
+                "{} drivers (at most {})",
+                self.engine.drivers.len(),
+                limits::MAX_DRIVERS
+            ));
+        }
+        for driver in &self.engine.drivers {
+            too_long("a driver name", driver, limits::MAX_SHORT_TEXT)?;
+        }
+        for (field, value) in [
+            ("docker_version", &self.engine.docker_version),
+            ("storage_driver", &self.engine.storage_driver),
+        ] {
+            if let Some(value) = value {
+                too_long(field, value, limits::MAX_SHORT_TEXT)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StatusReportRequest {
+    /// Why this batch is out of bounds, if it is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.reports.len() > limits::MAX_REPORTS_PER_REQUEST {
+            return Err(format!(
+                "{} task reports in one request (at most {})",
+                self.reports.len(),
+                limits::MAX_REPORTS_PER_REQUEST
+            ));
+        }
+        for report in &self.reports {
+            let status = &report.status;
+            if status.message.len() > limits::MAX_STATUS_TEXT
+                || status.err.as_ref().map_or(0, String::len) > limits::MAX_STATUS_TEXT
+            {
+                return Err(format!(
+                    "the report of task {} has a message or error over {} bytes",
+                    report.task_id,
+                    limits::MAX_STATUS_TEXT
+                ));
+            }
+            if status.endpoints.len() > limits::MAX_ENDPOINTS_PER_TASK {
+                return Err(format!(
+                    "the report of task {} has {} endpoints (at most {})",
+                    report.task_id,
+                    status.endpoints.len(),
+                    limits::MAX_ENDPOINTS_PER_TASK
+                ));
+            }
+            for endpoint in &status.endpoints {
+                too_long("an endpoint", &endpoint.addr, limits::MAX_SHORT_TEXT)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn oversized_beats_and_reports_are_named() {
+        let beat = HeartbeatRequest {
+            addr: "10.0.0.5:2377".into(),
+            engine: EngineInfo::default(),
+            cert_role: Role::Worker,
+            raft_running: false,
+        };
+        assert_eq!(beat.check(), Ok(()));
+        let mut long = beat.clone();
+        long.addr = "1".repeat(300);
+        assert!(long.check().unwrap_err().contains("addr"));
+        let mut many = beat.clone();
+        many.engine.drivers = vec!["process".into(); 9];
+        assert!(many.check().is_err());
+        let mut escape = beat;
+        escape.engine.docker_version = Some("24\u{1b}[2J".into());
+        assert!(escape.check().unwrap_err().contains("control"));
+
+        let report = |message: String| hoist_state::TaskReport {
+            task_id: hoist_types::TaskId(1),
+            status: hoist_types::task::TaskStatus::new(
+                hoist_types::task::TaskState::Running,
+                message,
+                1,
+            ),
+        };
+        let ok = StatusReportRequest {
+            reports: vec![report("started".into())],
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let too_many = StatusReportRequest {
+            reports: vec![report(String::new()); limits::MAX_REPORTS_PER_REQUEST + 1],
+        };
+        assert!(too_many.check().is_err());
+        let too_long = StatusReportRequest {
+            reports: vec![report("x".repeat(limits::MAX_STATUS_TEXT + 1))],
+        };
+        assert!(too_long.check().is_err());
+        let mut text = "ééé".to_string();
+        limits::truncate(&mut text, 3);
+        assert_eq!(text, "é");
+    }
+}

@@ -172,6 +172,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         Command::Node(command) => node(&client, command).await?,
         Command::Info(args) => info(&client, args).await?,
         Command::Service(command) => crate::service::run(&client, *command).await?,
+        Command::Cluster(command) => crate::cluster::run(&client, command).await?,
         Command::Daemon(_) | Command::Hello(_) | Command::Demo(_) => {
             bail!("this command is not a client command")
         }

@@ -4,6 +4,7 @@
 //! Holds no cluster logic: every decision is the daemon's. The daemon, `hello` and
 //! `demo` commands are declared here but run by the binary.
 
+pub mod cluster;
 mod commands;
 mod output;
 pub mod service;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(Box<crate::service::ServiceCommand>),
+    /// Show or change cluster-wide settings.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
     /// Run the demo web page (the workload `hoist demo` deploys).
     Hello(HelloArgs),
     /// Start a local cluster of daemons and deploy the hello service on it.

@@ -4,8 +4,15 @@
 //! Ready and Down is written, so a thousand nodes beating every second cost no log
 //! writes while nothing changes. A new leader starts with a full grace period for every
 //! node, since it has not heard anyone yet.
+//!
+//! What a node sends is checked before anything is proposed, because a proposal is
+//! written to every manager's log: a beat's address may only change to the IP the beat
+//! came from, beats and reports are size-capped, reports about tasks of other nodes
+//! are dropped, and an endpoint must be on its node's own address
+//! (`hoist_types::node::check_endpoint`). A node follows one assignment stream at a time.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +37,22 @@ struct DispatcherState {
     leader_since: Option<Instant>,
     /// Status changes proposed and not yet applied, so a burst of beats proposes once.
     in_flight: HashSet<NodeId>,
+    /// Nodes with an assignment stream open on this manager: one each, so a node cannot
+    /// make the leader compute and push its assignments any number of times over.
+    streams: HashSet<NodeId>,
+}
+
+/// Held by an open assignment stream; the node may open another once it is dropped
+/// (the stream ended, or its connection went away).
+struct StreamSlot {
+    dispatcher: Dispatcher,
+    node_id: NodeId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.dispatcher.lock().streams.remove(&self.node_id);
+    }
 }
 
 impl Dispatcher {
@@ -67,13 +90,20 @@ pub(crate) fn expired_nodes(
 }
 
 impl Manager {
-    /// A node's beat. Only the leader accepts it.
+    /// A node's beat. Only the leader accepts it. `source` is the IP address the beat
+    /// came from, when known: a node's address only changes to an address on that IP
+    /// (the operator restarted it with another `--advertise-addr`).
     pub async fn heartbeat(
         &self,
         peer: &PeerIdentity,
         request: HeartbeatRequest,
+        source: Option<IpAddr>,
     ) -> Result<HeartbeatResponse> {
         self.require_leader()?;
+        request.check().map_err(|reason| {
+            tracing::warn!(node = %peer.node_id, %reason, "heartbeat refused");
+            ManagerError::Invalid(format!("heartbeat refused: {reason}"))
+        })?;
         let node = self
             .local(|state| state.nodes.get(&peer.node_id).cloned())
             .ok_or_else(|| {
@@ -89,8 +119,23 @@ impl Manager {
                 state.managers().map(|node| node.id).collect(),
             )
         });
+        let mut addr = node.addr.clone();
+        if request.addr != node.addr {
+            match address_change_allowed(&request.addr, source) {
+                Ok(()) => addr = request.addr.clone(),
+                Err(reason) => tracing::warn!(
+                    node = %peer.node_id,
+                    recorded = %node.addr,
+                    claimed = %request.addr,
+                    source = ?source,
+                    %reason,
+                    "heartbeat address dropped"
+                ),
+            }
+        }
         let needs_status = node.status != NodeStatus::Ready;
-        let needs_description = node.addr != request.addr || node.engine != request.engine;
+        let needs_description = node.addr != addr || node.engine != request.engine;
+        let request = HeartbeatRequest { addr, ..request };
         let propose = {
             let mut dispatcher = self.dispatcher().lock();
             dispatcher.last_seen.insert(peer.node_id, Instant::now());
@@ -225,10 +270,22 @@ pub(crate) fn routes_of(
                 })
                 .filter(|task| !host_mode || task.node_id == Some(node_id))
                 .flat_map(|task| {
+                    // Checked again here, against the node's current address: an
+                    // endpoint stored before the check existed, or before the node's
+                    // address changed, is never dialled.
+                    let task_node_addr = task
+                        .node_id
+                        .and_then(|id| state.nodes.get(&id))
+                        .map(|node| node.addr.as_str())
+                        .unwrap_or_default();
                     task.status
                         .endpoints
                         .iter()
                         .filter(|endpoint| endpoint.target_port == port.target)
+                        .filter(move |endpoint| {
+                            hoist_types::node::check_endpoint(task_node_addr, &endpoint.addr)
+                                .is_ok()
+                        })
                         .map(|endpoint| hoist_api::RouteEndpoint {
                             task_id: task.id.to_string(),
                             addr: endpoint.addr.clone(),
@@ -280,43 +337,67 @@ pub(crate) fn assignments_of(
 
 impl Manager {
     /// A stream of the node's assignment sets: the current one at once, then each time
-    /// it changes. Ends when this manager stops leading, so the worker reconnects to the
-    /// new leader.
+    /// it changes, with `None` in between as a keep-alive (so a stream whose node went
+    /// away fails its next write and frees its slot). Ends when this manager stops
+    /// leading, so the worker reconnects to the new leader. Refused while the node
+    /// already has a stream open here.
     pub fn assignment_stream(
         &self,
         node_id: NodeId,
-    ) -> impl futures::Stream<Item = hoist_api::AssignmentSet> + Send + 'static {
+    ) -> Result<impl futures::Stream<Item = Option<hoist_api::AssignmentSet>> + Send + 'static>
+    {
+        self.require_leader()?;
+        if !self.dispatcher().lock().streams.insert(node_id) {
+            tracing::warn!(node = %node_id, "second assignment stream refused");
+            return Err(ManagerError::Refused(format!(
+                "node {node_id} already follows an assignment stream on this manager: one per node"
+            )));
+        }
+        let slot = StreamSlot {
+            dispatcher: self.dispatcher().clone(),
+            node_id,
+        };
         let manager = self.clone();
         let versions = self.raft().state().subscribe();
-        futures::stream::unfold(
-            (manager, versions, None::<hoist_api::AssignmentSet>),
-            move |(manager, mut versions, last)| async move {
-                loop {
-                    if !manager.is_leader() {
-                        return None;
-                    }
-                    versions.borrow_and_update();
-                    let current = manager.local(|state| assignments_of(state, node_id));
-                    if last.as_ref() != Some(&current) {
-                        return Some((current.clone(), (manager, versions, Some(current))));
-                    }
-                    // Re-check leadership now and then even if nothing changes.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), versions.changed()).await;
+        Ok(futures::stream::unfold(
+            (manager, versions, None::<hoist_api::AssignmentSet>, slot),
+            move |(manager, mut versions, last, slot)| async move {
+                if !manager.is_leader() {
+                    return None;
                 }
+                versions.borrow_and_update();
+                let current = manager.local(|state| assignments_of(state, node_id));
+                if last.as_ref() != Some(&current) {
+                    return Some((
+                        Some(current.clone()),
+                        (manager, versions, Some(current), slot),
+                    ));
+                }
+                // Nothing new: wait for a change, and re-check leadership and the
+                // connection (the keep-alive) at least every second.
+                let _ = tokio::time::timeout(KEEPALIVE, versions.changed()).await;
+                Some((None, (manager, versions, last, slot)))
             },
-        )
+        ))
     }
 
-    /// Records what a worker observed of its tasks. Terminal states are stamped with the
-    /// leader's clock, since restart delays are counted from them and a worker's clock
-    /// may differ.
+    /// Records what a worker observed of its tasks. Reports about tasks that are not
+    /// the node's are dropped, and so are endpoints not on the node's own address; both
+    /// before anything is proposed. Terminal states are stamped with the leader's clock,
+    /// since restart delays are counted from them and a worker's clock may differ.
     pub async fn report_status(
         &self,
         peer: &PeerIdentity,
-        mut reports: Vec<hoist_state::TaskReport>,
+        request: hoist_api::StatusReportRequest,
     ) -> Result<()> {
         self.require_leader()?;
+        request.check().map_err(|reason| {
+            tracing::warn!(node = %peer.node_id, %reason, "status report refused");
+            ManagerError::Invalid(format!("status report refused: {reason}"))
+        })?;
+        let reports = self.local(|state| screen_reports(state, peer.node_id, request.reports));
         let now = now_ms();
+        let mut reports = reports;
         for report in &mut reports {
             if report.status.state.is_terminal() {
                 report.status.timestamp_ms = now;
@@ -332,6 +413,72 @@ impl Manager {
         .await?;
         Ok(())
     }
+}
+
+/// How often an idle assignment stream sends a blank line.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// Whether a node may move to `claimed`: an IP:port on the IP its beat came from.
+fn address_change_allowed(
+    claimed: &str,
+    source: Option<IpAddr>,
+) -> std::result::Result<(), String> {
+    let parsed = hoist_types::node::parse_node_addr(claimed).map_err(|err| err.to_string())?;
+    match source {
+        Some(source) if source.to_canonical() == parsed.ip().to_canonical() => Ok(()),
+        Some(source) => Err(format!(
+            "the beat came from {source}, not from the claimed address's IP"
+        )),
+        None => Err("the beat's source address is unknown".into()),
+    }
+}
+
+/// The reports a node may make: about its own tasks, with endpoints on its own address.
+/// Everything else is dropped with a log line. Pure, for testing.
+pub(crate) fn screen_reports(
+    state: &hoist_state::ClusterState,
+    node_id: NodeId,
+    reports: Vec<hoist_state::TaskReport>,
+) -> Vec<hoist_state::TaskReport> {
+    let node_addr = state
+        .nodes
+        .get(&node_id)
+        .map(|node| node.addr.clone())
+        .unwrap_or_default();
+    reports
+        .into_iter()
+        .filter_map(|mut report| {
+            let owner = state
+                .tasks
+                .get(&report.task_id)
+                .and_then(|task| task.node_id);
+            if owner != Some(node_id) {
+                tracing::warn!(
+                    node = %node_id,
+                    task = %report.task_id,
+                    owner = ?owner,
+                    "status report about a task of another node dropped"
+                );
+                return None;
+            }
+            report.status.endpoints.retain(|endpoint| {
+                match hoist_types::node::check_endpoint(&node_addr, &endpoint.addr) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::warn!(
+                            node = %node_id,
+                            task = %report.task_id,
+                            endpoint = %endpoint.addr,
+                            %reason,
+                            "reported endpoint dropped"
+                        );
+                        false
+                    }
+                }
+            });
+            Some(report)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -366,5 +513,103 @@ mod tests {
         );
         // A beat older than the leadership counts from the leadership.
         assert!(expired_nodes(&nodes, &last_seen, at(5), at(7), timeout).is_empty());
+    }
+
+    #[test]
+    fn reports_are_kept_to_the_nodes_own_tasks_and_address() {
+        use hoist_state::{ClusterState, TaskReport};
+        use hoist_types::service::ServiceSpec;
+        use hoist_types::task::{Task, TaskEndpoint, TaskOrigin, TaskState, TaskStatus};
+        use hoist_types::{Availability, Node, Role, ServiceId, TaskId};
+
+        let node = |id: u64| Node {
+            id: NodeId(id),
+            hostname: format!("n{id}"),
+            addr: format!("10.0.0.{id}:2377"),
+            role: Role::Worker,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            labels: Default::default(),
+            engine: Default::default(),
+            resources: Default::default(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let task = |id: u64, on: u64| Task {
+            id: TaskId(id),
+            service_id: ServiceId(1),
+            slot: id,
+            node_id: Some(NodeId(on)),
+            service_version: 1,
+            spec: ServiceSpec::default(),
+            desired_state: hoist_types::task::DesiredState::Running,
+            status: TaskStatus::new(TaskState::Starting, "", 0),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            attempt: 0,
+            origin: TaskOrigin::Created,
+            pending_reason: None,
+        };
+        let mut state = ClusterState::default();
+        for id in [1, 2] {
+            state.nodes.insert(NodeId(id), node(id));
+        }
+        state.tasks.insert(TaskId(10), task(10, 1));
+        state.tasks.insert(TaskId(20), task(20, 2));
+        let running = |task_id: u64, endpoints: &[&str]| {
+            let mut status = TaskStatus::new(TaskState::Running, "started", 1);
+            status.endpoints = endpoints
+                .iter()
+                .map(|addr| TaskEndpoint {
+                    target_port: 80,
+                    addr: addr.to_string(),
+                })
+                .collect();
+            TaskReport {
+                task_id: TaskId(task_id),
+                status,
+            }
+        };
+        let kept = screen_reports(
+            &state,
+            NodeId(1),
+            vec![
+                running(
+                    10,
+                    &[
+                        "10.0.0.1:30000",
+                        "127.0.0.1:22",
+                        "10.0.0.2:30000",
+                        "169.254.169.254:80",
+                    ],
+                ),
+                running(20, &["10.0.0.1:30001"]),
+                running(99, &[]),
+            ],
+        );
+        assert_eq!(
+            kept.len(),
+            1,
+            "reports about other nodes' tasks are dropped"
+        );
+        assert_eq!(kept[0].task_id, TaskId(10));
+        let addrs: Vec<&str> = kept[0]
+            .status
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.addr.as_str())
+            .collect();
+        assert_eq!(addrs, vec!["10.0.0.1:30000"]);
+    }
+
+    #[test]
+    fn an_address_only_moves_to_the_beats_own_ip() {
+        let from = |ip: &str| Some(ip.parse::<IpAddr>().unwrap());
+        assert!(address_change_allowed("10.0.0.9:2377", from("10.0.0.9")).is_ok());
+        assert!(address_change_allowed("10.0.0.9:2377", from("::ffff:10.0.0.9")).is_ok());
+        assert!(address_change_allowed("10.0.0.8:2377", from("10.0.0.9")).is_err());
+        assert!(address_change_allowed("evil.example:2377", from("10.0.0.9")).is_err());
+        assert!(address_change_allowed("10.0.0.9:2377", None).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! certificate request is signed with the role its token grants, and the node is
 //! recorded. Also certificate renewal and a manager's request to become a voter.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hoist_api::{InitResponse, JoinRequest, JoinResponse, RenewResponse};
@@ -168,11 +169,23 @@ impl Manager {
     /// Only then does a linearizable read confirm it against the current state (a token
     /// rotated since this manager applied the rotation is refused there), reading just
     /// what admission needs rather than a copy of the whole state.
-    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse> {
-        if request.hostname.trim().is_empty() {
-            return Err(ManagerError::Invalid(
-                "the joining node has no hostname".into(),
-            ));
+    ///
+    /// `source` is the IP address the request came from (`None` on the local socket):
+    /// the node's address must be on it, since the joining node dials from its own
+    /// advertise address, and every node later trusts that address for the node.
+    pub async fn join(&self, request: JoinRequest, source: Option<IpAddr>) -> Result<JoinResponse> {
+        hoist_types::node::validate_hostname(&request.hostname)
+            .map_err(|err| ManagerError::Invalid(format!("the joining node's {err}")))?;
+        let addr = hoist_types::node::parse_node_addr(&request.addr)
+            .map_err(|err| ManagerError::Invalid(format!("the joining node's {err}")))?;
+        if let Some(source) = source {
+            if source.to_canonical() != addr.ip().to_canonical() {
+                tracing::warn!(%source, claimed = %request.addr, "join refused: address is not the source");
+                return Err(ManagerError::Forbidden(format!(
+                    "the join came from {source}, but the node gave its address as {}: a node joins from its own advertise address (check --advertise-addr)",
+                    request.addr
+                )));
+            }
         }
         let role = self.local(|state| role_for_secret(state, &request.secret))?;
         check_expected_role(role, request.expected_role)?;
@@ -276,15 +289,20 @@ impl Manager {
         Ok(())
     }
 
-    /// The token for `role`, optionally rotating it first.
-    pub async fn join_token(&self, role: Role, rotate: bool) -> Result<String> {
-        if rotate {
-            self.propose(Change::RotateToken {
-                role,
-                new_secret: JoinToken::new_secret(),
-            })
-            .await?;
-        }
+    /// Replaces the secret of `role`'s token; the old token stops working at once.
+    /// Only `POST` reaches this: a read must never change anything.
+    pub async fn rotate_join_token(&self, role: Role) -> Result<String> {
+        self.propose(Change::RotateToken {
+            role,
+            new_secret: JoinToken::new_secret(),
+        })
+        .await?;
+        tracing::info!(%role, "join token rotated");
+        self.join_token(role).await
+    }
+
+    /// The current token for `role`.
+    pub async fn join_token(&self, role: Role) -> Result<String> {
         self.read(|state| {
             let digest = state
                 .ca

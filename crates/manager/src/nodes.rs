@@ -111,8 +111,9 @@ impl Manager {
         reference: &str,
         update: NodeUpdateRequest,
     ) -> Result<NodeView> {
-        for key in update.label_add.keys() {
+        for (key, value) in &update.label_add {
             hoist_types::node::validate_label_key(key)
+                .and_then(|()| hoist_types::node::validate_label_value(key, value))
                 .map_err(|err| ManagerError::Invalid(err.to_string()))?;
         }
         let node = self.find(reference).await?;

@@ -1,5 +1,8 @@
 //! The leader's control loop: reads the applied state, asks the pure orchestrator and
-//! scheduler what to change, and proposes their decisions as one Change per pass.
+//! scheduler what to change, and proposes their decisions as one Change per pass. A pass
+//! is bounded (the orchestrator fills at most `MAX_NEW_TASKS_PER_PASS` fresh slots, the
+//! scheduler's decisions are cut at `MAX_SCHEDULER_EDITS_PER_CHANGE`), so a large
+//! scale-up is several changes and the leader never holds all of it at once.
 //!
 //! The loop only runs while this manager leads. It wakes when the state changes, when
 //! the orchestrator asked to be woken (a restart delay ends), and on a slow tick.
@@ -20,6 +23,11 @@ const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
 /// Even without a change, look again this often (catches anything missed).
 const IDLE_TICK: Duration = Duration::from_secs(2);
 
+/// Scheduler decisions written in one change at most; the rest are decided again on the
+/// next pass, which follows as soon as this one is applied. Placements and pending
+/// reasons are small, but a scale-up of thousands on drained nodes gives each a reason.
+const MAX_SCHEDULER_EDITS_PER_CHANGE: usize = 1_000;
+
 fn action_edit(action: Action) -> TaskEdit {
     match action {
         Action::CreateTask { task } => TaskEdit::Create { task },
@@ -39,11 +47,13 @@ fn decision_edit(decision: Decision) -> TaskEdit {
 
 /// One pass over the state: the edits to propose, and when to look again at the latest.
 pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskEdit>, Option<u64>) {
-    let input = ReconcileInput::new(
+    let mut input = ReconcileInput::new(
         state.services.values(),
         state.tasks.values(),
         state.nodes.values(),
     );
+    input.history_per_slot = state.settings.task_history_limit as usize;
+    input.max_replicas = state.settings.max_replicas;
     let reconciliation = reconcile(&input, now_ms, TaskId::random);
     if !reconciliation.actions.is_empty() {
         for action in &reconciliation.actions {
@@ -79,6 +89,7 @@ pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskE
             }
             Decision::Assign { .. } => true,
         })
+        .take(MAX_SCHEDULER_EDITS_PER_CHANGE)
         .map(decision_edit)
         .collect();
     (edits, reconciliation.wake_at_ms)

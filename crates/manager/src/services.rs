@@ -18,10 +18,23 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
     }
 }
 
+/// Refuses more replicas than the cluster allows, naming the limit and how to raise it.
+pub(crate) fn check_replicas(state: &ClusterState, spec: &ServiceSpec) -> Result<()> {
+    let max = state.settings.max_replicas;
+    match spec.replicas() {
+        Some(replicas) if replicas > max => Err(ManagerError::Invalid(format!(
+            "invalid replicas: {replicas} is above this cluster's maximum of {max} replicas per service (raise it with `hoist cluster update --max-replicas N`, at most {})",
+            hoist_state::MAX_REPLICAS_CEILING
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_spec(state: &ClusterState, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<()> {
     spec.validate()
         .and_then(|()| spec.check_supported())
         .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+    check_replicas(state, spec)?;
     if let Some(other) = state
         .services
         .values()

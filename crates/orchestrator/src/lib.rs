@@ -15,7 +15,9 @@
 //! - moves, one per service at a time, starting the new task before stopping the old:
 //!   rolling updates to a new spec, tasks on nodes that no longer match the constraints,
 //!   and rebalance of an uneven spread;
-//! - history: the last few ended tasks of each slot are kept, older ones deleted.
+//! - history: the last few ended tasks of each slot are kept, older ones deleted;
+//! - bounds: at most `max_new_tasks` fresh slots are filled per pass (a large scale-up
+//!   takes several passes, each its own change), and no slot above `max_replicas`.
 //!
 //! It deliberately knows nothing of Raft, the clock or ids: the caller passes `now_ms`
 //! and an id generator, and turns actions into changes. Placement is the scheduler's:
@@ -32,8 +34,15 @@ use hoist_types::task::{DesiredState, SlotKey, Task};
 use hoist_types::{Node, TaskId};
 use serde::{Deserialize, Serialize};
 
-/// Ended tasks kept per slot, so `service ps` shows why a slot restarted (Swarm keeps 5).
+/// Ended tasks kept per slot by default, so `service ps` shows why a slot restarted
+/// (Swarm keeps 5); the cluster's `task_history_limit` setting overrides it.
 pub const HISTORY_PER_SLOT: usize = 5;
+
+/// Tasks created in one pass at most. A scale-up to thousands of replicas then commits
+/// as several changes of this many tasks (each task carries its spec: about 2 KB of
+/// JSON, so a change stays near a megabyte), and the leader never holds every new task
+/// of a large scale-up at once, neither as actions nor as one log entry.
+pub const MAX_NEW_TASKS_PER_PASS: usize = 500;
 
 /// Upper bound on the history kept to count restarts within a restart window, so a
 /// spec asking for millions of attempts does not keep millions of records.
@@ -44,12 +53,32 @@ pub const MAX_HISTORY_PER_SLOT: usize = 64;
 pub const MOVE_BACKOFF_MS: u64 = 5_000;
 
 /// What the orchestrator reads: the whole replicated state it cares about.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReconcileInput<'a> {
     pub services: Vec<&'a Service>,
     /// Every task, of every service and every state, including history.
     pub tasks: Vec<&'a Task>,
     pub nodes: Vec<&'a Node>,
+    /// Ended tasks kept per slot (more when a restart window needs them counted).
+    pub history_per_slot: usize,
+    /// Fresh slots filled in one pass at most; the rest wait for the next pass.
+    pub max_new_tasks: usize,
+    /// Slots above this are not filled even if a spec asks for them: a spec stored
+    /// before the cluster had a maximum must not make every leader create millions.
+    pub max_replicas: u64,
+}
+
+impl Default for ReconcileInput<'_> {
+    fn default() -> Self {
+        ReconcileInput {
+            services: Vec::new(),
+            tasks: Vec::new(),
+            nodes: Vec::new(),
+            history_per_slot: HISTORY_PER_SLOT,
+            max_new_tasks: MAX_NEW_TASKS_PER_PASS,
+            max_replicas: u64::MAX,
+        }
+    }
 }
 
 impl<'a> ReconcileInput<'a> {
@@ -64,6 +93,7 @@ impl<'a> ReconcileInput<'a> {
             services: services.into_iter().collect(),
             tasks: tasks.into_iter().collect(),
             nodes: nodes.into_iter().collect(),
+            ..ReconcileInput::default()
         }
     }
 }

@@ -14,9 +14,7 @@ use hoist_types::service::{Rebalance, RestartCondition, Service, ServiceMode, Se
 use hoist_types::task::{DesiredState, SlotKey, Task, TaskOrigin, TaskState, TaskStatus};
 use hoist_types::{Availability, Node, NodeId, NodeStatus, ServiceId, TaskId};
 
-use crate::{
-    Action, ReconcileInput, Reconciliation, HISTORY_PER_SLOT, MAX_HISTORY_PER_SLOT, MOVE_BACKOFF_MS,
-};
+use crate::{Action, ReconcileInput, Reconciliation, MAX_HISTORY_PER_SLOT, MOVE_BACKOFF_MS};
 
 pub(crate) struct Pass<'a, F> {
     now_ms: u64,
@@ -29,6 +27,10 @@ pub(crate) struct Pass<'a, F> {
     out: Reconciliation,
     /// Tasks already given an action this pass, so history pruning leaves them alone.
     touched: HashSet<TaskId>,
+    history_per_slot: usize,
+    max_replicas: u64,
+    /// Fresh slots this pass may still fill.
+    new_slots_left: usize,
 }
 
 /// What a slot looked like after its own reconciliation, for the moves that follow.
@@ -72,6 +74,9 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
             nodes: input.nodes.iter().map(|node| (node.id, *node)).collect(),
             out: Reconciliation::default(),
             touched: HashSet::new(),
+            history_per_slot: input.history_per_slot,
+            max_replicas: input.max_replicas,
+            new_slots_left: input.max_new_tasks,
         }
     }
 
@@ -124,10 +129,41 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
                         SlotKey::Node(_) => self.retire(tasks, true, "the service is not global"),
                     }
                 }
-                for number in 1..=replicas {
+                // Slots that have tasks are always reconciled (they are bounded by the
+                // task table); empty ones only while this pass's budget lasts, and never
+                // above the cluster's maximum. The loop walks the slots that exist
+                // plus at most the budget of empty ones, never the whole 1..=replicas.
+                let wanted = replicas.min(self.max_replicas);
+                let mut deferred = false;
+                let mut number = 0;
+                while number < wanted {
+                    number += 1;
                     let key = SlotKey::Replica(number);
                     let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
+                    if tasks.is_empty() {
+                        if self.new_slots_left == 0 {
+                            deferred = true;
+                            // Jump to the next slot that has tasks, if any.
+                            match slots
+                                .range(SlotKey::Replica(number + 1)..=SlotKey::Replica(wanted))
+                                .next()
+                            {
+                                Some((SlotKey::Replica(next), _)) => {
+                                    number = next - 1;
+                                    continue;
+                                }
+                                _ => break,
+                            }
+                        }
+                        self.new_slots_left -= 1;
+                    }
                     outcomes.push(self.reconcile_slot(service, key, tasks, true));
+                }
+                if deferred {
+                    // Moves wait until every slot exists: a half-filled service is not
+                    // the spread to rebalance, and the next pass comes right after this
+                    // change is applied.
+                    return;
                 }
             }
             ServiceMode::Global => {
@@ -184,7 +220,7 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
                 }
             }
         } else {
-            self.prune(tasks, HISTORY_PER_SLOT);
+            self.prune(tasks, self.history_per_slot);
         }
     }
 
@@ -295,7 +331,7 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
                 }
             }
         }
-        self.prune(tasks, history_len(&service.spec));
+        self.prune(tasks, history_len(&service.spec, self.history_per_slot));
         outcome
     }
 
@@ -699,8 +735,9 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
     }
 }
 
-/// History kept per slot: enough to count restarts within the policy's window.
-fn history_len(spec: &ServiceSpec) -> usize {
+/// History kept per slot: the cluster's setting, or more when needed to count restarts
+/// within the policy's window.
+fn history_len(spec: &ServiceSpec, history_per_slot: usize) -> usize {
     match (
         spec.restart_policy.max_attempts,
         spec.restart_policy.window_ms,
@@ -709,9 +746,12 @@ fn history_len(spec: &ServiceSpec) -> usize {
             let needed = usize::try_from(max_attempts)
                 .unwrap_or(usize::MAX)
                 .saturating_add(1);
-            needed.clamp(HISTORY_PER_SLOT, MAX_HISTORY_PER_SLOT)
+            needed.clamp(
+                history_per_slot.min(MAX_HISTORY_PER_SLOT),
+                MAX_HISTORY_PER_SLOT,
+            )
         }
-        _ => HISTORY_PER_SLOT,
+        _ => history_per_slot,
     }
 }
 

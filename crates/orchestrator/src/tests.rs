@@ -52,6 +52,7 @@ struct Sim {
     services: BTreeMap<ServiceId, Service>,
     tasks: BTreeMap<TaskId, Task>,
     nodes: BTreeMap<NodeId, Node>,
+    history_per_slot: usize,
 }
 
 impl Sim {
@@ -62,6 +63,7 @@ impl Sim {
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             nodes: (1..=n_nodes).map(|id| (NodeId(id), node(id))).collect(),
+            history_per_slot: HISTORY_PER_SLOT,
         }
     }
 
@@ -90,11 +92,12 @@ impl Sim {
 
     /// One orchestrator pass, applied as documented on `Action`.
     fn reconcile(&mut self) -> Reconciliation {
-        let input = ReconcileInput::new(
+        let mut input = ReconcileInput::new(
             self.services.values(),
             self.tasks.values(),
             self.nodes.values(),
         );
+        input.history_per_slot = self.history_per_slot;
         let next_id = &mut self.next_id;
         let result = reconcile(&input, self.now_ms, || {
             *next_id += 1;
@@ -974,4 +977,81 @@ fn a_cluster_settles_after_nodes_come_and_go() {
         replicated_per_node.values().copied().collect::<Vec<_>>(),
         vec![2, 2, 2, 2]
     );
+}
+
+/// Runs passes with these bounds until one creates nothing; returns the number
+/// of tasks each pass created.
+fn creations_per_pass(spec: ServiceSpec, max_new_tasks: usize, max_replicas: u64) -> Vec<usize> {
+    let mut sim = Sim::new(0);
+    sim.add_service(spec);
+    let mut per_pass = Vec::new();
+    loop {
+        let mut input = ReconcileInput::new(
+            sim.services.values(),
+            sim.tasks.values(),
+            sim.nodes.values(),
+        );
+        input.max_new_tasks = max_new_tasks;
+        input.max_replicas = max_replicas;
+        let next_id = &mut sim.next_id;
+        let result = reconcile(&input, sim.now_ms, || {
+            *next_id += 1;
+            TaskId(*next_id)
+        });
+        let mut created = 0;
+        for action in result.actions {
+            if let Action::CreateTask { task } = action {
+                created += 1;
+                sim.tasks.insert(task.id, *task);
+            }
+        }
+        if created == 0 {
+            return per_pass;
+        }
+        per_pass.push(created);
+        assert!(per_pass.len() < 100, "the passes never stop creating");
+    }
+}
+
+#[test]
+fn a_large_scale_up_is_created_in_bounded_passes() {
+    assert_eq!(
+        creations_per_pass(replicated(1_200), 500, u64::MAX),
+        vec![500, 500, 200]
+    );
+    // A spec stored before the cluster had a maximum: only the maximum is filled, and
+    // no pass walks the billion slots.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        creations_per_pass(replicated(1_000_000_000), 300, 700),
+        vec![300, 300, 100]
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn the_history_limit_is_the_clusters_setting() {
+    let mut sim = Sim::new(1);
+    sim.history_per_slot = 2;
+    let web = sim.add_service(ServiceSpec {
+        restart_policy: RestartPolicy {
+            delay_ms: 0,
+            ..RestartPolicy::default()
+        },
+        ..replicated(1)
+    });
+    sim.settle();
+    for _ in 0..5 {
+        let id = sim.running()[0].id;
+        sim.exit(id, TaskState::Failed, 1);
+        sim.now_ms += MOVE_BACKOFF_MS;
+        sim.settle();
+    }
+    let of_slot: Vec<&Task> = sim.tasks.values().filter(|t| t.service_id == web).collect();
+    let ended = of_slot
+        .iter()
+        .filter(|t| t.status.state.is_terminal())
+        .count();
+    assert_eq!(ended, 2);
+    assert_eq!(of_slot.len(), 3);
 }

@@ -88,6 +88,8 @@ pub enum Change {
     },
     /// A no-op used to confirm that the log accepts writes (and by benchmarks).
     Noop,
+    /// `hoist cluster update`: the whole new settings, checked against the current ones.
+    UpdateSettings { settings: ClusterSettings },
 }
 
 /// One edit of the task table (from the orchestrator or the scheduler).
@@ -175,8 +177,9 @@ impl ClusterState {
                 node_id, label_add, ..
             } => {
                 self.existing(*node_id)?;
-                for key in label_add.keys() {
+                for (key, value) in label_add {
                     hoist_types::node::validate_label_key(key)
+                        .and_then(|()| hoist_types::node::validate_label_value(key, value))
                         .map_err(|err| ChangeError::Invalid(err.to_string()))?;
                 }
                 Ok(())
@@ -219,6 +222,7 @@ impl ClusterState {
                     Ok(())
                 }
             }
+            Change::UpdateSettings { settings } => self.check_settings(settings),
         }
     }
 
@@ -238,6 +242,30 @@ impl ClusterState {
         }
         spec.check_port_conflicts(own, self.services.values())
             .map_err(|err| ChangeError::Invalid(err.to_string()))
+    }
+
+    /// New settings must be in range, and the replica maximum may not fall below a
+    /// service that already asks for more (scale it down first).
+    pub fn check_settings(&self, settings: &ClusterSettings) -> Result<(), ChangeError> {
+        settings
+            .check_update(&self.settings)
+            .map_err(ChangeError::Invalid)?;
+        if settings.max_replicas < self.settings.max_replicas {
+            let over = self.services.values().find_map(|service| {
+                service
+                    .spec
+                    .replicas()
+                    .filter(|replicas| *replicas > settings.max_replicas)
+                    .map(|replicas| (service.spec.name.clone(), replicas))
+            });
+            if let Some((name, replicas)) = over {
+                return Err(ChangeError::Invalid(format!(
+                    "--max-replicas {}: service {name} asks for more ({replicas}); scale it down first",
+                    settings.max_replicas
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn existing(&self, node_id: NodeId) -> Result<(), ChangeError> {
@@ -389,6 +417,7 @@ impl ClusterState {
                 }
             }
             Change::Noop => {}
+            Change::UpdateSettings { settings } => self.settings = *settings,
         }
     }
 
@@ -549,6 +578,89 @@ mod tests {
         });
         assert!(matches!(result, Err(ChangeError::Invalid(_))));
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn settings_change_within_range_and_never_below_a_service() {
+        let mut state = initialized();
+        let mut settings = state.settings;
+        settings.max_replicas = 50;
+        settings.task_history_limit = 2;
+        state.apply(&Change::UpdateSettings { settings }).unwrap();
+        assert_eq!(state.settings.max_replicas, 50);
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            command: vec!["sleep".into(), "1".into()],
+            ..ServiceSpec::default()
+        };
+        spec.mode = hoist_types::service::ServiceMode::Replicated { replicas: 40 };
+        state
+            .apply(&Change::CreateService {
+                service: Service {
+                    id: ServiceId::random(),
+                    spec,
+                    version: 1,
+                    created_at_ms: 1,
+                    updated_at_ms: 1,
+                },
+            })
+            .unwrap();
+        let before = state.clone();
+        for bad in [
+            ClusterSettings {
+                max_replicas: 30,
+                ..state.settings
+            },
+            ClusterSettings {
+                max_replicas: 0,
+                ..state.settings
+            },
+            ClusterSettings {
+                task_history_limit: 1000,
+                ..state.settings
+            },
+            ClusterSettings {
+                cert_expiry_secs: 60,
+                ..state.settings
+            },
+            ClusterSettings {
+                heartbeat_grace: 9,
+                ..state.settings
+            },
+        ] {
+            let result = state.apply(&Change::UpdateSettings { settings: bad });
+            assert!(matches!(result, Err(ChangeError::Invalid(_))), "{bad:?}");
+            assert_eq!(state, before);
+        }
+    }
+
+    #[test]
+    fn settings_written_before_the_limits_existed_load_with_defaults() {
+        let old = r#"{"heartbeat_period_ms":500,"heartbeat_grace":3,"cert_expiry_secs":7776000}"#;
+        let settings: ClusterSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(settings.heartbeat_period_ms, 500);
+        assert_eq!(settings.max_replicas, crate::DEFAULT_MAX_REPLICAS);
+        assert_eq!(
+            settings.task_history_limit,
+            crate::DEFAULT_TASK_HISTORY_LIMIT
+        );
+        assert_eq!(settings.join_rate_limit, crate::DEFAULT_JOIN_RATE_LIMIT);
+    }
+
+    #[test]
+    fn the_a85ac81_fixture_loads_with_default_limits() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../hoist/tests/fixtures/a85ac81/n1/raft/snapshots");
+        let text = std::fs::read_to_string(dir.join("snapshot-00000000000000000039.json"))
+            .expect("the fixture's snapshot");
+        let state: ClusterState = serde_json::from_str(&text).expect("an old snapshot loads");
+        assert_eq!(state.settings.heartbeat_period_ms, 500);
+        assert_eq!(state.settings.max_replicas, crate::DEFAULT_MAX_REPLICAS);
+        assert_eq!(
+            state.settings.task_history_limit,
+            crate::DEFAULT_TASK_HISTORY_LIMIT
+        );
+        assert_eq!(state.services.len(), 3);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct RetiredSecret {
 /// How many rotated secrets are remembered.
 pub const RETIRED_SECRETS_KEPT: usize = 16;
 
+/// Cluster-wide settings, changed by `hoist init` and `hoist cluster update`. Part of the
+/// snapshot format: every field added after the first release has a serde default, so
+/// snapshots and log entries written before it still load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {
     /// How often each node beats, in milliseconds (Swarm: 5 s).
@@ -68,6 +71,47 @@ pub struct ClusterSettings {
     pub heartbeat_grace: u32,
     /// Lifetime of node certificates, in seconds (Swarm: 90 days).
     pub cert_expiry_secs: u64,
+    /// The most replicas one service may ask for. Every task is a record of a couple
+    /// of kilobytes held by every manager and written into every snapshot; 10,000 per
+    /// service keeps a full service at tens of megabytes.
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u64,
+    /// Join attempts accepted per second from one source IP address, on each manager,
+    /// after an initial burst (0: no limit). A plain count, for the join endpoint's
+    /// rate limiter; the default is that limiter's built-in rate.
+    #[serde(default = "default_join_rate_limit")]
+    pub join_rate_limit: u32,
+    /// Ended tasks kept per slot, so `service ps` shows why a slot restarted (Swarm's
+    /// `--task-history-limit`, default 5).
+    #[serde(default = "default_task_history_limit")]
+    pub task_history_limit: u32,
+}
+
+/// Default of [`ClusterSettings::max_replicas`].
+pub const DEFAULT_MAX_REPLICAS: u64 = 10_000;
+/// The highest `max_replicas` may be set to: beyond it one service alone would hold
+/// gigabytes in every manager.
+pub const MAX_REPLICAS_CEILING: u64 = 1_000_000;
+/// Default of [`ClusterSettings::join_rate_limit`].
+pub const DEFAULT_JOIN_RATE_LIMIT: u32 = 5;
+/// Default of [`ClusterSettings::task_history_limit`] (Swarm's).
+pub const DEFAULT_TASK_HISTORY_LIMIT: u32 = 5;
+/// The most history per slot that may be kept (the orchestrator's own ceiling).
+pub const MAX_TASK_HISTORY_LIMIT: u32 = 64;
+/// The shortest certificate lifetime `cluster update` accepts (Swarm's minimum is 1 h;
+/// `init` allows shorter ones for tests of renewal).
+pub const MIN_CERT_EXPIRY_SECS: u64 = 3600;
+
+fn default_max_replicas() -> u64 {
+    DEFAULT_MAX_REPLICAS
+}
+
+fn default_join_rate_limit() -> u32 {
+    DEFAULT_JOIN_RATE_LIMIT
+}
+
+fn default_task_history_limit() -> u32 {
+    DEFAULT_TASK_HISTORY_LIMIT
 }
 
 impl Default for ClusterSettings {
@@ -76,7 +120,55 @@ impl Default for ClusterSettings {
             heartbeat_period_ms: 1_000,
             heartbeat_grace: 3,
             cert_expiry_secs: 90 * 24 * 3600,
+            max_replicas: DEFAULT_MAX_REPLICAS,
+            join_rate_limit: DEFAULT_JOIN_RATE_LIMIT,
+            task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
         }
+    }
+}
+
+impl ClusterSettings {
+    /// Why settings given to `cluster update` cannot replace `current`, naming the flag.
+    /// Only changed fields are judged, so a cluster created with a short certificate
+    /// lifetime (tests of renewal) can still change its other settings.
+    pub fn check_update(&self, current: &ClusterSettings) -> Result<(), String> {
+        if self.heartbeat_period_ms != current.heartbeat_period_ms
+            || self.heartbeat_grace != current.heartbeat_grace
+        {
+            return Err("the heartbeat settings are chosen at `hoist init`".into());
+        }
+        if self.max_replicas != current.max_replicas
+            && !(1..=MAX_REPLICAS_CEILING).contains(&self.max_replicas)
+        {
+            return Err(format!(
+                "--max-replicas {} is out of range: it must be between 1 and {MAX_REPLICAS_CEILING}",
+                self.max_replicas
+            ));
+        }
+        if self.task_history_limit != current.task_history_limit
+            && self.task_history_limit > MAX_TASK_HISTORY_LIMIT
+        {
+            return Err(format!(
+                "--task-history-limit {} is out of range: at most {MAX_TASK_HISTORY_LIMIT}",
+                self.task_history_limit
+            ));
+        }
+        if self.cert_expiry_secs == current.cert_expiry_secs {
+            return Ok(());
+        }
+        if self.cert_expiry_secs < MIN_CERT_EXPIRY_SECS {
+            return Err(format!(
+                "--cert-expiry {}s is too short: at least 1h",
+                self.cert_expiry_secs
+            ));
+        }
+        if self.cert_expiry_secs > 10 * 365 * 24 * 3600 {
+            return Err(format!(
+                "--cert-expiry {}s is too long: at most 10 years",
+                self.cert_expiry_secs
+            ));
+        }
+        Ok(())
     }
 }
 

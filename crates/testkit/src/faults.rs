@@ -284,6 +284,20 @@ fn accept_loop(listener: TcpListener, ip: Ipv4Addr, back: SocketAddr, shared: Ar
     }
 }
 
+/// Connects to the daemon behind the proxy from the client's own IP, so the daemon sees
+/// the same source address as without a proxy (managers check a node's address
+/// against it).
+fn connect_upstream(from: Ipv4Addr, back: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if !from.is_unspecified() {
+        // A source that cannot be bound (not a local address) connects as the proxy.
+        let _ = socket.bind(&SocketAddr::from((from, 0)).into());
+    }
+    socket.connect_timeout(&back.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
 fn forward(client: TcpStream, from: Ipv4Addr, to: Ipv4Addr, back: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
@@ -301,7 +315,7 @@ fn forward(client: TcpStream, from: Ipv4Addr, to: Ipv4Addr, back: SocketAddr, sh
         shared.conns().remove(&id);
         return;
     }
-    let upstream = match TcpStream::connect_timeout(&back, Duration::from_secs(2)) {
+    let upstream = match connect_upstream(from, back) {
         Ok(upstream) => upstream,
         Err(_) => {
             // The daemon is down: the peer sees a reset, as without a proxy.

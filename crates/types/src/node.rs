@@ -2,6 +2,7 @@
 //! status observed by the dispatcher, labels and the engine it offers.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -148,16 +149,223 @@ pub struct Resources {
     pub memory_bytes: u64,
 }
 
+/// Longest label key; Docker has none, but every node record carries its labels to every
+/// manager and into every snapshot.
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+
+/// Longest label value.
+pub const MAX_LABEL_VALUE_LEN: usize = 1024;
+
+/// Longest hostname: DNS's limit for a whole name.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+
 /// Validates a label key as given to `--label-add k=v`.
 pub fn validate_label_key(key: &str) -> Result<(), crate::InvalidSpec> {
     if key.is_empty() {
         return Err(crate::InvalidSpec::new("label", "the key is empty"));
     }
-    if key.len() > 128 || key.chars().any(|c| c.is_whitespace() || c == '=') {
+    if key.len() > MAX_LABEL_KEY_LEN
+        || key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+    {
         return Err(crate::InvalidSpec::new(
             "label",
-            format!("{key:?} is not a valid key (no spaces or '=', at most 128 characters)"),
+            format!(
+                "{key:?} is not a valid key (no spaces, control characters or '=', at most {MAX_LABEL_KEY_LEN} bytes)"
+            ),
         ));
     }
     Ok(())
+}
+
+/// Validates a label value: printed in tables and matched by constraints, so no control
+/// characters (a terminal escape in `node inspect` output), and a bounded length.
+pub fn validate_label_value(key: &str, value: &str) -> Result<(), crate::InvalidSpec> {
+    if value.len() > MAX_LABEL_VALUE_LEN {
+        return Err(crate::InvalidSpec::new(
+            "label",
+            format!(
+                "the value of {key:?} is {} bytes long (at most {MAX_LABEL_VALUE_LEN})",
+                value.len()
+            ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(crate::InvalidSpec::new(
+            "label",
+            format!("the value of {key:?} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a node's name, as given to `--hostname` or sent by a joining node.
+pub fn validate_hostname(name: &str) -> Result<(), crate::InvalidSpec> {
+    if name.trim().is_empty() {
+        return Err(crate::InvalidSpec::new("hostname", "it is empty"));
+    }
+    if name.len() > MAX_HOSTNAME_LEN {
+        return Err(crate::InvalidSpec::new(
+            "hostname",
+            format!(
+                "it is {} bytes long (at most {MAX_HOSTNAME_LEN})",
+                name.len()
+            ),
+        ));
+    }
+    if let Some(bad) = name.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(crate::InvalidSpec::new(
+            "hostname",
+            format!("{name:?} contains {bad:?} (no spaces or control characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a node's address: an IP literal and a port, as Swarm's advertise address is,
+/// so that managers can check it against where a node's connections come from.
+pub fn parse_node_addr(addr: &str) -> Result<SocketAddr, crate::InvalidSpec> {
+    let parsed: SocketAddr = addr.parse().map_err(|_| {
+        crate::InvalidSpec::new(
+            "address",
+            format!("{addr:?} is not IP:PORT (a node's address is an IP address, not a name)"),
+        )
+    })?;
+    if parsed.port() == 0 {
+        return Err(crate::InvalidSpec::new(
+            "address",
+            format!("{addr:?} has port 0"),
+        ));
+    }
+    if parsed.ip().is_unspecified() || parsed.ip().is_multicast() {
+        return Err(crate::InvalidSpec::new(
+            "address",
+            format!("{addr:?} is not an address other nodes can reach"),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Whether `ip` only reaches the machine it is dialled from, or its link: loopback,
+/// link-local (169.254.0.0/16, where cloud metadata services answer, and fe80::/10),
+/// unspecified, multicast or broadcast.
+fn is_local_scope(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Why an endpoint a node reported for one of its tasks must not be used, if it must
+/// not. Every node's mesh dials endpoints, so a node may only name itself: the host must
+/// be the node's recorded address, never its control port, and never a loopback or
+/// link-local address unless the node's own address is one (a test machine, where every
+/// node is 127.x).
+pub fn check_endpoint(node_addr: &str, endpoint: &str) -> Result<(), String> {
+    let node = parse_node_addr(node_addr)
+        .map_err(|err| format!("the node's own address is unusable: {err}"))?;
+    let parsed: SocketAddr = endpoint
+        .parse()
+        .map_err(|_| format!("endpoint {endpoint:?} is not IP:PORT"))?;
+    if parsed.port() == 0 {
+        return Err(format!("endpoint {endpoint} has port 0"));
+    }
+    let node_ip = node.ip().to_canonical();
+    let endpoint_ip = parsed.ip().to_canonical();
+    if endpoint_ip != node_ip {
+        return Err(format!(
+            "endpoint {endpoint} is not on the node's address {node_addr}"
+        ));
+    }
+    if is_local_scope(endpoint_ip) && !node_ip.is_loopback() {
+        return Err(format!(
+            "endpoint {endpoint} is a loopback or link-local address"
+        ));
+    }
+    if parsed.port() == node.port() {
+        return Err(format!(
+            "endpoint {endpoint} is the node's control listener"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_on_the_node_itself() {
+        let node = "10.0.0.5:2377";
+        assert_eq!(check_endpoint(node, "10.0.0.5:30001"), Ok(()));
+        for bad in [
+            "127.0.0.1:22",
+            "169.254.169.254:80",
+            "10.0.0.6:30001",
+            "10.0.0.5:2377",
+            "10.0.0.5:0",
+            "example.com:80",
+            "[::1]:80",
+        ] {
+            assert!(check_endpoint(node, bad).is_err(), "{bad} was accepted");
+        }
+        // A test machine: every node is on loopback, and may name only itself.
+        let local = "127.20.3.2:2377";
+        assert_eq!(check_endpoint(local, "127.20.3.2:41000"), Ok(()));
+        assert!(check_endpoint(local, "127.0.0.1:22").is_err());
+        assert!(check_endpoint(local, "127.20.3.1:41000").is_err());
+        // A node whose own address is link-local names nothing.
+        assert!(check_endpoint("169.254.1.1:2377", "169.254.1.1:80").is_err());
+        // An address recorded as a name (older data) cannot vouch for anything.
+        assert!(check_endpoint("node1:2377", "10.0.0.5:80").is_err());
+        assert_eq!(check_endpoint("[fd00::5]:2377", "[fd00::5]:8080"), Ok(()));
+    }
+
+    #[test]
+    fn hostnames_and_labels_refuse_control_characters() {
+        assert!(validate_hostname("fx1").is_ok());
+        assert!(validate_hostname("node-1.example.com").is_ok());
+        for bad in [
+            "",
+            "  ",
+            "a b",
+            "evil\x1b[31m",
+            "tab\there",
+            &"x".repeat(254),
+        ] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(validate_label_key("zone").is_ok());
+        assert!(validate_label_key("bad\u{7}key").is_err());
+        assert!(validate_label_value("zone", "a").is_ok());
+        assert!(validate_label_value("zone", "a\nb").is_err());
+        assert!(validate_label_value("zone", &"v".repeat(MAX_LABEL_VALUE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn node_addresses_are_ip_literals() {
+        assert!(parse_node_addr("10.0.0.5:2377").is_ok());
+        assert!(parse_node_addr("[fd00::5]:2377").is_ok());
+        for bad in [
+            "node1:2377",
+            "10.0.0.5",
+            "10.0.0.5:0",
+            "0.0.0.0:2377",
+            "224.0.0.1:2377",
+        ] {
+            assert!(parse_node_addr(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

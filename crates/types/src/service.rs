@@ -1004,8 +1004,9 @@ impl ServiceSpec {
                 ));
             }
         }
-        for key in self.labels.keys() {
+        for (key, value) in &self.labels {
             crate::node::validate_label_key(key)?;
+            crate::node::validate_label_value(key, value)?;
         }
         let mut targets = BTreeSet::new();
         for mount in &self.mounts {

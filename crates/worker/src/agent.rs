@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoist_api::{AssignmentSet, StatusReportRequest};
+use hoist_api::{limits, AssignmentSet, StatusReportRequest};
 use hoist_driver::{BindMount, Driver, RunSpec, TaskExit};
 use hoist_state::TaskReport;
 use hoist_types::service::MountKind;
@@ -535,6 +535,20 @@ fn exit_status(how: TaskExit, stop_requested: bool) -> TaskStatus {
     }
 }
 
+/// A report cut to what the leader accepts: a driver's error text can be long, and a
+/// report refused for its size would be retried for ever.
+fn within_limits(mut report: TaskReport) -> TaskReport {
+    limits::truncate(&mut report.status.message, limits::MAX_STATUS_TEXT);
+    if let Some(err) = report.status.err.as_mut() {
+        limits::truncate(err, limits::MAX_STATUS_TEXT);
+    }
+    report
+        .status
+        .endpoints
+        .truncate(limits::MAX_ENDPOINTS_PER_TASK);
+    report
+}
+
 /// Sends the runner's reports to the leader in batches, retrying until they land.
 pub async fn run_reporter(
     http: impl Fn() -> reqwest::Client + Send + 'static,
@@ -549,7 +563,7 @@ pub async fn run_reporter(
             tokio::select! {
                 _ = shutdown.changed() => return,
                 report = reports.recv() => match report {
-                    Some(report) => pending.push(report),
+                    Some(report) => pending.push(within_limits(report)),
                     None => return,
                 },
             }
@@ -557,15 +571,17 @@ pub async fn run_reporter(
         // A short window gathers the reports of one burst into one Raft write.
         tokio::time::sleep(Duration::from_millis(20)).await;
         while let Ok(report) = reports.try_recv() {
-            pending.push(report);
+            pending.push(within_limits(report));
         }
         let leader = session.borrow().leader_addr.clone();
         let Some(leader) = leader else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        // The leader takes a bounded batch; a longer backlog goes in several.
+        let n_sent = pending.len().min(limits::MAX_REPORTS_PER_REQUEST);
         let body = StatusReportRequest {
-            reports: pending.clone(),
+            reports: pending[..n_sent].to_vec(),
         };
         let sent = http()
             .post(format!("https://{leader}/v1/dispatcher/status"))
@@ -574,7 +590,9 @@ pub async fn run_reporter(
             .send()
             .await;
         match sent {
-            Ok(response) if response.status().is_success() => pending.clear(),
+            Ok(response) if response.status().is_success() => {
+                pending.drain(..n_sent);
+            }
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "status report refused; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;

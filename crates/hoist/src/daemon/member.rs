@@ -704,9 +704,14 @@ impl Daemon {
             }
             None => self.default_advertise()?,
         };
+        // The manager records the address as the node's only if the join comes from it.
+        let source_ip = hoist_types::node::parse_node_addr(&advertise_addr)
+            .map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err}")))?
+            .ip();
         let ca_pem = probe_ca(&request.manager_addr, &token.ca_digest).await?;
         let csr = NodeCsr::generate().map_err(|err| LifecycleError::new(500, err.to_string()))?;
         let pinned = reqwest::Client::builder()
+            .local_address(source_ip)
             .use_preconfigured_tls(
                 hoist_pki::pinned_config(&ca_pem)
                     .map_err(|err| LifecycleError::new(500, err.to_string()))?,

@@ -2,6 +2,7 @@
 //! and, once the node belongs to a cluster, the TLS listener that carries node-to-node
 //! traffic (join, heartbeats, Raft). A manager also runs Raft and the leader's loops.
 
+mod cluster_routes;
 mod files;
 mod limits;
 mod member;
@@ -33,8 +34,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("hoist.sock"));
     let hostname = match args.hostname.clone() {
-        Some(name) if !name.trim().is_empty() => name,
-        Some(_) => anyhow::bail!("--hostname must not be empty"),
+        Some(name) => {
+            hoist_types::node::validate_hostname(&name).context("--hostname")?;
+            name
+        }
         None => machine_hostname(),
     };
     let listen_addr: std::net::SocketAddr = args

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -52,7 +54,15 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/nodes/{node}/update", post(node_update))
         .route("/v1/nodes/{node}/promote", post(node_promote))
         .route("/v1/nodes/{node}/demote", post(node_demote))
-        .route("/v1/join-tokens/{role}", get(join_token).post(join_token))
+        .route(
+            "/v1/join-tokens/{role}",
+            get(join_token).post(join_token_rotate),
+        )
+        .route("/v1/cluster", get(super::cluster_routes::cluster_inspect))
+        .route(
+            "/v1/cluster/update",
+            post(super::cluster_routes::cluster_update),
+        )
         .route(
             "/v1/services",
             get(service_routes::service_ls).post(service_routes::service_create),
@@ -372,17 +382,24 @@ async fn backup(State(daemon): State<AppState>) -> ApiResult<hoist_api::BackupFi
     Ok(Json(daemon.backup().await?))
 }
 
+/// The IP address a TLS request came from (`None` on the local socket).
+pub(super) fn source_ip(remote: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    remote.map(|Extension(ConnectInfo(addr))| addr.ip().to_canonical())
+}
+
 async fn join(
     State(daemon): State<AppState>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(request): Json<JoinRequest>,
 ) -> ApiResult<hoist_api::JoinResponse> {
     let (_, manager) = manager_of(&daemon)?;
-    Ok(Json(manager.join(request).await?))
+    Ok(Json(manager.join(request, source_ip(remote)).await?))
 }
 
 async fn heartbeat(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(request): Json<HeartbeatRequest>,
 ) -> ApiResult<hoist_api::HeartbeatResponse> {
     let peer = peer_of(&caller)?;
@@ -396,7 +413,9 @@ async fn heartbeat(
         }
         .into());
     };
-    Ok(Json(manager.heartbeat(peer, request).await?))
+    Ok(Json(
+        manager.heartbeat(peer, request, source_ip(remote)).await?,
+    ))
 }
 
 async fn renew(
@@ -623,15 +642,43 @@ struct RotateQuery {
     rotate: bool,
 }
 
-/// `GET` reads the token; `POST ?rotate=true` replaces it first.
+/// `GET` reads the token and never changes it: a GET is what a confused or redirected
+/// client sends (a manager fetching a URL a node made up), so `rotate=true` on a GET is
+/// refused rather than obeyed.
 async fn join_token(
     State(daemon): State<AppState>,
     Path(role): Path<String>,
     Query(query): Query<RotateQuery>,
 ) -> ApiResult<TokenResponse> {
     let role = parse_role(&role)?;
+    if query.rotate {
+        return Err(ApiError::new(
+            405,
+            "rotating a join token takes a POST (`hoist join-token --rotate`); a GET only reads it",
+        ));
+    }
     let (member, manager) = manager_of(&daemon)?;
-    let token = manager.join_token(role, query.rotate).await?;
+    let token = manager.join_token(role).await?;
+    Ok(Json(TokenResponse {
+        role,
+        token,
+        manager_addr: member.advertise_addr.clone(),
+    }))
+}
+
+/// `POST ?rotate=true` replaces the token, then returns the new one.
+async fn join_token_rotate(
+    State(daemon): State<AppState>,
+    Path(role): Path<String>,
+    Query(query): Query<RotateQuery>,
+) -> ApiResult<TokenResponse> {
+    let role = parse_role(&role)?;
+    let (member, manager) = manager_of(&daemon)?;
+    let token = if query.rotate {
+        manager.rotate_join_token(role).await?
+    } else {
+        manager.join_token(role).await?
+    };
     Ok(Json(TokenResponse {
         role,
         token,

@@ -94,9 +94,12 @@ pub async fn assignments(
 ) -> Result<Response, ApiError> {
     let peer = peer_of(&caller)?.clone();
     let (_, manager) = manager_of(&daemon)?;
-    manager.require_leader()?;
-    let lines = manager.assignment_stream(peer.node_id).map(|set| {
-        let mut line = serde_json::to_vec(&set).unwrap_or_default();
+    let lines = manager.assignment_stream(peer.node_id)?.map(|set| {
+        // A blank line is the keep-alive; workers skip it.
+        let mut line = match set {
+            Some(set) => serde_json::to_vec(&set).unwrap_or_default(),
+            None => Vec::new(),
+        };
         line.push(b'\n');
         Ok::<_, Infallible>(line)
     });
@@ -114,7 +117,7 @@ pub async fn status(
 ) -> ApiResult<serde_json::Value> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
-    manager.report_status(peer, request.reports).await?;
+    manager.report_status(peer, request).await?;
     Ok(Json(serde_json::json!({})))
 }
 

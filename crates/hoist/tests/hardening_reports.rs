@@ -1,0 +1,542 @@
+//! Hardening (issue 12): what workers send is checked before it is stored, and the
+//! cluster's limits hold. A worker here is played by the test with the real worker's
+//! own certificate (its data directory's `identity.json`), sending what a compromised
+//! node could: crafted status reports, heartbeats, extra streams.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_testkit::{tls_request, wait_for, Cluster, ClusterOptions};
+use serde_json::{json, Value};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hoist"))
+}
+
+/// The status code of a raw HTTP response ("HTTP/1.1 409 Conflict" -> 409).
+fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// GET `path` on a daemon's control socket; the body.
+fn socket_get(socket: &Path, path: &str) -> String {
+    let mut stream = UnixStream::connect(socket).expect("the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n"
+    )
+    .expect("writing the request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// Counts the connections made to a listener the test owns, where crafted addresses
+/// point: any connection means someone dialled an address a worker made up.
+struct Trap {
+    addr: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Trap {
+    fn new(ip: std::net::Ipv4Addr) -> Trap {
+        let listener = TcpListener::bind((ip, 0)).expect("binding the trap");
+        let addr = listener.local_addr().expect("trap address").to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stream.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Trap { addr, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn tasks_of(cluster: &Cluster, service: &str) -> Vec<Value> {
+    cluster
+        .json(0, &["service", "ps", service])
+        .and_then(|tasks| tasks.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn log_of(cluster: &Cluster, index: usize) -> String {
+    std::fs::read_to_string(&cluster.nodes[index].log).unwrap_or_default()
+}
+
+#[test]
+fn crafted_worker_reports_are_dropped_and_never_dialled() {
+    let cluster = Cluster::start(
+        bin(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let manager_addr = cluster.nodes[0].addr();
+    let worker_ip = cluster.nodes[1].ip;
+    let worker_identity = std::fs::read_to_string(cluster.nodes[1].data_dir.join("identity.json"))
+        .expect("the worker's identity");
+    let manager_identity = std::fs::read_to_string(cluster.nodes[0].data_dir.join("identity.json"))
+        .expect("the manager's identity");
+    // An unused address of this cluster's block, where crafted addresses point.
+    let [_, a, b, _] = worker_ip.octets();
+    let trap = Trap::new(std::net::Ipv4Addr::new(127, a, b, 9));
+
+    let hello = bin().display().to_string();
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:80",
+            "--driver",
+            "process",
+            &hello,
+            "hello",
+        ],
+    );
+    let (worker_task, manager_task) =
+        wait_for("web running on both nodes", Duration::from_secs(30), || {
+            let tasks = tasks_of(&cluster, "web");
+            let running = |host: &str| {
+                tasks
+                    .iter()
+                    .find(|task| {
+                        task["node_hostname"] == host
+                            && task["status"]["state"] == "running"
+                            && task["status"]["endpoints"]
+                                .as_array()
+                                .is_some_and(|e| !e.is_empty())
+                    })
+                    .cloned()
+            };
+            Some((
+                running(&cluster.nodes[1].name)?,
+                running(&cluster.nodes[0].name)?,
+            ))
+        });
+    let worker_task_id = worker_task["id"].as_str().expect("task id").to_string();
+    let real_endpoint = worker_task["status"]["endpoints"][0].clone();
+    let real_addr = real_endpoint["addr"]
+        .as_str()
+        .expect("endpoint")
+        .to_string();
+    assert!(
+        real_addr.starts_with(&format!("{worker_ip}:")),
+        "{real_addr}"
+    );
+    let token_before = cluster.hoist_ok(0, &["join-token", "worker", "-q"]);
+
+    // 1. A status report naming loopback, another node, and a made-up address as the
+    //    worker task's endpoints, plus a report about the manager's task.
+    let crafted = |addr: &str| json!({"target_port": 80, "addr": addr});
+    let report = json!({"reports": [
+        {"task_id": worker_task_id, "status": {
+            "state": "running", "message": "started", "timestamp_ms": 1,
+            "endpoints": [
+                crafted("127.0.0.1:22"),
+                crafted(&format!("{}:{}", cluster.nodes[0].ip, trap.addr.rsplit(':').next().unwrap())),
+                crafted(&trap.addr),
+                crafted("169.254.169.254:80"),
+                real_endpoint,
+            ]}},
+        {"task_id": manager_task["id"], "status": {
+            "state": "failed", "message": "crafted", "timestamp_ms": 1, "exit_code": 1}},
+    ]});
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/status",
+        Some(&report.to_string()),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+
+    // 2. A heartbeat claiming the trap's address (the worker's beats come from its own
+    //    IP, the test's from another), and an oversized one.
+    let beat = |addr: &str, drivers: usize| {
+        json!({"addr": addr, "engine": {"drivers": vec!["process"; drivers]},
+               "cert_role": "worker", "raft_running": false})
+        .to_string()
+    };
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/heartbeat",
+        Some(&beat(&trap.addr, 1)),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 200, "{response}");
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/heartbeat",
+        Some(&beat(&cluster.nodes[1].addr(), 9)),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 400, "{response}");
+    assert!(response.contains("drivers"), "{response}");
+    // An oversized status batch is refused whole.
+    let many: Vec<Value> = (0..501)
+        .map(|_| json!({"task_id": worker_task_id, "status": {"state": "running", "timestamp_ms": 1}}))
+        .collect();
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/status",
+        Some(&json!({ "reports": many }).to_string()),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 400, "{response}");
+
+    // 3. A second assignment stream while the worker's own is open.
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/dispatcher/assignments",
+        Some("null"),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 409, "{response}");
+    assert!(response.contains("one per node"), "{response}");
+
+    // 4. A GET that asks to rotate rotates nothing; a join from an address that is not
+    //    the one claimed is refused.
+    let response = tls_request(
+        &manager_addr,
+        "GET",
+        "/v1/join-tokens/worker?rotate=true",
+        None,
+        Some(&manager_identity),
+    );
+    assert_eq!(status_of(&response), 405, "{response}");
+    assert_eq!(
+        cluster.hoist_ok(0, &["join-token", "worker", "-q"]),
+        token_before
+    );
+    let secret = token_before.trim().rsplit('-').next().unwrap().to_string();
+    let join = json!({"secret": secret, "hostname": "intruder", "addr": trap.addr, "csr_pem": "x"});
+    let response = tls_request(
+        &manager_addr,
+        "POST",
+        "/v1/join",
+        Some(&join.to_string()),
+        Some(&worker_identity),
+    );
+    assert_eq!(status_of(&response), 403, "{response}");
+    assert!(
+        response.contains("joins from its own advertise address"),
+        "{response}"
+    );
+
+    // What is stored: the worker's task keeps only its real endpoint, the manager's task
+    // still runs, the worker's address is unchanged, nobody joined.
+    let tasks = tasks_of(&cluster, "web");
+    let stored = tasks
+        .iter()
+        .find(|task| task["id"] == worker_task_id.as_str())
+        .expect("the worker's task");
+    let endpoints: Vec<&str> = stored["status"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|endpoint| endpoint["addr"].as_str())
+        .collect();
+    assert_eq!(endpoints, vec![real_addr.as_str()]);
+    let manager_task_now = tasks
+        .iter()
+        .find(|task| task["id"] == manager_task["id"])
+        .expect("the manager's task");
+    assert_eq!(manager_task_now["status"]["state"], "running");
+    let nodes = cluster.node_ls(0).expect("node ls");
+    assert_eq!(nodes.len(), 2, "nobody joined: {nodes:?}");
+    let worker = nodes
+        .iter()
+        .find(|node| node["hostname"] == cluster.nodes[1].name.as_str())
+        .expect("the worker");
+    assert_eq!(worker["addr"], cluster.nodes[1].addr());
+
+    // Never dialled: traffic through the mesh on both nodes and the service's logs (the
+    // manager fetches the worker's from its recorded address) reach only real tasks.
+    for index in 0..2 {
+        let addr = format!("{}:8080", cluster.nodes[index].ip);
+        for _ in 0..10 {
+            let response = hoist_testkit::http_get(&addr, "reports-test", "/api")
+                .expect("a request through the mesh");
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+        let metrics = socket_get(&cluster.nodes[index].socket, "/metrics");
+        assert!(metrics.contains(&real_addr), "{metrics}");
+        for crafted in ["127.0.0.1:22", trap.addr.as_str(), "169.254.169.254:80"] {
+            assert!(
+                !metrics.contains(crafted),
+                "{crafted} in the mesh of node {index}"
+            );
+        }
+    }
+    let logs = cluster.hoist(0, &["service", "logs", "web"]);
+    assert!(logs.status.success());
+    assert_eq!(trap.hits(), 0, "a crafted address was dialled");
+
+    // Dropped and logged, before anything was proposed.
+    let log = log_of(&cluster, 0);
+    for line in [
+        "reported endpoint dropped",
+        "status report about a task of another node dropped",
+        "heartbeat address dropped",
+        "heartbeat refused",
+        "status report refused",
+        "second assignment stream refused",
+        "join refused: address is not the source",
+    ] {
+        assert!(log.contains(line), "the manager's log lacks {line:?}");
+    }
+
+    // Names and labels with control characters are refused, nothing changes.
+    let err = cluster.hoist_err(
+        0,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "zone=a\u{1b}[2J",
+            &cluster.nodes[1].name,
+        ],
+    );
+    assert!(err.contains("control character"), "{err}");
+    let err = cluster.hoist_err(
+        0,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            &format!("zone={}", "v".repeat(2000)),
+            &cluster.nodes[1].name,
+        ],
+    );
+    assert!(err.contains("at most 1024"), "{err}");
+    let labels = cluster.node_ls(0).expect("node ls");
+    assert!(
+        labels.iter().all(|node| node["labels"] == json!({})),
+        "{labels:?}"
+    );
+    let daemon = std::process::Command::new(bin())
+        .args(["daemon", "--data-dir"])
+        .arg(cluster.nodes[1].data_dir.join("never"))
+        .args(["--hostname", "evil\u{7}name"])
+        .output()
+        .expect("running hoist daemon");
+    assert!(!daemon.status.success());
+    let stderr = String::from_utf8_lossy(&daemon.stderr);
+    assert!(stderr.contains("hostname"), "{stderr}");
+}
+
+/// A memory figure of a process from /proc (`VmHWM`: the peak resident set, `VmRSS`:
+/// the current one), in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim_start_matches(':')
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{field} of {pid}"))
+}
+
+#[test]
+fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
+    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let name = cluster.nodes[0].name.clone();
+    let settings = |cluster: &Cluster| {
+        let view: Value =
+            serde_json::from_str(&cluster.hoist_ok(0, &["cluster", "inspect"])).expect("json");
+        view["settings"].clone()
+    };
+    let defaults = settings(&cluster);
+    assert_eq!(defaults["max_replicas"], 10_000);
+    assert_eq!(defaults["task_history_limit"], 5);
+    assert_eq!(defaults["join_rate_limit"], 5);
+
+    cluster.hoist_ok(
+        0,
+        &[
+            "service", "create", "--detach", "--name", "web", "--driver", "process", "sleep",
+            "3600",
+        ],
+    );
+    let err = cluster.hoist_err(0, &["service", "scale", "--detach", "web=1000000000"]);
+    assert!(err.contains("10000"), "{err}");
+    let inspect = |cluster: &Cluster| -> Value {
+        serde_json::from_str(&cluster.hoist_ok(0, &["service", "inspect", "web"])).expect("json")
+    };
+    assert_eq!(
+        inspect(&cluster)[0]["spec"]["mode"]["replicated"]["replicas"],
+        1
+    );
+
+    // Bad settings are refused by name; nothing changes.
+    for (args, expected) in [
+        (vec!["--max-replicas", "0"], "--max-replicas"),
+        (vec!["--max-replicas", "1000000001"], "--max-replicas"),
+        (vec!["--task-history-limit", "65"], "--task-history-limit"),
+        (vec!["--cert-expiry", "10s"], "--cert-expiry"),
+        (vec![], "nothing to update"),
+    ] {
+        let mut command = vec!["cluster", "update"];
+        command.extend(args);
+        let err = cluster.hoist_err(0, &command);
+        assert!(err.contains(expected), "{command:?}: {err}");
+    }
+    assert_eq!(settings(&cluster), defaults);
+
+    // A scale to the maximum on a drained cluster: nothing can run, every task is
+    // created anyway, in passes of at most 500.
+    const MAX: u64 = 3_000;
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", &name]);
+    cluster.hoist_ok(
+        0,
+        &[
+            "cluster",
+            "update",
+            "--max-replicas",
+            &MAX.to_string(),
+            "--task-history-limit",
+            "3",
+        ],
+    );
+    cluster.hoist_ok(
+        0,
+        &[
+            "cluster",
+            "update",
+            "--join-rate-limit",
+            "2",
+            "--cert-expiry",
+            "720h",
+        ],
+    );
+    let changed = settings(&cluster);
+    assert_eq!(changed["max_replicas"], MAX);
+    assert_eq!(changed["task_history_limit"], 3);
+    assert_eq!(changed["join_rate_limit"], 2);
+    assert_eq!(changed["cert_expiry_secs"], 720 * 3600);
+    assert_eq!(
+        changed["heartbeat_period_ms"],
+        defaults["heartbeat_period_ms"]
+    );
+    let pretty = cluster.hoist_ok(0, &["cluster", "inspect", "--pretty"]);
+    assert!(
+        pretty.contains("Max replicas:        3000 per service"),
+        "{pretty}"
+    );
+    let err = cluster.hoist_err(
+        0,
+        &["service", "scale", "--detach", &format!("web={}", MAX + 1)],
+    );
+    assert!(err.contains(&format!("maximum of {MAX}")), "{err}");
+
+    let pid = cluster.nodes[0].pid().expect("the leader's pid");
+    let peak_before = proc_kib(pid, "VmHWM");
+    let rss_before = proc_kib(pid, "VmRSS");
+    let commit_before = cluster.json(0, &["info"]).expect("info")["raft_commit_index"]
+        .as_u64()
+        .expect("commit index");
+    cluster.hoist_ok(0, &["service", "scale", "--detach", &format!("web={MAX}")]);
+    // Polled through the commit index only: listing thousands of tasks while they are
+    // created would itself add to the leader's peak.
+    let commit_index = |cluster: &Cluster| {
+        cluster
+            .json(0, &["info"])
+            .and_then(|info| info["raft_commit_index"].as_u64())
+    };
+    let mut last = (commit_before, std::time::Instant::now());
+    wait_for("the scale-up to settle", Duration::from_secs(120), || {
+        let index = commit_index(&cluster)?;
+        if index != last.0 {
+            last = (index, std::time::Instant::now());
+            return None;
+        }
+        (index > commit_before && last.1.elapsed() > Duration::from_secs(2)).then_some(())
+    });
+    let peak_after = proc_kib(pid, "VmHWM");
+    let rss_after = proc_kib(pid, "VmRSS");
+    let commit_after = commit_index(&cluster).expect("commit index");
+    let tasks = tasks_of(&cluster, "web");
+    let live = tasks
+        .iter()
+        .filter(|task| task["desired_state"] == "running")
+        .count();
+    assert_eq!(live as u64, MAX, "every slot has its task");
+
+    // Tasks created by one pass share its timestamp.
+    let mut per_pass: BTreeMap<u64, usize> = BTreeMap::new();
+    for task in &tasks {
+        *per_pass
+            .entry(task["created_at_ms"].as_u64().expect("created_at_ms"))
+            .or_default() += 1;
+    }
+    let biggest = per_pass.values().copied().max().unwrap_or(0);
+    // What the tasks weigh as JSON, the unit of the bound below.
+    let tasks_json: usize = tasks.iter().map(|task| task.to_string().len()).sum();
+    let growth_kib = peak_after.saturating_sub(peak_before);
+    eprintln!(
+        "scale to {MAX}: {} passes, largest {biggest}; VmHWM {peak_before} -> {peak_after} KiB (+{growth_kib}); VmRSS {rss_before} -> {rss_after} KiB; all tasks as JSON: {} KiB",
+        per_pass.len(),
+        tasks_json / 1024
+    );
+    assert!(
+        biggest <= 500,
+        "a pass created {biggest} tasks: {per_pass:?}"
+    );
+    assert!(
+        per_pass.len() >= (MAX as usize).div_ceil(500),
+        "{per_pass:?}"
+    );
+    assert!(commit_after - commit_before >= per_pass.len() as u64);
+    // The leader keeps every task, so its peak grows with them whatever the batching;
+    // creating them all in one change adds the change on top, several copies of every
+    // task at once (the actions, the log entry and its JSON, the apply). Measured on
+    // this test with the batch lifted to 500,000: +30 MB, about 10 times the tasks'
+    // JSON; in passes of 500: +15 MB, about 5 times. The bound sits between the two.
+    assert!(
+        (growth_kib as usize) * 1024 < tasks_json * 15 / 2,
+        "the leader's peak grew by {growth_kib} KiB for {} KiB of tasks as JSON",
+        tasks_json / 1024
+    );
+    // The maximum cannot drop below what a service asks for.
+    let err = cluster.hoist_err(0, &["cluster", "update", "--max-replicas", "100"]);
+    assert!(err.contains("scale it down first"), "{err}");
+}
