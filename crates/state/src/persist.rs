@@ -23,7 +23,10 @@ use crate::ClusterState;
 ///
 /// - 1: main up to a85ac81 (no version anywhere).
 /// - 2: snapshots and stores carry their version.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: cluster settings gain `max_replicas`, `join_rate_limit` and
+///   `task_history_limit` (serde defaults fill them in older files), and the log gains
+///   `Change::UpdateSettings`.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The version files without one were written in.
 pub const UNVERSIONED: u32 = 1;
@@ -106,7 +109,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ClusterState, PersistError> {
             })?,
     };
     check_version(WHAT, version)?;
-    // Version 1 to 2 changed nothing in the state's shape; fields added since carry
+    // Versions 1 to 3 changed nothing in the state's shape; fields added since carry
     // serde defaults. A later version that renames or moves a field converts here.
     serde_json::from_value(value).map_err(malformed)
 }
