@@ -457,6 +457,39 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
         changed["heartbeat_period_ms"],
         defaults["heartbeat_period_ms"]
     );
+    // The join endpoint's limiter follows the setting: 0 lifts it, 1 a second holds a
+    // source to its burst.
+    let join_attempts = |cluster: &Cluster| -> Vec<String> {
+        let body = json!({"secret": "not-the-secret", "hostname": "guesser",
+                          "addr": "127.0.0.1:2377", "csr_pem": "x"})
+        .to_string();
+        (0..30)
+            .map(|_| {
+                tls_request(
+                    &cluster.nodes[0].addr(),
+                    "POST",
+                    "/v1/join",
+                    Some(&body),
+                    None,
+                )
+            })
+            .collect()
+    };
+    cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "0"]);
+    let unlimited = join_attempts(&cluster);
+    assert!(
+        unlimited.iter().all(|response| status_of(response) == 403),
+        "{unlimited:?}"
+    );
+    cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "1"]);
+    let limited = join_attempts(&cluster);
+    let refused: Vec<&String> = limited
+        .iter()
+        .filter(|response| status_of(response) == 429)
+        .collect();
+    assert!(refused.len() >= 5, "{limited:?}");
+    assert!(refused[0].contains("1 per second"), "{}", refused[0]);
+    cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "2"]);
     let pretty = cluster.hoist_ok(0, &["cluster", "inspect", "--pretty"]);
     assert!(
         pretty.contains("Max replicas:        3000 per service"),

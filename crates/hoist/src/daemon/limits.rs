@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -34,9 +35,10 @@ pub const RAFT_BODY_LIMIT: usize = 256 * 1024 * 1024;
 /// Join attempts one source address may make at once, and per second after that. A
 /// join costs a certificate signature and a Raft write; 20 at once lets a script join
 /// a rack of nodes behind one NAT address, and 5 a second keeps a guesser at about
-/// 430,000 tries a day against a 128-bit secret.
+/// 430,000 tries a day against a 128-bit secret. The rate per second is the cluster's
+/// `join_rate_limit` setting once the node is a manager; this is its default.
 pub const JOIN_BURST: u32 = 20;
-pub const JOIN_PER_SECOND: u32 = 5;
+pub const JOIN_PER_SECOND: u32 = hoist_state::DEFAULT_JOIN_RATE_LIMIT;
 
 /// Source addresses remembered by the join limiter before idle ones are forgotten.
 const JOIN_LIMITER_MAX_KEYS: usize = 10_000;
@@ -92,32 +94,63 @@ fn human(bytes: usize) -> String {
     }
 }
 
-/// Per-source-address join attempts.
+/// Per-source-address join attempts, at the rate the cluster's `join_rate_limit`
+/// setting (`hoist cluster update --join-rate-limit`) asks for.
 pub struct JoinLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Where the rate in force comes from (the manager's applied settings).
+    rate: Box<dyn Fn() -> u32 + Send + Sync>,
+    /// The rate the limiter was built for, and the limiter: rebuilt (its counts start
+    /// over) when the setting changes, which is rare and operator-driven.
+    current: Mutex<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
+}
+
+fn keyed_limiter(per_second: u32) -> Arc<DefaultKeyedRateLimiter<IpAddr>> {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(JOIN_BURST).unwrap_or(NonZeroU32::MIN);
+    Arc::new(DefaultKeyedRateLimiter::hashmap(
+        Quota::per_second(per_second).allow_burst(burst),
+    ))
 }
 
 impl Default for JoinLimiter {
     fn default() -> Self {
-        let per_second = NonZeroU32::new(JOIN_PER_SECOND).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(JOIN_BURST).unwrap_or(NonZeroU32::MIN);
-        JoinLimiter {
-            limiter: DefaultKeyedRateLimiter::hashmap(
-                Quota::per_second(per_second).allow_burst(burst),
-            ),
-        }
+        JoinLimiter::new(|| JOIN_PER_SECOND)
     }
 }
 
 impl JoinLimiter {
+    /// A limiter whose rate per second is `rate()` at each attempt (0: no limit).
+    pub fn new(rate: impl Fn() -> u32 + Send + Sync + 'static) -> Self {
+        JoinLimiter {
+            rate: Box::new(rate),
+            current: Mutex::new((JOIN_PER_SECOND, keyed_limiter(JOIN_PER_SECOND))),
+        }
+    }
+
+    /// The rate in force now.
+    pub fn per_second(&self) -> u32 {
+        (self.rate)()
+    }
+
     /// Whether `source` may try once more now.
     pub fn allow(&self, source: IpAddr) -> bool {
-        if self.limiter.len() > JOIN_LIMITER_MAX_KEYS {
-            // Addresses whose bucket has refilled carry no information any more.
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
+        let per_second = self.per_second();
+        if per_second == 0 {
+            return true;
         }
-        self.limiter.check_key(&source).is_ok()
+        let limiter = {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if current.0 != per_second {
+                *current = (per_second, keyed_limiter(per_second));
+            }
+            current.1.clone()
+        };
+        if limiter.len() > JOIN_LIMITER_MAX_KEYS {
+            // Addresses whose bucket has refilled carry no information any more.
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(&source).is_ok()
     }
 }
 
@@ -125,7 +158,7 @@ impl JoinLimiter {
 /// otherwise as soon as the streamed body passes the limit (the extractor then answers
 /// `413`). Join attempts over the source address's rate get `429`.
 pub async fn bound_input(
-    State(limiter): State<std::sync::Arc<JoinLimiter>>,
+    State(limiter): State<Arc<JoinLimiter>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -139,8 +172,9 @@ pub async fn bound_input(
                 return Err(ApiError::new(
                     429,
                     format!(
-                        "too many join attempts from {}: at most {JOIN_BURST} at once and {JOIN_PER_SECOND} per second; wait a moment and retry",
-                        source.ip()
+                        "too many join attempts from {}: at most {JOIN_BURST} at once and {} per second; wait a moment and retry",
+                        source.ip(),
+                        limiter.per_second()
                     ),
                 ));
             }
@@ -193,5 +227,22 @@ mod tests {
             "{allowed}"
         );
         assert!(limiter.allow(quiet));
+    }
+
+    #[test]
+    fn the_rate_follows_the_setting_and_zero_lifts_it() {
+        let rate = Arc::new(std::sync::atomic::AtomicU32::new(1));
+        let setting = rate.clone();
+        let limiter = JoinLimiter::new(move || setting.load(std::sync::atomic::Ordering::SeqCst));
+        let source: IpAddr = "192.0.2.3".parse().expect("ip");
+        let burst = (0..JOIN_BURST * 2)
+            .filter(|_| limiter.allow(source))
+            .count();
+        assert!(burst < JOIN_BURST as usize + 3, "{burst}");
+        assert!(!limiter.allow(source));
+        rate.store(0, std::sync::atomic::Ordering::SeqCst);
+        assert!((0..100).all(|_| limiter.allow(source)), "0 is no limit");
+        rate.store(2, std::sync::atomic::Ordering::SeqCst);
+        assert!(limiter.allow(source), "a new rate starts its counts over");
     }
 }

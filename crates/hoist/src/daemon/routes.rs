@@ -100,10 +100,23 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         // Each route's own limit is `limits::bound_input`'s, in front of everything.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(limits::JoinLimiter::default()),
+            Arc::new(limits::JoinLimiter::new({
+                let daemon = daemon.clone();
+                move || join_rate_limit(&daemon)
+            })),
             limits::bound_input,
         ))
         .with_state(daemon)
+}
+
+/// The cluster's `join_rate_limit`, as this manager last applied it (only managers
+/// answer joins; the default otherwise).
+fn join_rate_limit(daemon: &Daemon) -> u32 {
+    daemon
+        .member()
+        .and_then(|member| member.manager())
+        .map(|manager| manager.local(|state| state.settings.join_rate_limit))
+        .unwrap_or(limits::JOIN_PER_SECOND)
 }
 
 /// An error response.
