@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod faults;
+pub mod linearizable;
 mod tls;
 pub mod workload;
 
