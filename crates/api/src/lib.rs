@@ -5,7 +5,9 @@
 //! `/v1`); it holds no logic beyond encoding and decoding.
 
 mod client;
+mod lines;
 mod wire;
 
 pub use client::{Client, ClientError};
+pub use lines::{body_lines, LineError, MAX_ASSIGNMENT_LINE, MAX_LOG_LINE};
 pub use wire::*;

@@ -125,6 +125,14 @@ pub struct DaemonArgs {
     /// request head; an idle keep-alive connection is closed after it too.
     #[arg(long, default_value = "10s", value_parser = parse_positive_duration_ms)]
     pub control_header_timeout: u64,
+    /// Largest size of a task's output file before it is rotated (process driver; the
+    /// docker engine keeps containers' logs by its own log options), e.g. 10MiB.
+    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    pub log_max_size: u64,
+    /// Output files kept per task, the one being written included (2: the current one
+    /// and one rotated).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
 }
 
 /// A duration as [`parse_duration_ms`] reads it, refusing zero (a timeout of nothing

@@ -16,6 +16,7 @@
 pub mod docker;
 mod driver;
 mod error;
+pub mod lines;
 pub mod process;
 mod spec;
 
@@ -25,4 +26,4 @@ pub use driver::{
 };
 pub use error::DriverError;
 pub use process::{check_mounts_supported, ProcessDriver};
-pub use spec::{BindMount, HealthCheck, Limits, RunSpec};
+pub use spec::{BindMount, HealthCheck, Limits, LogLimits, RunSpec};

@@ -11,6 +11,25 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// How much output a driver keeps per task: files of at most `max_size` bytes,
+/// `max_files` of them counting the one being written (`hoist daemon --log-max-size`,
+/// `--log-max-files`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    /// 2 x 10 MiB, Docker's usual json-file `max-size=10m`, `max-file` kept small.
+    fn default() -> Self {
+        LogLimits {
+            max_size: 10 * 1024 * 1024,
+            max_files: 2,
+        }
+    }
+}
+
 /// What to run for one task, and where the driver may keep its files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {

@@ -132,23 +132,82 @@ fn closed_within(stream: &mut impl Read, within: Duration) -> Option<Duration> {
     None
 }
 
-/// The manager's control listener under bad input: oversized join bodies get `413`
-/// without the body being held in memory, a flood of join attempts from one address
-/// gets `429`, and slow or idle clients are closed by the header timeout.
+/// Every task output file (`output.log` and its rotated copies) under `data_dir`.
+fn output_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![data_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("output.log"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn create_task(cluster: &Cluster, name: &str, script: &str) {
+    cluster.hoist_ok(
+        0,
+        &[
+            "service", "create", "--detach", "--name", name, "--driver", "process", "sh", "-c",
+            script,
+        ],
+    );
+}
+
+/// One manager with small caps, for every check of this file: each is a function of
+/// its own, run in turn on the same cluster to keep the suite short.
 #[test]
-fn control_listener_refuses_oversized_bodies_floods_and_slow_clients() {
+fn bounded_input_and_connections() {
     let cluster = Cluster::start(
         bin(),
         ClusterOptions {
             managers: 1,
-            extra_daemon_args: vec!["--control-header-timeout".into(), "2s".into()],
+            extra_daemon_args: [
+                "--control-header-timeout",
+                "2s",
+                "--log-max-size",
+                "256KiB",
+                "--log-max-files",
+                "2",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Default::default()
         },
     );
+    // Started first, so their output is written while the other checks run.
+    create_task(
+        &cluster,
+        "chatty",
+        "seq 1 200000; sleep 3; echo chatty-done; sleep 600",
+    );
+    create_task(
+        &cluster,
+        "longline",
+        "head -c 100000 /dev/zero | tr '\\0' x; echo; echo after-long-line; sleep 600",
+    );
+    oversized_join_bodies_get_413_without_growing_memory(&cluster);
+    join_floods_get_429(&cluster);
+    slow_and_idle_control_clients_are_closed(&cluster);
+    task_output_is_rotated_at_its_cap_and_long_lines_cut(&cluster);
+}
+
+/// 100 MB bodies to the open join route: refused with 413, never buffered.
+fn oversized_join_bodies_get_413_without_growing_memory(cluster: &Cluster) {
     let addr = cluster.nodes[0].listen_addr();
     let pid = cluster.nodes[0].pid().expect("manager pid");
-
-    // 1. 100 MB bodies to the open join route: refused with 413, never buffered.
     let peak_before = proc_status_kib(pid, "VmHWM");
     let declared = post_100_mb(&addr, false);
     assert!(declared.contains(" 413 "), "declared length: {declared}");
@@ -164,9 +223,12 @@ fn control_listener_refuses_oversized_bodies_floods_and_slow_clients() {
     );
     // The manager still answers.
     cluster.hoist_ok(0, &["node", "ls"]);
+}
 
-    // 2. Join attempts from one address beyond the burst: 429, and the cluster's
-    // membership is unchanged.
+/// Join attempts from one address beyond the burst: 429, and the cluster's membership
+/// is unchanged.
+fn join_floods_get_429(cluster: &Cluster) {
+    let addr = cluster.nodes[0].listen_addr();
     let bad_join = r#"{"secret":"SWMTKN-wrong","hostname":"x","addr":"127.0.0.1:1","csr_pem":""}"#;
     let mut statuses = Vec::new();
     for _ in 0..40 {
@@ -188,9 +250,12 @@ fn control_listener_refuses_oversized_bodies_floods_and_slow_clients() {
     );
     let nodes = cluster.node_ls(0).expect("node ls");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
+}
 
-    // 3. Slowloris: a head sent one byte at a time is cut by the 2 s header timeout;
-    // an idle TLS session and a bare TCP connection that never says hello too.
+/// Slowloris: a head sent one byte at a time is cut by the 2 s header timeout; an idle
+/// TLS session and a bare TCP connection that never says hello too.
+fn slow_and_idle_control_clients_are_closed(cluster: &Cluster) {
+    let addr = cluster.nodes[0].listen_addr();
     let mut slow = tls_stream(&addr).expect("TLS session");
     slow.sock
         .set_read_timeout(Some(Duration::from_millis(100)))
@@ -243,4 +308,72 @@ fn control_listener_refuses_oversized_bodies_floods_and_slow_clients() {
         "a connection that never started TLS was still open after 15 s"
     );
     cluster.hoist_ok(0, &["node", "ls"]);
+}
+
+/// `chatty` printed about 1.2 MB: its output was rotated at the 256 KiB cap into one
+/// copy, and what is kept stays within two files of the cap. `longline` printed a
+/// 100,000-byte line: `service logs` shows it cut at 64 KiB, and the next line whole.
+fn task_output_is_rotated_at_its_cap_and_long_lines_cut(cluster: &Cluster) {
+    const CAP: u64 = 256 * 1024;
+    let data_dir = &cluster.nodes[0].data_dir;
+    let logs = hoist_testkit::wait_for("chatty's output rotated", Duration::from_secs(30), || {
+        let logs = cluster.hoist_ok(0, &["service", "logs", "chatty"]);
+        let rotated = output_files(data_dir)
+            .iter()
+            .any(|path| path.to_string_lossy().ends_with("output.log.1"));
+        (rotated && logs.contains("chatty-done")).then_some(logs)
+    });
+    // Rotation runs once a second; give it a moment past the last write, then every
+    // file is within the cap and there is no third one.
+    hoist_testkit::wait_for(
+        "every output file within the cap",
+        Duration::from_secs(10),
+        || {
+            output_files(data_dir)
+                .iter()
+                .all(|path| {
+                    std::fs::metadata(path)
+                        .map(|m| m.len() <= CAP)
+                        .unwrap_or(true)
+                })
+                .then_some(())
+        },
+    );
+    let files = output_files(data_dir);
+    assert!(
+        files
+            .iter()
+            .all(|path| !path.to_string_lossy().ends_with(".2")),
+        "{files:?}"
+    );
+    let kept: u64 = files
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    // 1.2 MB printed, at most two files of the cap kept (longline's 100 kB included).
+    assert!(
+        kept <= 2 * CAP + 110_000,
+        "{kept} bytes of output kept in {files:?}"
+    );
+    // The copy holds the newest output: the last of the numbers, not the first.
+    let copy = files
+        .iter()
+        .filter(|path| path.to_string_lossy().ends_with("output.log.1"))
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .find(|text| text.contains("\n200000\n"))
+        .expect("chatty's rotated copy with its last numbers");
+    assert!(!copy.contains("\n2\n"), "the oldest output was kept");
+    assert!(logs.contains("chatty-done"));
+
+    let logs = hoist_testkit::wait_for("longline's output", Duration::from_secs(30), || {
+        let logs = cluster.hoist_ok(0, &["service", "logs", "longline"]);
+        logs.contains("after-long-line").then_some(logs)
+    });
+    let long = logs
+        .lines()
+        .find(|line| line.contains("xxxx"))
+        .expect("the long line");
+    let run = long.len() - long.trim_end_matches('x').len();
+    assert_eq!(run, 64 * 1024, "the long line kept {run} x's");
 }

@@ -638,33 +638,36 @@ pub async fn run_assignments(
             .await;
         match response {
             Ok(response) if response.status().is_success() => {
-                let mut body = response.bytes_stream();
-                let mut buffer: Vec<u8> = Vec::new();
+                let mut lines = hoist_api::body_lines(response, hoist_api::MAX_ASSIGNMENT_LINE);
                 loop {
-                    let chunk = tokio::select! {
+                    let line = tokio::select! {
                         _ = shutdown.changed() => return,
-                        chunk = body.next() => chunk,
+                        line = lines.next() => line,
                     };
-                    let Some(Ok(chunk)) = chunk else { break };
-                    buffer.extend_from_slice(&chunk);
-                    while let Some(newline) = buffer.iter().position(|byte| *byte == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=newline).collect();
-                        match serde_json::from_slice::<AssignmentSet>(&line) {
-                            Ok(set) => {
-                                agent.apply(&set);
-                                routes.send_if_modified(|current| {
-                                    let changed = *current != set.routes;
-                                    if changed {
-                                        *current = set.routes.clone();
-                                    }
-                                    changed
-                                });
-                            }
-                            Err(err) if line.len() > 1 => {
-                                tracing::warn!(error = %err, "bad assignment set")
-                            }
-                            Err(_) => {}
+                    let line = match line {
+                        Some(Ok(line)) => line,
+                        Some(Err(err)) => {
+                            // Cut at the cap (or broken): follow the stream again.
+                            tracing::warn!(error = %err, "assignment stream ended");
+                            break;
                         }
+                        None => break,
+                    };
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<AssignmentSet>(&line) {
+                        Ok(set) => {
+                            agent.apply(&set);
+                            routes.send_if_modified(|current| {
+                                let changed = *current != set.routes;
+                                if changed {
+                                    *current = set.routes.clone();
+                                }
+                                changed
+                            });
+                        }
+                        Err(err) => tracing::warn!(error = %err, "bad assignment set"),
                     }
                 }
             }

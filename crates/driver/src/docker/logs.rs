@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use bollard::errors::Error as EngineError;
 
+use crate::lines::LineCutter;
 use crate::{LogLines, LogOptions};
 
 /// Lines buffered between the reader task and a slow consumer; beyond this the
@@ -79,48 +80,33 @@ pub(crate) async fn open(
     Ok(rx)
 }
 
-/// Cuts frames into lines. Stdout and stderr each keep their own unfinished
-/// line, so a partial write on one cannot be glued to the other's.
+/// Cuts frames into lines (each at most [`crate::lines::MAX_LINE_BYTES`]). Stdout and
+/// stderr each keep their own unfinished line, so a partial write on one cannot be
+/// glued to the other's.
 #[derive(Default)]
 struct LineSplitter {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    stdout: LineCutter,
+    stderr: LineCutter,
 }
 
 impl LineSplitter {
     fn push(&mut self, output: &LogOutput) -> Vec<String> {
-        let (buffer, bytes) = match output {
-            LogOutput::StdErr { message } => (&mut self.stderr, message),
+        match output {
+            LogOutput::StdErr { message } => self.stderr.push(message),
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (&mut self.stdout, message)
+                self.stdout.push(message)
             }
-            LogOutput::StdIn { .. } => return Vec::new(),
-        };
-        buffer.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        while let Some(end) = buffer.iter().position(|&byte| byte == b'\n') {
-            let rest = buffer.split_off(end + 1);
-            let line = std::mem::replace(buffer, rest);
-            lines.push(to_line(&line));
+            LogOutput::StdIn { .. } => Vec::new(),
         }
-        lines
     }
 
     /// What is left when the stream ends: unterminated last lines.
     fn finish(self) -> Vec<String> {
-        [self.stdout, self.stderr]
+        [self.stdout.finish(), self.stderr.finish()]
             .into_iter()
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| to_line(&rest))
+            .flatten()
             .collect()
     }
-}
-
-/// A line without its terminator (`\n` or `\r\n`), invalid UTF-8 replaced.
-fn to_line(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
+use crate::lines::LineCutter;
 use crate::{DriverError, ExitWatch, LogLines, LogOptions};
 
 /// How often a follower looks for new output; the delay a `logs -f` reader sees.
@@ -57,7 +58,7 @@ pub(crate) async fn open(
         path: path.to_owned(),
         file,
         offset: start,
-        partial: Vec::new(),
+        lines: LineCutter::default(),
         tx,
     };
     tokio::spawn(reader.run(options.follow, exit));
@@ -106,8 +107,8 @@ struct Reader {
     file: File,
     /// Next byte of the file to read.
     offset: u64,
-    /// Bytes after the last newline, held until the line is complete.
-    partial: Vec<u8>,
+    /// Bytes after the last newline, held until the line is complete (or cut).
+    lines: LineCutter,
     tx: mpsc::Sender<String>,
 }
 
@@ -138,8 +139,7 @@ impl Reader {
             }
         }
         // A last line without newline is still a line.
-        if !self.partial.is_empty() {
-            let line = take_line(&mut self.partial);
+        if let Some(line) = self.lines.finish() {
             let _ = self.tx.send(line).await;
         }
     }
@@ -151,7 +151,7 @@ impl Reader {
         if len < self.offset {
             // Truncated under us (an operator emptied it): start over.
             self.offset = 0;
-            self.partial.clear();
+            self.lines = LineCutter::default();
         }
         if len == self.offset {
             return Ok(false);
@@ -164,30 +164,14 @@ impl Reader {
                 break;
             }
             self.offset += n_read as u64;
-            let mut rest = &buf[..n_read];
-            while let Some(newline) = rest.iter().position(|&byte| byte == b'\n') {
-                self.partial.extend_from_slice(&rest[..newline]);
-                rest = &rest[newline + 1..];
-                let line = take_line(&mut self.partial);
+            for line in self.lines.push(&buf[..n_read]) {
                 if self.tx.send(line).await.is_err() {
                     return Ok(true);
                 }
             }
-            self.partial.extend_from_slice(rest);
         }
         Ok(true)
     }
-}
-
-/// Turns the buffered bytes into a line: lossy UTF-8 (workloads print what they
-/// like), without a trailing `\r`.
-fn take_line(partial: &mut Vec<u8>) -> String {
-    if partial.last() == Some(&b'\r') {
-        partial.pop();
-    }
-    let line = String::from_utf8_lossy(partial).into_owned();
-    partial.clear();
-    line
 }
 
 #[cfg(test)]
@@ -221,6 +205,24 @@ mod tests {
         assert_eq!(lines_of(b"a\nb\nc\n", tail(5)).await, ["a", "b", "c"]);
         assert!(lines_of(b"a\nb\n", tail(0)).await.is_empty());
         assert_eq!(lines_of(b"a\r\n\nb\n", tail(3)).await, ["a", "", "b"]);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_output_line_is_cut_at_the_cap() {
+        let max = crate::lines::MAX_LINE_BYTES;
+        let mut content = b"before\n".to_vec();
+        content.extend(std::iter::repeat_n(b'x', max * 3));
+        content.extend_from_slice(b"\nafter\n");
+        let lines = lines_of(&content, LogOptions::default()).await;
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0], "before");
+        assert_eq!(lines[1], "x".repeat(max));
+        assert_eq!(lines[2], "after");
     }
 
     #[tokio::test]

@@ -15,11 +15,13 @@
 //! State layout, under the directory given to [`ProcessDriver::new`]:
 //! `tasks/<task_id>.json` (see [`record`]); `tasks/<task_id>.starting` while a start
 //! is between its spawn and its record; each task's output goes to
-//! `<RunSpec::state_dir>/output.log`.
+//! `<RunSpec::state_dir>/output.log`, rotated to `output.log.1`, ... at its cap
+//! (see [`rotate`]).
 
 mod logs;
 mod procfs;
 mod record;
+mod rotate;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -39,7 +41,7 @@ use tokio::process::Command;
 
 use crate::driver::ExitSender;
 use crate::{
-    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, LogLines, LogOptions, RunSpec,
+    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, LogLimits, LogLines, LogOptions, RunSpec,
     RunningTask, TaskExit,
 };
 use record::{TaskRecord, RECORD_FORMAT};
@@ -93,6 +95,8 @@ struct Inner {
     /// Tasks this instance started or adopted. A std mutex: it is never held
     /// across an await, only to look up or insert an entry.
     tracked: Mutex<Tracked>,
+    /// Each running task's output is kept under this (see `rotate`).
+    log_limits: LogLimits,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +131,14 @@ impl ProcessDriver {
     /// Tasks recorded there by an earlier instance are adopted by [`Driver::list`]
     /// or by the first call that names them.
     pub fn new(state_dir: impl Into<PathBuf>) -> Result<ProcessDriver, DriverError> {
+        ProcessDriver::with_log_limits(state_dir, LogLimits::default())
+    }
+
+    /// Like [`ProcessDriver::new`], keeping each task's output under `log_limits`.
+    pub fn with_log_limits(
+        state_dir: impl Into<PathBuf>,
+        log_limits: LogLimits,
+    ) -> Result<ProcessDriver, DriverError> {
         let records_dir = state_dir.into().join("tasks");
         std::fs::create_dir_all(&records_dir).map_err(|err| {
             DriverError::io("cannot create driver state directory", &records_dir, err)
@@ -136,6 +148,7 @@ impl ProcessDriver {
             inner: Arc::new(Inner {
                 records_dir,
                 tracked: Mutex::new(Tracked::default()),
+                log_limits,
             }),
         })
     }
@@ -219,6 +232,12 @@ impl ProcessDriver {
         }
         if alive {
             tracing::info!(task_id = %task_id, pid = record.pid, "adopted running task");
+            tokio::spawn(rotate::rotate_while_running(
+                task_id.clone(),
+                record.log_path.clone(),
+                self.inner.log_limits,
+                entry.exit.clone(),
+            ));
             tokio::spawn(watch_adopted(record, record_path, exit_tx));
         }
         entry
@@ -311,6 +330,12 @@ impl ProcessDriver {
             .tasks
             .insert(task_id.to_owned(), entry.clone());
         tracing::info!(task_id, pid = record.pid, endpoints = ?record.endpoints, "task started");
+        tokio::spawn(rotate::rotate_while_running(
+            task_id.to_owned(),
+            record.log_path.clone(),
+            self.inner.log_limits,
+            entry.exit.clone(),
+        ));
         tokio::spawn(watch_child(child, record, record_path, exit_tx));
         Ok(entry.running_task())
     }
@@ -435,6 +460,7 @@ impl ProcessDriver {
         let record_path = self.record_path(task_id);
         remove_file_if_exists(&record_path).await?;
         remove_file_if_exists(&entry.record.log_path).await?;
+        rotate::remove_rotated(&entry.record.log_path, self.inner.log_limits);
         // Only the files we made are ours to delete; the directory goes only when
         // that leaves it empty, since the worker may keep things there too.
         if let Err(err) = tokio::fs::remove_dir(&entry.record.task_dir).await {

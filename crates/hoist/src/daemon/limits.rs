@@ -49,6 +49,8 @@ const JOIN_LIMITER_MAX_KEYS: usize = 10_000;
 pub struct Limits {
     /// TLS handshake, each request head, and idle keep-alive on the control listener.
     pub control_header_timeout: std::time::Duration,
+    /// Each task's output kept by the process driver.
+    pub log_limits: hoist_driver::LogLimits,
 }
 
 /// Raises the soft open-files limit to the hard one (a daemon holds a descriptor per

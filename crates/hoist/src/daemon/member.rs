@@ -209,7 +209,12 @@ impl Daemon {
         let server_config = hoist_pki::server_config(&identity)?;
         let (stop, _) = watch::channel(false);
         let (session_state, _) = watch::channel(SessionState::default());
-        let (drivers, engine) = node_drivers(&self.config.data_dir, record.node_id).await?;
+        let (drivers, engine) = node_drivers(
+            &self.config.data_dir,
+            record.node_id,
+            self.config.limits.log_limits,
+        )
+        .await?;
         let endpoint_host = record
             .advertise_addr
             .rsplit_once(':')
@@ -948,8 +953,12 @@ fn recovery_summary(
 async fn node_drivers(
     data_dir: &Path,
     node_id: NodeId,
+    log_limits: hoist_driver::LogLimits,
 ) -> anyhow::Result<(Vec<Arc<dyn Driver>>, EngineInfo)> {
-    let process: Arc<dyn Driver> = Arc::new(ProcessDriver::new(data_dir.join("driver"))?);
+    let process: Arc<dyn Driver> = Arc::new(ProcessDriver::with_log_limits(
+        data_dir.join("driver"),
+        log_limits,
+    )?);
     let mut drivers = vec![process];
     let mut engine = EngineInfo::default();
     let connect = tokio::time::timeout(

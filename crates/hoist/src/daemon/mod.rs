@@ -73,6 +73,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         },
         limits: limits::Limits {
             control_header_timeout: Duration::from_millis(args.control_header_timeout),
+            log_limits: hoist_driver::LogLimits {
+                max_size: args.log_max_size,
+                max_files: args.log_max_files,
+            },
         },
     }));
     let unix = server::serve_unix(daemon.clone(), &socket)

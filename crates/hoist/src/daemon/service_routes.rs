@@ -237,16 +237,17 @@ pub async fn service_logs(
             if !response.status().is_success() {
                 return;
             }
-            let mut body = response.bytes_stream();
-            let mut buffer = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buffer.extend_from_slice(&chunk);
-                while let Some(newline) = buffer.iter().position(|byte| *byte == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=newline).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                    if sender.send(format!("{prefix}{text}")).await.is_err() {
+            let mut lines = hoist_api::body_lines(response, hoist_api::MAX_LOG_LINE);
+            while let Some(line) = lines.next().await {
+                let text = match line {
+                    Ok(text) => text,
+                    Err(err) => {
+                        tracing::warn!(addr = %addr, error = %err, "task output relay ended");
                         return;
                     }
+                };
+                if sender.send(format!("{prefix}{text}")).await.is_err() {
+                    return;
                 }
             }
         });
