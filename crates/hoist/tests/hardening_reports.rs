@@ -102,6 +102,8 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     // An unused address of this cluster's block, where crafted addresses point.
     let [_, a, b, _] = worker_ip.octets();
     let trap = Trap::new(std::net::Ipv4Addr::new(127, a, b, 9));
+    // And one on the manager's own IP: "another node's address".
+    let manager_trap = Trap::new(cluster.nodes[0].ip);
 
     let hello = bin().display().to_string();
     cluster.hoist_ok(
@@ -162,7 +164,8 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
             "state": "running", "message": "started", "timestamp_ms": 1,
             "endpoints": [
                 crafted("127.0.0.1:22"),
-                crafted(&format!("{}:{}", cluster.nodes[0].ip, trap.addr.rsplit(':').next().unwrap())),
+                crafted(&manager_trap.addr),
+                crafted(&cluster.nodes[1].addr()),
                 crafted(&trap.addr),
                 crafted("169.254.169.254:80"),
                 real_endpoint,
@@ -294,7 +297,13 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         }
         let metrics = socket_get(&cluster.nodes[index].socket, "/metrics");
         assert!(metrics.contains(&real_addr), "{metrics}");
-        for crafted in ["127.0.0.1:22", trap.addr.as_str(), "169.254.169.254:80"] {
+        for crafted in [
+            "127.0.0.1:22",
+            trap.addr.as_str(),
+            manager_trap.addr.as_str(),
+            "169.254.169.254:80",
+            &format!("\"{}\"", cluster.nodes[1].addr()),
+        ] {
             assert!(
                 !metrics.contains(crafted),
                 "{crafted} in the mesh of node {index}"
@@ -304,6 +313,7 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     let logs = cluster.hoist(0, &["service", "logs", "web"]);
     assert!(logs.status.success());
     assert_eq!(trap.hits(), 0, "a crafted address was dialled");
+    assert_eq!(manager_trap.hits(), 0, "another node's address was dialled");
 
     // Dropped and logged, before anything was proposed.
     let log = log_of(&cluster, 0);

@@ -682,3 +682,39 @@ pub async fn run_assignments(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_types::task::{TaskEndpoint, TaskState};
+
+    #[test]
+    fn reports_are_cut_to_what_the_leader_accepts() {
+        let mut status = TaskStatus::new(TaskState::Failed, "é".repeat(5_000), 1);
+        status.err = Some("x".repeat(10_000));
+        status.endpoints = (0..100)
+            .map(|port| TaskEndpoint {
+                target_port: port,
+                addr: format!("10.0.0.1:{}", 30_000 + port),
+            })
+            .collect();
+        let report = within_limits(TaskReport {
+            task_id: TaskId(1),
+            status,
+        });
+        assert!(report.status.message.len() <= limits::MAX_STATUS_TEXT);
+        assert!(report.status.message.chars().all(|c| c == 'é'));
+        assert_eq!(
+            report.status.err.as_ref().map(String::len),
+            Some(limits::MAX_STATUS_TEXT)
+        );
+        assert_eq!(
+            report.status.endpoints.len(),
+            limits::MAX_ENDPOINTS_PER_TASK
+        );
+        let request = StatusReportRequest {
+            reports: vec![report],
+        };
+        assert_eq!(request.check(), Ok(()));
+    }
+}
