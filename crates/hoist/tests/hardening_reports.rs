@@ -409,6 +409,23 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     );
     let err = cluster.hoist_err(0, &["service", "scale", "--detach", "web=1000000000"]);
     assert!(err.contains("10000"), "{err}");
+    let err = cluster.hoist_err(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "big",
+            "--replicas",
+            "10001",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(err.contains("maximum of 10000"), "{err}");
+    let services = cluster.json(0, &["service", "ls"]).expect("service ls");
+    assert_eq!(services.as_array().map(Vec::len), Some(1), "{services}");
     let inspect = |cluster: &Cluster| -> Value {
         serde_json::from_str(&cluster.hoist_ok(0, &["service", "inspect", "web"])).expect("json")
     };

@@ -132,3 +132,101 @@ impl Manager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_types::service::{Service, ServiceMode, ServiceSpec};
+    use hoist_types::task::{DesiredState, Task, TaskOrigin, TaskState, TaskStatus};
+    use hoist_types::{Availability, Node, NodeId, NodeStatus, Role, ServiceId};
+
+    /// A drained node and a service whose every slot has a pending task: each pass
+    /// writes pending reasons, at most `MAX_SCHEDULER_EDITS_PER_CHANGE` at a time.
+    #[test]
+    fn scheduler_decisions_are_written_in_bounded_changes() {
+        const N_TASKS: u64 = 2_500;
+        let mut state = hoist_state::ClusterState {
+            // Changes apply only to an initialized cluster.
+            cluster_id: "c1".into(),
+            ..Default::default()
+        };
+        state.nodes.insert(
+            NodeId(1),
+            Node {
+                id: NodeId(1),
+                hostname: "n1".into(),
+                addr: "10.0.0.1:2377".into(),
+                role: Role::Manager,
+                availability: Availability::Drain,
+                status: NodeStatus::Ready,
+                status_message: String::new(),
+                labels: Default::default(),
+                engine: Default::default(),
+                resources: Default::default(),
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            },
+        );
+        let spec = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas: N_TASKS },
+            command: vec!["sleep".into(), "1".into()],
+            ..ServiceSpec::default()
+        };
+        state.services.insert(
+            ServiceId(1),
+            Service {
+                id: ServiceId(1),
+                spec: spec.clone(),
+                version: 1,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            },
+        );
+        for slot in 1..=N_TASKS {
+            state.tasks.insert(
+                TaskId(slot),
+                Task {
+                    id: TaskId(slot),
+                    service_id: ServiceId(1),
+                    slot,
+                    node_id: None,
+                    service_version: 1,
+                    spec: spec.clone(),
+                    desired_state: DesiredState::Running,
+                    status: TaskStatus::new(TaskState::Pending, "created", 0),
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                    attempt: 0,
+                    origin: TaskOrigin::Created,
+                    pending_reason: None,
+                },
+            );
+        }
+        let mut n_changes = 0;
+        loop {
+            let (edits, _) = plan(&state, 1_000);
+            if edits.is_empty() {
+                break;
+            }
+            assert!(
+                edits.len() <= MAX_SCHEDULER_EDITS_PER_CHANGE,
+                "{}",
+                edits.len()
+            );
+            state
+                .apply(&Change::EditTasks {
+                    edits,
+                    at_ms: 1_000,
+                })
+                .expect("applies");
+            n_changes += 1;
+            assert!(n_changes < 10, "the passes never end");
+        }
+        assert_eq!(n_changes, 3);
+        assert!(state
+            .tasks
+            .values()
+            .all(|task| task.pending_reason.is_some()));
+    }
+}

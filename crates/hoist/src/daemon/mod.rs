@@ -38,7 +38,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             hoist_types::node::validate_hostname(&name).context("--hostname")?;
             name
         }
-        None => machine_hostname(),
+        None => {
+            let name = machine_hostname();
+            hoist_types::node::validate_hostname(&name).with_context(|| {
+                format!("the machine's hostname {name:?} (choose one with --hostname)")
+            })?;
+            name
+        }
     };
     let listen_addr: std::net::SocketAddr = args
         .listen_addr
