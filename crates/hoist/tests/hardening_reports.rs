@@ -599,4 +599,19 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     // The maximum cannot drop below what a service asks for.
     let err = cluster.hoist_err(0, &["cluster", "update", "--max-replicas", "100"]);
     assert!(err.contains("scale it down first"), "{err}");
+    let kept = settings(&cluster);
+    assert_eq!(kept["max_replicas"], MAX);
+
+    // The settings are persisted state: a restarted manager has them.
+    let mut cluster = cluster;
+    cluster.restart(0);
+    let after_restart = wait_for("the manager back", Duration::from_secs(30), || {
+        let output = cluster.hoist(0, &["cluster", "inspect"]);
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&output.stdout).ok())
+            .flatten()
+    });
+    assert_eq!(after_restart["settings"], kept);
 }
