@@ -179,6 +179,11 @@ pub struct RenewResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RaftJoinRequest {
     pub addr: String,
+    /// The asking manager's Raft store began blank and no leader has confirmed it as a
+    /// voter since. From a node that is already a voter this means it lost its store,
+    /// and the leader refuses it. Absent (false) from older versions.
+    #[serde(default)]
+    pub unconfirmed_store: bool,
 }
 
 /// `service create`.

@@ -265,7 +265,16 @@ impl Manager {
 
     /// Makes a manager that holds a manager certificate a Raft voter. Leader only; waits
     /// until the node has caught up as a learner.
-    pub async fn add_voter(&self, peer: &PeerIdentity, addr: &str) -> Result<()> {
+    ///
+    /// `unconfirmed_store` is the manager's word that its Raft store began blank and no
+    /// leader has confirmed it since: from a node that is already a voter, that means it
+    /// lost its store, may have voted in a term it no longer remembers, and is refused.
+    pub async fn add_voter(
+        &self,
+        peer: &PeerIdentity,
+        addr: &str,
+        unconfirmed_store: bool,
+    ) -> Result<()> {
         self.require_leader()?;
         let wanted = self
             .read(|state| state.nodes.get(&peer.node_id).map(|node| node.role))
@@ -282,6 +291,13 @@ impl Manager {
             .voters
             .contains_key(&peer.node_id.0)
         {
+            if unconfirmed_store {
+                tracing::error!(node = %peer.node_id, addr, "a raft voter came back with a blank store: refused");
+                return Err(ManagerError::Refused(format!(
+                    "node {} is already a raft voter but came back with a blank raft store: it may have voted in a term it no longer remembers, so it may not vote again. Restore its data directory from a backup, or demote and remove it (`hoist node demote`, `hoist node rm --force`) and join it again",
+                    peer.node_id
+                )));
+            }
             return Ok(());
         }
         tracing::info!(node = %peer.node_id, addr, "adding manager to the raft group");

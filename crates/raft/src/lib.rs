@@ -21,7 +21,7 @@ pub use network::PeerNetwork;
 pub use node::{MembershipInfo, ProposeError, RaftConfig, RaftNode, RaftStatus};
 pub use recovery::{read_full_state, reseed_single_voter, RecoveredState};
 pub use routes::router;
-pub use store::{open_store, SharedState, StoreError};
+pub use store::{check_store, open_store, store_file, SharedState, StoreError};
 
 use hoist_state::{Change, ChangeError, ChangeOutcome};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -38,6 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             http: self.http.clone(),
             target,
             addr: node.addr.clone(),
+            acked: None,
         }
     }
 }
@@ -46,6 +47,9 @@ pub struct PeerClient {
     http: reqwest::Client,
     target: NodeId,
     addr: String,
+    /// The last log id this peer confirmed holding, in this client's life: one
+    /// replication stream of one leader, during which a follower's log never goes back.
+    acked: Option<LogId<NodeId>>,
 }
 
 /// Why a call did not produce the peer's answer.
@@ -99,6 +103,16 @@ impl PeerClient {
     }
 }
 
+/// Whether a conflict at `prev_log_id` means the peer lost entries it had confirmed
+/// holding (`acked`).
+fn lost_acked_entries(acked: Option<LogId<NodeId>>, prev_log_id: Option<LogId<NodeId>>) -> bool {
+    match (acked, prev_log_id) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(acked), Some(prev)) => prev.index <= acked.index,
+    }
+}
+
 /// The whole chain of an error's causes, since reqwest's top-level message hides the
 /// TLS or connect error underneath.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
@@ -121,7 +135,37 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option).await
+        let prev_log_id = rpc.prev_log_id;
+        let sent_up_to = rpc.entries.last().map(|entry| entry.log_id).or(prev_log_id);
+        let response: AppendEntriesResponse<NodeId> = self.call("append", &rpc, &option).await?;
+        match &response {
+            AppendEntriesResponse::Success => self.acked = self.acked.max(sent_up_to),
+            AppendEntriesResponse::PartialSuccess(matching) => {
+                self.acked = self.acked.max(*matching)
+            }
+            AppendEntriesResponse::Conflict if lost_acked_entries(self.acked, prev_log_id) => {
+                // The peer no longer has entries it confirmed: its store was lost or
+                // replaced (a voter that came back empty). It may have voted in terms it
+                // no longer remembers, and openraft takes a follower's log going back for
+                // a bug, so the leader refuses it: the peer counts as unreachable until an
+                // operator restores its store or removes it.
+                tracing::error!(
+                    node = %format!("{:016x}", self.target),
+                    addr = %self.addr,
+                    confirmed = ?self.acked,
+                    asked = ?prev_log_id,
+                    "this manager lost raft entries it had confirmed (its store was lost or replaced): refused; restore its store from a backup, or demote and remove it and join it again"
+                );
+                return Err(RPCError::Unreachable(Unreachable::new(&CallError(
+                    format!(
+                        "manager {} at {} lost raft entries it had confirmed: refused",
+                        self.target, self.addr
+                    ),
+                ))));
+            }
+            AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => {}
+        }
+        Ok(response)
     }
 
     async fn install_snapshot(
@@ -141,5 +185,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call("vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn log_id(index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(2, 1), index))
+    }
+
+    #[test]
+    fn a_conflict_below_what_the_peer_confirmed_is_a_lost_store() {
+        // A new follower, or one that never confirmed anything to this leader: the
+        // usual search for the matching point.
+        assert!(!lost_acked_entries(None, log_id(40)));
+        assert!(!lost_acked_entries(None, None));
+        // Confirmed up to 40: a conflict when asked about 41 or later is the search
+        // after entries it had not confirmed yet (a new leader's uncommitted tail).
+        assert!(!lost_acked_entries(log_id(40), log_id(41)));
+        // Asked about entries it confirmed holding: they are gone.
+        assert!(lost_acked_entries(log_id(40), log_id(40)));
+        assert!(lost_acked_entries(log_id(40), log_id(3)));
+        assert!(lost_acked_entries(log_id(40), None));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::network::{error_chain, PeerNetwork};
-use crate::store::{open_store, SharedState, StoreError};
+use crate::store::{open_store, SharedState, StoreError, VoterConfirmer};
 use crate::{ApplyResult, Raft};
 
 /// Timing and compaction knobs.
@@ -107,6 +108,13 @@ pub struct RaftNode {
     raft: Raft,
     shared: SharedState,
     http: reqwest::Client,
+    /// Clears the store's "unconfirmed" marker once a leader confirms this node.
+    confirmer: Arc<VoterConfirmer>,
+    /// Whether this node may grant votes and stand for election. A node whose store
+    /// began blank may have voted in a term it no longer remembers (its store was lost
+    /// and it was a voter), so it does neither until it founds a group or a leader
+    /// confirms it as a new voter ([`Self::allow_voting`]).
+    may_vote: Arc<AtomicBool>,
 }
 
 impl RaftNode {
@@ -119,6 +127,8 @@ impl RaftNode {
         http: reqwest::Client,
     ) -> Result<Self, StoreError> {
         let (log_store, state_machine, shared) = open_store(dir)?;
+        let needs_confirmation = log_store.needs_confirmation()?;
+        let confirmer = Arc::new(log_store.confirmer());
         let raft_config = Config {
             cluster_name: "hoist".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -142,12 +152,63 @@ impl RaftNode {
         )
         .await
         .map_err(|err| StoreError::Corrupt(format!("raft start: {err}")))?;
+        if needs_confirmation {
+            raft.runtime_config().elect(false);
+        }
         Ok(RaftNode {
             id,
             raft,
             shared,
             http,
+            confirmer,
+            may_vote: Arc::new(AtomicBool::new(!needs_confirmation)),
         })
+    }
+
+    /// Whether this node grants votes and stands for election: false while its store
+    /// began blank and no leader has confirmed it as a new voter. A new manager is in
+    /// that state until its join completes; a voter that lost its store stays in it,
+    /// and the leader refuses to confirm it.
+    pub fn may_vote(&self) -> bool {
+        self.may_vote.load(Ordering::SeqCst)
+    }
+
+    /// Lets a node whose store began blank vote: it founded the group, or a leader has
+    /// just made it a voter, so it has no earlier vote to contradict.
+    pub fn allow_voting(&self) -> Result<(), ProposeError> {
+        if self.may_vote() {
+            return Ok(());
+        }
+        self.confirmer
+            .confirm()
+            .map_err(|err| ProposeError::Raft(format!("recording the confirmation: {err}")))?;
+        self.may_vote.store(true, Ordering::SeqCst);
+        self.raft.runtime_config().elect(true);
+        Ok(())
+    }
+
+    /// Waits until Raft stops on its own: openraft's core hit a fatal error (a storage
+    /// error such as a full disk, or a panic) and will not serve again. Returns the
+    /// reason. A stop asked for with [`Self::shutdown`] never returns.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                if current.state == ServerState::Shutdown {
+                    match &current.running_state {
+                        Err(openraft::error::Fatal::Stopped) => {}
+                        Err(fatal) => return fatal.to_string(),
+                        Ok(()) => return "the raft core stopped".to_string(),
+                    }
+                    break;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return "the raft core stopped".to_string();
+            }
+        }
+        std::future::pending::<String>().await
     }
 
     pub fn id(&self) -> u64 {
@@ -164,6 +225,7 @@ impl RaftNode {
 
     /// Makes this node the only voter of a new group.
     pub async fn initialize(&self, addr: &str) -> Result<(), ProposeError> {
+        self.allow_voting()?;
         let members = BTreeMap::from([(self.id, BasicNode::new(addr))]);
         self.raft
             .initialize(members)

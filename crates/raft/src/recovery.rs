@@ -18,8 +18,8 @@ use openraft::{
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::store::{
-    StoreError, KEY_COMMITTED, KEY_PURGED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, KEY_VOTE, LOG,
-    META, SNAPSHOT,
+    StoreError, KEY_COMMITTED, KEY_PURGED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META, KEY_UNCONFIRMED,
+    KEY_VOTE, LOG, META, SNAPSHOT,
 };
 use crate::TypeConfig;
 
@@ -48,7 +48,7 @@ fn open(dir: &Path) -> Result<Database, StoreError> {
     }
     let mut last = String::new();
     for _ in 0..50 {
-        match Database::create(&path) {
+        match Database::open(&path) {
             Ok(db) => return Ok(db),
             Err(err) => last = err.to_string(),
         }
@@ -174,6 +174,9 @@ pub fn reseed_single_voter(
                     .as_slice(),
             )
             .map_err(corrupt)?;
+        // This node leads the new group alone: it has no earlier vote to wait on a
+        // leader's confirmation for.
+        meta_table.remove(KEY_UNCONFIRMED).map_err(corrupt)?;
     }
     txn.commit().map_err(corrupt)?;
     Ok(last_log_id)

@@ -3,6 +3,7 @@
 //! manager-certificate check.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -37,8 +38,17 @@ async fn append(
 async fn vote(
     State(node): State<RaftNode>,
     Json(request): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(node.raft().vote(request).await)
+) -> Result<Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
+    if !node.may_vote() {
+        // The candidate counts this as no answer, which is what a node that may have
+        // voted already in this term (its store was lost) must give.
+        tracing::warn!(candidate = request.vote.leader_id().voted_for(), "vote request refused: this node started on a blank raft store and is not confirmed as a voter");
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this manager started on a blank raft store and does not vote until the leader confirms it".into(),
+        ));
+    }
+    Ok(Json(node.raft().vote(request).await))
 }
 
 async fn snapshot(

@@ -41,6 +41,9 @@ pub(crate) const KEY_PURGED: &str = "last_purged";
 pub(crate) const KEY_FORMAT: &str = "format";
 pub(crate) const KEY_SNAPSHOT_META: &str = "meta";
 pub(crate) const KEY_SNAPSHOT_DATA: &str = "data";
+/// Present while this store began blank and no leader has confirmed its node as a new
+/// voter: such a node neither votes nor stands for election, even after a restart.
+pub(crate) const KEY_UNCONFIRMED: &str = "unconfirmed_voter";
 
 /// Automatic snapshots kept on disk beside the store, newest last: a manager can be
 /// inspected or rebuilt from a recent one even if its store is damaged.
@@ -99,6 +102,81 @@ pub enum StoreError {
         path: String,
         source: persist::PersistError,
     },
+    #[error("the Raft store {path} is missing")]
+    Missing { path: String },
+    /// The file is there but holds no vote, no log and no snapshot (or is zero bytes
+    /// long): whatever this node promised before is forgotten.
+    #[error("the Raft store {path} is empty")]
+    Empty { path: String },
+}
+
+/// The store's file in `dir`.
+pub fn store_file(dir: &Path) -> PathBuf {
+    dir.join("raft.redb")
+}
+
+/// Checks that `dir` holds a store this node has used: the file is there, redb opens it,
+/// and it holds a vote, a log entry or a snapshot. A manager that was a voter and finds
+/// anything less must not start Raft: it could vote a second time in a term it voted
+/// in before. Opens the database and closes it again.
+pub fn check_store(dir: &Path) -> Result<(), StoreError> {
+    let path = store_file(dir);
+    let shown = path.display().to_string();
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() == 0 => return Err(StoreError::Empty { path: shown }),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing { path: shown })
+        }
+        Err(err) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: err.to_string(),
+            })
+        }
+    }
+    let db = Database::open(&path).map_err(|err| StoreError::Open {
+        path: shown.clone(),
+        reason: err.to_string(),
+    })?;
+    let blank = store_is_blank(&db).map_err(|err| StoreError::Open {
+        path: shown.clone(),
+        reason: err.to_string(),
+    })?;
+    if blank {
+        return Err(StoreError::Empty { path: shown });
+    }
+    Ok(())
+}
+
+/// No vote, no log entry, no purge point and no snapshot: a store that never took
+/// part in an election or held an entry (a missing table counts as empty).
+fn store_is_blank(db: &Database) -> Result<bool, StorageError<NodeId>> {
+    use redb::{ReadableTableMetadata, TableError};
+    let txn = db.begin_read().map_err(read_err)?;
+    match txn.open_table(LOG) {
+        Ok(table) if !table.is_empty().map_err(read_err)? => return Ok(false),
+        Ok(_) | Err(TableError::TableDoesNotExist(_)) => {}
+        Err(err) => return Err(read_err(err)),
+    }
+    // The unconfirmed marker alone is not something this node promised anyone.
+    for (definition, keys) in [
+        (META, &[KEY_VOTE, KEY_COMMITTED, KEY_PURGED][..]),
+        (SNAPSHOT, &[KEY_SNAPSHOT_META][..]),
+    ] {
+        match txn.open_table(definition) {
+            Ok(table) => {
+                for key in keys {
+                    if table.get(*key).map_err(read_err)?.is_some() {
+                        return Ok(false);
+                    }
+                }
+            }
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(err) => return Err(read_err(err)),
+        }
+    }
+    Ok(true)
 }
 
 /// The cluster state as applied so far, readable by every part of the manager, with a
@@ -171,16 +249,29 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError<
     serde_json::from_slice(bytes).map_err(read_err)
 }
 
-/// Opens (or creates) the store in `dir` and returns the log store, the state machine
-/// and the shared view of the state.
+/// Opens the store in `dir`, or creates it when there is no file yet, and returns the
+/// log store, the state machine and the shared view of the state. An existing file is
+/// only ever opened: a zero-length one is refused ([`StoreError::Empty`]) rather than
+/// initialized afresh, since a node that forgets its vote can vote twice in one term.
+/// Whether a missing store is acceptable is the caller's to decide ([`check_store`]).
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine, SharedState), StoreError> {
-    let path = dir.join("raft.redb");
+    let path = store_file(dir);
     let open_err = |reason: String| StoreError::Open {
         path: path.display().to_string(),
         reason,
     };
     std::fs::create_dir_all(dir).map_err(|err| open_err(err.to_string()))?;
-    let db = Database::create(&path).map_err(|err| open_err(err.to_string()))?;
+    let db = match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() == 0 => {
+            return Err(StoreError::Empty {
+                path: path.display().to_string(),
+            })
+        }
+        Ok(_) => Database::open(&path),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Database::create(&path),
+        Err(err) => return Err(open_err(err.to_string())),
+    }
+    .map_err(|err| open_err(err.to_string()))?;
     make_private(&path).map_err(|err| open_err(err.to_string()))?;
     // Before anything is written: a store a newer build wrote is left as it is.
     check_and_record_format(&db, &path)?;
@@ -251,6 +342,60 @@ fn check_and_record_format(db: &Database, path: &Path) -> Result<(), StoreError>
         }
     }
     txn.commit().map_err(|err| corrupt(&err))
+}
+
+impl LogStore {
+    /// Whether the store holds no vote, no log and no snapshot (see [`check_store`]).
+    pub fn is_blank(&self) -> Result<bool, StoreError> {
+        store_is_blank(&self.db).map_err(|err| StoreError::Corrupt(err.to_string()))
+    }
+
+    /// Whether this node waits for a leader to confirm it as a new voter: its store was
+    /// blank when Raft started (now or at an earlier start), and nobody has confirmed
+    /// it since. Marks a blank store so that a restart does not forget it.
+    pub fn needs_confirmation(&self) -> Result<bool, StoreError> {
+        let corrupt = |err: StorageError<NodeId>| StoreError::Corrupt(err.to_string());
+        if self.get_meta::<bool>(KEY_UNCONFIRMED).map_err(corrupt)? == Some(true) {
+            return Ok(true);
+        }
+        if !self.is_blank()? {
+            return Ok(false);
+        }
+        self.put_meta(KEY_UNCONFIRMED, &true).map_err(corrupt)?;
+        Ok(true)
+    }
+
+    /// A handle that records a leader's confirmation later, without keeping the
+    /// database open: once Raft shuts down the file must be free for recovery to open.
+    pub(crate) fn confirmer(&self) -> VoterConfirmer {
+        VoterConfirmer {
+            db: Arc::downgrade(&self.db),
+        }
+    }
+}
+
+/// Clears the "unconfirmed" marker of a store that Raft still has open.
+pub(crate) struct VoterConfirmer {
+    db: std::sync::Weak<Database>,
+}
+
+impl VoterConfirmer {
+    /// Records that a leader confirmed this node as a voter (or that it founded the
+    /// group).
+    pub(crate) fn confirm(&self) -> Result<(), String> {
+        let db = self
+            .db
+            .upgrade()
+            .ok_or_else(|| "raft has stopped on this node".to_string())?;
+        let txn = db.begin_write().map_err(|err| err.to_string())?;
+        {
+            let mut table = txn.open_table(META).map_err(|err| err.to_string())?;
+            table
+                .remove(KEY_UNCONFIRMED)
+                .map_err(|err| err.to_string())?;
+        }
+        txn.commit().map_err(|err| err.to_string())
+    }
 }
 
 type StoredSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
@@ -564,5 +709,105 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, RaftLogReader};
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A store with a vote and a few entries, closed again.
+    fn used_store(dir: &Path) {
+        let (log, _, _) = open_store(dir).unwrap();
+        log.put_meta(KEY_VOTE, &Vote::new(1, 1)).unwrap();
+        let txn = log.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(LOG).unwrap();
+            for index in 1..=200 {
+                let bytes = encode(&entry(index)).unwrap();
+                table.insert(index, bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn an_existing_store_is_opened_and_never_created_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            check_store(dir.path()),
+            Err(StoreError::Missing { .. })
+        ));
+        used_store(dir.path());
+        check_store(dir.path()).unwrap();
+        let (mut log, _, _) = open_store(dir.path()).unwrap();
+        assert!(!log.is_blank().unwrap());
+        let entries = block_on(log.try_get_log_entries(1..=200)).unwrap();
+        assert_eq!(entries.len(), 200);
+    }
+
+    #[test]
+    fn an_empty_or_blank_store_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_file(dir.path());
+        std::fs::write(&path, b"").unwrap();
+        let err = open_store(dir.path())
+            .err()
+            .expect("a zero-length store is refused");
+        assert!(matches!(err, StoreError::Empty { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(matches!(
+            check_store(dir.path()),
+            Err(StoreError::Empty { .. })
+        ));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "not initialized"
+        );
+        // A valid database that holds nothing this node promised is empty too.
+        std::fs::remove_file(&path).unwrap();
+        let (log, _, _) = open_store(dir.path()).unwrap();
+        assert!(log.is_blank().unwrap());
+        drop(log);
+        assert!(matches!(
+            check_store(dir.path()),
+            Err(StoreError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn a_truncated_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        used_store(dir.path());
+        let path = store_file(dir.path());
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len / 2).unwrap();
+        drop(file);
+        let err = check_store(dir.path()).expect_err("a truncated store is refused");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(open_store(dir.path()).is_err());
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 }

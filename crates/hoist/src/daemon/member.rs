@@ -4,7 +4,8 @@
 //! Lifecycle steps are serialized by one async mutex, so an `init` racing a `join` or a
 //! promotion racing a demotion cannot interleave. What a node must find again after a
 //! restart is in `node.json` (who it is, where the managers are) and `identity.json`
-//! (its key and certificates, mode 0600); a manager also has its Raft store.
+//! (its key and certificates, mode 0600); a manager also has its Raft store, without
+//! which a node that `node.json` records as a Raft voter refuses to start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,11 @@ struct NodeRecord {
     /// has just joined, or a record an older version wrote).
     #[serde(default)]
     manager_ids: Vec<NodeId>,
+    /// Whether this node has been confirmed as a Raft voter and keeps a store in
+    /// `raft/`: at start, a voter whose store is missing, empty or unreadable refuses to
+    /// run. Absent from older versions, which then go by the certificate's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raft_voter: Option<bool>,
 }
 
 /// A lifecycle failure, with the HTTP status that says its kind.
@@ -84,6 +90,9 @@ pub struct Daemon {
     config: DaemonConfig,
     member: RwLock<Option<Arc<Member>>>,
     lifecycle: tokio::sync::Mutex<()>,
+    /// Set when Raft stopped on a fatal error (a full disk, a storage error): the node
+    /// can no longer take part in the cluster, so the daemon exits with the reason.
+    fatal: watch::Sender<Option<String>>,
 }
 
 /// A node that belongs to a cluster.
@@ -107,6 +116,11 @@ pub struct Member {
     manager: RwLock<Option<ManagerRuntime>>,
     /// The leader has confirmed this manager is a voter.
     voter_confirmed: AtomicBool,
+    /// What `node.json` says about being a Raft voter with a store (see `NodeRecord`).
+    raft_voter: AtomicBool,
+    /// Why the leader refused to make this manager a voter (it came back with a blank
+    /// store): asking again cannot help until an operator steps in.
+    raft_refused: Mutex<Option<String>>,
     data_dir: PathBuf,
     session_state: watch::Sender<SessionState>,
     stop: watch::Sender<bool>,
@@ -132,6 +146,20 @@ impl Daemon {
             config,
             member: RwLock::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
+            fatal: watch::channel(None).0,
+        }
+    }
+
+    /// Waits until Raft stops on a fatal error and returns the reason.
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.fatal.subscribe();
+        loop {
+            if let Some(reason) = fatal.borrow_and_update().clone() {
+                return reason;
+            }
+            if fatal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 
@@ -175,6 +203,23 @@ impl Daemon {
         }
         let record: NodeRecord = read_json(&record_path)?;
         let files: NodeIdentity = read_json(&identity_file(dir))?;
+        let is_manager_cert = files.peer()?.role == Role::Manager;
+        // A voter without its store could vote twice in one term (it forgot whom it
+        // voted for) and would hand the leader a log that went back: it must not run.
+        if record.raft_voter.unwrap_or(is_manager_cert) {
+            if let Err(err) = hoist_raft::check_store(&raft_dir(dir)) {
+                bail!(
+                    "{err}: node {} ({}) is a raft voter according to {}, and a voter must not start without its store, or it could vote twice in one term. To bring it back, restore {} from a backup of this node's data directory; or, on a manager, run `hoist node demote {}` and `hoist node rm --force {}`, then empty {} and join this node again with a manager token",
+                    record.node_id,
+                    record.hostname,
+                    record_path.display(),
+                    raft_dir(dir).display(),
+                    record.hostname,
+                    record.hostname,
+                    dir.display(),
+                );
+            }
+        }
         let _guard = self.lifecycle.lock().await;
         let member = self.start_member(record, files).await?;
         let raft_exists = raft_dir(dir).join("raft.redb").exists();
@@ -243,6 +288,8 @@ impl Daemon {
             manager_ids: Mutex::new(record.manager_ids),
             manager: RwLock::new(None),
             voter_confirmed: AtomicBool::new(false),
+            raft_voter: AtomicBool::new(record.raft_voter.unwrap_or(false)),
+            raft_refused: Mutex::new(None),
             data_dir: self.config.data_dir.clone(),
             session_state,
             stop,
@@ -339,6 +386,21 @@ impl Daemon {
             tokio::spawn(async move { watcher.run_node_watch(stop_rx).await });
         }
         {
+            let raft = manager.raft().clone();
+            let fatal = self.fatal.clone();
+            let node_id = member.node_id;
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    reason = raft.fatal() => {
+                        tracing::error!(node = %node_id, %reason, "raft stopped on a fatal error");
+                        fatal.send_replace(Some(reason));
+                    }
+                    _ = stop_rx.changed() => {}
+                }
+            });
+        }
+        {
             let orchestrator = manager.clone();
             tokio::spawn(async move { orchestrator.run_orchestrator(stop_rx).await });
         }
@@ -372,6 +434,12 @@ impl Daemon {
     /// joins afresh, never with a stale membership.
     async fn stop_manager(&self, member: &Arc<Member>) {
         if self.halt_manager(member).await {
+            // Recorded before the store goes, so a crash in between never leaves a
+            // node that believes it is a voter without its store.
+            member.raft_voter.store(false, Ordering::SeqCst);
+            if let Err(err) = member.save_record() {
+                tracing::warn!(error = %err, "recording that this node is no longer a raft voter");
+            }
             if let Err(err) = std::fs::remove_dir_all(raft_dir(&member.data_dir)) {
                 tracing::warn!(error = %err, "removing the raft store");
             }
@@ -464,6 +532,7 @@ impl Daemon {
                 LifecycleError::new(500, format!("recording the new membership: {err}"))
             })?;
         member.voter_confirmed.store(true, Ordering::SeqCst);
+        member.raft_voter.store(true, Ordering::SeqCst);
         *member.managers.lock().unwrap_or_else(|p| p.into_inner()) =
             vec![member.advertise_addr.clone()];
         *member.manager_ids.lock().unwrap_or_else(|p| p.into_inner()) = vec![member.node_id];
@@ -552,6 +621,8 @@ impl Daemon {
             advertise_addr: advertise_addr.clone(),
             managers: vec![advertise_addr.clone()],
             manager_ids: vec![node_id],
+            // Set once it leads the restored group (`start_leading_alone`).
+            raft_voter: Some(false),
         };
         let dropped: Vec<NodeId> = state
             .managers()
@@ -652,6 +723,8 @@ impl Daemon {
             advertise_addr: advertise_addr.clone(),
             managers: vec![advertise_addr.clone()],
             manager_ids: vec![bootstrap.node_id],
+            // Written only once this node leads the new group.
+            raft_voter: Some(true),
         };
         let result = async {
             let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
@@ -771,6 +844,8 @@ impl Daemon {
             advertise_addr: advertise_addr.clone(),
             managers,
             manager_ids: Vec::new(),
+            // Set once the leader confirms it as a voter.
+            raft_voter: Some(false),
         };
         let result = async {
             write_secret_json(&identity_file(&self.config.data_dir), &files)?;
@@ -798,8 +873,21 @@ impl Daemon {
 
     /// Asks the leader to make this manager a voter, following redirects.
     async fn request_voter(&self, member: &Arc<Member>) -> anyhow::Result<()> {
+        let raft = member
+            .manager()
+            .map(|manager| manager.raft().clone())
+            .context("raft is not running on this node")?;
+        if let Some(message) = member
+            .raft_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            bail!("{message}");
+        }
         let body = RaftJoinRequest {
             addr: member.advertise_addr.clone(),
+            unconfirmed_store: !raft.may_vote(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut candidates = member.managers();
@@ -822,9 +910,24 @@ impl Daemon {
                 .await;
             match response {
                 Ok(response) if response.status().is_success() => {
-                    member.voter_confirmed.store(true, Ordering::SeqCst);
+                    member.confirm_voter(&raft)?;
                     tracing::info!(node = %member.node_id, leader = %addr, "this manager is now a raft voter");
                     return Ok(());
+                }
+                Ok(response) if response.status() == reqwest::StatusCode::CONFLICT => {
+                    // The leader refused this voter for good (it came back with a blank
+                    // store): asking again on every heartbeat cannot change that.
+                    let text = response.text().await.unwrap_or_default();
+                    let message = format!(
+                        "the leader at {addr} refused this manager: {}",
+                        hoist_api::ErrorBody::message_of(text)
+                    );
+                    tracing::error!(node = %member.node_id, %message, "not a raft voter; this node does not vote");
+                    *member
+                        .raft_refused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+                    bail!("{message}");
                 }
                 Ok(response) if response.status() == reqwest::StatusCode::MISDIRECTED_REQUEST => {
                     let body: Option<NotLeaderBody> = response.json().await.ok();
@@ -1275,8 +1378,21 @@ impl Member {
                 advertise_addr: self.advertise_addr.clone(),
                 managers: self.managers(),
                 manager_ids: self.manager_ids(),
+                raft_voter: Some(self.raft_voter.load(Ordering::SeqCst)),
             },
         )
+    }
+
+    /// Records that the leader confirmed this manager as a voter: from now on it votes,
+    /// and it refuses to start without its store.
+    fn confirm_voter(&self, raft: &RaftNode) -> anyhow::Result<()> {
+        raft.allow_voting()
+            .map_err(|err| anyhow!("recording the leader's confirmation: {err}"))?;
+        self.voter_confirmed.store(true, Ordering::SeqCst);
+        if !self.raft_voter.swap(true, Ordering::SeqCst) {
+            self.save_record()?;
+        }
+        Ok(())
     }
 }
 
@@ -1397,19 +1513,16 @@ impl SessionHost for SessionHandle {
                         .await
                         .map_err(|err| format!("{err:#}"))?;
                 }
-                let already_voter = member
-                    .manager()
-                    .map(|manager| {
-                        manager
-                            .raft()
-                            .membership()
-                            .voters
-                            .contains_key(&member.node_id.0)
-                    })
-                    .unwrap_or(false);
-                if already_voter {
-                    member.voter_confirmed.store(true, Ordering::SeqCst);
-                    return Ok(());
+                let Some(raft) = member.manager().map(|manager| manager.raft().clone()) else {
+                    return Err("raft is not running on this node".into());
+                };
+                // A voter in the membership whose store began blank here is not
+                // confirmed by that: it may be a voter that lost its store, which only
+                // the leader can tell apart (and refuses).
+                if raft.may_vote() && raft.membership().voters.contains_key(&member.node_id.0) {
+                    return member
+                        .confirm_voter(&raft)
+                        .map_err(|err| format!("{err:#}"));
                 }
                 self.daemon
                     .request_voter(member)

@@ -102,7 +102,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     tracing::info!(socket = %socket.display(), "hoist daemon ready");
 
-    wait_for_signal().await;
+    // A node whose Raft stopped on a fatal error (a full disk, a failing store) would
+    // keep answering as a manager that can no longer commit anything: it exits instead,
+    // so that a supervisor or an operator sees why.
+    let fatal = tokio::select! {
+        _ = wait_for_signal() => None,
+        reason = daemon.fatal() => Some(reason),
+    };
     tracing::info!("shutting down");
     daemon.shutdown().await;
     unix.abort();
@@ -110,7 +116,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         metrics.abort();
     }
     let _ = std::fs::remove_file(&socket);
-    Ok(())
+    match fatal {
+        Some(reason) => anyhow::bail!(
+            "raft stopped on a fatal error, so this node cannot take part in the cluster: {reason}"
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() {

@@ -448,7 +448,9 @@ async fn raft_join(
 ) -> ApiResult<serde_json::Value> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
-    manager.add_voter(peer, &request.addr).await?;
+    manager
+        .add_voter(peer, &request.addr, request.unconfirmed_store)
+        .await?;
     Ok(Json(serde_json::json!({})))
 }
 
