@@ -464,21 +464,26 @@ fn a_full_disk_makes_the_daemon_exit_with_the_cause() {
     let mut file = std::fs::File::create(&filler).unwrap();
     let block = vec![0u8; 64 * 1024];
     while file.write_all(&block).is_ok() {}
-    let value = "x".repeat(2048);
+    // Under the label value limit: every write is a valid change that needs room.
+    let value = "x".repeat(1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut round = 0;
-    let status = wait_for(
-        "the daemon to exit on the full disk",
-        Duration::from_secs(120),
-        || {
-            if let Some(status) = daemon.0.try_wait().ok().flatten() {
-                return Some(status);
-            }
-            round += 1;
-            let label = format!("fill{round}={value}");
-            let _ = cluster.hoist(0, &["node", "update", "--label-add", &label, &node.name]);
-            None
-        },
-    );
+    let mut last_answer = String::new();
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().ok().flatten() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not exit on the full disk after {round} writes; the last answered: {last_answer}\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        round += 1;
+        let label = format!("fill{round}={value}");
+        let output = cluster.hoist(0, &["node", "update", "--label-add", &label, &node.name]);
+        last_answer = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!last_answer.contains("invalid"), "{last_answer}");
+    };
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!status.success(), "{log}");
     assert!(log.contains("raft stopped on a fatal error"), "{log}");
