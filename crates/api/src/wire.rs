@@ -155,6 +155,31 @@ pub struct HeartbeatResponse {
     #[serde(default)]
     pub manager_ids: Vec<hoist_types::NodeId>,
     pub cert_expiry_secs: u64,
+    /// The CA certificates to trust now (PEM): the current CA, and the previous one
+    /// while a rotation is under way. Empty from a manager that predates rotation.
+    #[serde(default)]
+    pub trust_pem: String,
+    /// The digest of the CA that signs now: a node whose certificate comes from
+    /// another renews it.
+    #[serde(default)]
+    pub ca_digest: String,
+}
+
+/// `cluster ca`: the CA that signs, and how far a rotation has come.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaView {
+    /// sha256 of the current CA certificate: what join tokens carry.
+    pub digest: String,
+    pub cert_pem: String,
+    /// A rotation is under way: the previous CA is still trusted.
+    pub rotating: bool,
+    /// Nodes already presenting a certificate of the current CA, during a rotation.
+    pub nodes_renewed: usize,
+    pub nodes: usize,
+    /// Hostnames of the nodes the rotation still waits for.
+    pub waiting_for: Vec<String>,
+    /// How many CAs this cluster has rotated out.
+    pub retired: usize,
 }
 
 /// Refusal of a heartbeat sent to a manager that is not the leader.

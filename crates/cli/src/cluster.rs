@@ -14,6 +14,8 @@ pub enum ClusterCommand {
     Inspect(ClusterInspectArgs),
     /// Change cluster settings (on a manager).
     Update(ClusterUpdateArgs),
+    /// Show the cluster's CA, or rotate it.
+    Ca(crate::cluster_ca::CaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +44,7 @@ pub struct ClusterUpdateArgs {
 
 pub async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()> {
     match command {
+        ClusterCommand::Ca(args) => crate::cluster_ca::run(client, args).await,
         ClusterCommand::Inspect(args) => {
             let view: ClusterView = client.get("/v1/cluster").await?;
             if args.pretty {

@@ -5,6 +5,7 @@
 //! `demo` commands are declared here but run by the binary.
 
 pub mod cluster;
+pub mod cluster_ca;
 mod commands;
 mod output;
 pub mod service;

@@ -72,6 +72,8 @@ fn manager_only_routes() -> Vec<(&'static str, String, Option<&'static str>)> {
         ("POST", "/raft/snapshot", Some("{}")),
         ("POST", "/raft/write", Some("{}")),
         ("POST", "/raft/read-index", Some("{}")),
+        ("GET", "/v1/cluster/ca", None),
+        ("POST", "/v1/cluster/ca/rotate", Some("null")),
         ("GET", "/v1/no-such-route", None),
     ];
     let mut routes: Vec<_> = routes

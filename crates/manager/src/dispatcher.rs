@@ -31,7 +31,7 @@ pub struct Dispatcher {
 }
 
 #[derive(Default)]
-struct DispatcherState {
+pub(crate) struct DispatcherState {
     last_seen: HashMap<NodeId, Instant>,
     /// When this node last became leader; `None` while it is not.
     leader_since: Option<Instant>,
@@ -40,6 +40,8 @@ struct DispatcherState {
     /// Nodes with an assignment stream open on this manager: one each, so a node cannot
     /// make the leader compute and push its assignments any number of times over.
     streams: HashSet<NodeId>,
+    /// CA renewals proposed and not yet applied, likewise.
+    pub(crate) ca_in_flight: HashSet<NodeId>,
 }
 
 /// Held by an open assignment stream; the node may open another once it is dropped
@@ -60,7 +62,7 @@ impl Dispatcher {
         Dispatcher::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, DispatcherState> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, DispatcherState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -133,6 +135,7 @@ impl Manager {
                 ),
             }
         }
+        let (trust_pem, ca_digest) = self.note_ca_renewal(peer);
         let needs_status = node.status != NodeStatus::Ready;
         let needs_description = node.addr != addr || node.engine != request.engine;
         let request = HeartbeatRequest { addr, ..request };
@@ -180,6 +183,8 @@ impl Manager {
             managers,
             manager_ids,
             cert_expiry_secs: settings.cert_expiry_secs,
+            trust_pem,
+            ca_digest,
         })
     }
 

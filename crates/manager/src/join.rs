@@ -85,6 +85,7 @@ pub fn bootstrap_cluster(config: &BootstrapConfig) -> Result<Bootstrap> {
             cert_pem: ca.cert_pem().to_string(),
             key_pem: ca.key_pem().to_string(),
             digest,
+            ..Default::default()
         },
         tokens,
         settings: config.settings,
@@ -140,6 +141,9 @@ struct Admission {
     cluster_id: String,
     cert_expiry: Duration,
     managers: Vec<String>,
+    /// The CAs to trust (two during a rotation, when other nodes may still present
+    /// certificates of the previous CA).
+    trust_pem: String,
 }
 
 /// Refuses a secret of another role than the one the joining node asked for.
@@ -152,13 +156,21 @@ fn check_expected_role(role: Role, expected: Option<Role>) -> Result<()> {
     }
 }
 
-fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
+/// The CA that signs now; during a rotation its chains carry the cross-signed
+/// certificate.
+pub(crate) fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
     let material = state
         .ca
         .as_ref()
         .ok_or_else(|| ManagerError::Internal("the cluster has no CA".into()))?;
-    ClusterCa::from_pem(&material.cert_pem, &material.key_pem)
-        .map_err(|err| ManagerError::Internal(format!("loading the cluster CA: {err}")))
+    let ca = ClusterCa::from_pem(&material.cert_pem, &material.key_pem)
+        .map_err(|err| ManagerError::Internal(format!("loading the cluster CA: {err}")))?;
+    Ok(ca.with_cross_signed(
+        material
+            .rotation
+            .as_ref()
+            .map(|rotation| rotation.cross_signed_pem.clone()),
+    ))
 }
 
 impl Manager {
@@ -197,6 +209,11 @@ impl Manager {
                     cluster_id: state.cluster_id.clone(),
                     cert_expiry: Duration::from_secs(state.settings.cert_expiry_secs),
                     managers: state.managers().map(|node| node.addr.clone()).collect(),
+                    trust_pem: state
+                        .ca
+                        .as_ref()
+                        .map(|material| material.trust_pem())
+                        .unwrap_or_default(),
                 })
             })
             .await??;
@@ -206,6 +223,7 @@ impl Manager {
             cluster_id,
             cert_expiry,
             managers,
+            trust_pem,
         } = admission;
         check_expected_role(role, request.expected_role)?;
         let node_id = NodeId::random();
@@ -234,7 +252,7 @@ impl Manager {
             role,
             cluster_id,
             chain_pem,
-            ca_pem: ca.cert_pem().to_string(),
+            ca_pem: trust_pem,
             managers,
         })
     }

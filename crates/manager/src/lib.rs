@@ -7,6 +7,7 @@
 //! does not know the wire format or who called (the daemon authenticates callers and
 //! passes their verified identity in).
 
+mod ca;
 mod cluster;
 mod dispatcher;
 mod join;

@@ -1,4 +1,6 @@
-//! The cluster root CA: generating it, and signing node certificates from CSRs.
+//! The cluster root CA: generating it, signing node certificates from CSRs, and the
+//! cross-signed certificate that carries a cluster from one CA to the next (Swarm's
+//! `swarm ca --rotate`).
 
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ pub struct ClusterCa {
     key: KeyPair,
     cert_pem: String,
     key_pem: String,
+    /// While a rotation is under way: this CA's certificate signed by the previous CA,
+    /// sent between each leaf and this CA so that nodes trusting only the previous CA
+    /// accept the leaf.
+    cross_signed_pem: Option<String>,
 }
 
 /// A fresh key pair and the certificate request for it; the key never leaves the node.
@@ -52,21 +58,7 @@ impl ClusterCa {
     /// Creates a new root CA for `cluster_id`.
     pub fn generate(cluster_id: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, "hoist-root-ca");
-        name.push(DnType::OrganizationName, cluster_id);
-        params.distinguished_name = name;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        params.not_after = now + CA_LIFETIME;
-        let issuer = params.self_signed(&key)?;
+        let issuer = ca_params("hoist-root-ca", cluster_id).self_signed(&key)?;
         let cert_pem = issuer.pem();
         let key_pem = key.serialize_pem();
         Ok(ClusterCa {
@@ -74,7 +66,35 @@ impl ClusterCa {
             key,
             cert_pem,
             key_pem,
+            cross_signed_pem: None,
         })
+    }
+
+    /// A new CA to replace this one, and its certificate cross-signed by this one.
+    ///
+    /// The new CA has a name of its own, so that a certificate's issuer says which CA
+    /// signed it and a verifier never confuses the two.
+    pub fn successor(&self, cluster_id: &str) -> Result<(ClusterCa, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let suffix: [u8; 4] = rand::random();
+        let name = format!("hoist-root-ca-{}", hex::encode(suffix));
+        let params = ca_params(&name, cluster_id);
+        let cross_signed = params.clone().signed_by(&key, &self.issuer, &self.key)?;
+        let issuer = params.self_signed(&key)?;
+        let successor = ClusterCa {
+            cert_pem: issuer.pem(),
+            key_pem: key.serialize_pem(),
+            issuer,
+            key,
+            cross_signed_pem: None,
+        };
+        Ok((successor, cross_signed.pem()))
+    }
+
+    /// Signs from now on with `cross_signed_pem` in every chain (see the field).
+    pub fn with_cross_signed(mut self, cross_signed_pem: Option<String>) -> Self {
+        self.cross_signed_pem = cross_signed_pem;
+        self
     }
 
     /// Loads the CA from the replicated state.
@@ -89,6 +109,7 @@ impl ClusterCa {
             key,
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
+            cross_signed_pem: None,
         })
     }
 
@@ -124,7 +145,12 @@ impl ClusterCa {
             public_key: request.public_key,
         };
         let cert = csr.signed_by(&self.issuer, &self.key)?;
-        Ok(format!("{}{}", cert.pem(), self.cert_pem))
+        Ok(format!(
+            "{}{}{}",
+            cert.pem(),
+            self.cross_signed_pem.as_deref().unwrap_or(""),
+            self.cert_pem
+        ))
     }
 }
 
@@ -138,6 +164,24 @@ impl NodeCsr {
             csr_pem: csr.pem()?,
         })
     }
+}
+
+fn ca_params(common_name: &str, cluster_id: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name.push(DnType::OrganizationName, cluster_id);
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + CA_LIFETIME;
+    params
 }
 
 fn node_params(

@@ -15,6 +15,20 @@ pub struct PeerIdentity {
     pub cluster_id: String,
     /// Unix seconds.
     pub not_after: i64,
+    /// The distinguished name of the CA that signed it (each CA of a cluster has its
+    /// own, see [`ca_subject`]): which CA a node's certificate comes from during a
+    /// rotation.
+    pub issuer: String,
+}
+
+/// The distinguished name of the first certificate in `cert_pem`, as [`PeerIdentity`]'s
+/// `issuer` shows a certificate it signed.
+pub fn ca_subject(cert_pem: &str) -> Result<String, PkiError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|err| PkiError::Pem(err.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    Ok(cert.subject().to_string())
 }
 
 /// Reads the identity out of a certificate that rustls has already verified.
@@ -66,6 +80,7 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, PkiError> {
         role,
         cluster_id,
         not_after: cert.validity().not_after.timestamp(),
+        issuer: cert.issuer().to_string(),
     })
 }
 
@@ -86,5 +101,15 @@ impl NodeIdentity {
             .ok_or_else(|| PkiError::Pem("no certificate in the chain".into()))?
             .map_err(|err| PkiError::Pem(err.to_string()))?;
         peer_identity(leaf.as_ref())
+    }
+
+    /// Whether the chain holds the CA certificate whose digest is `ca_digest`, i.e. the
+    /// leaf was issued by that CA (chains are leaf, then any cross-signed certificate,
+    /// then the signing CA).
+    pub fn issued_by(&self, ca_digest: &str) -> bool {
+        CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+            .skip(1)
+            .filter_map(Result::ok)
+            .any(|cert| crate::ca::digest_der(cert.as_ref()).eq_ignore_ascii_case(ca_digest))
     }
 }

@@ -12,7 +12,7 @@ mod tls;
 mod token;
 
 pub use ca::{ca_digest, ClusterCa, NodeCsr};
-pub use identity::{peer_identity, NodeIdentity, PeerIdentity};
+pub use identity::{ca_subject, peer_identity, NodeIdentity, PeerIdentity};
 pub use tls::{
     client_config, join_probe_config, pinned_config, server_config, CapturedChain, Dialled,
     IdentityHandle, SERVER_NAME,
@@ -153,6 +153,66 @@ mod tests {
             err.contains(&format!("node {} was dialled", NodeId(2))),
             "{err}"
         );
+    }
+
+    fn files_of(ca: &ClusterCa, node_id: u64, trust: &str) -> NodeIdentity {
+        let csr = NodeCsr::generate().unwrap();
+        let chain_pem = ca
+            .sign_csr(
+                &csr.csr_pem,
+                NodeId(node_id),
+                Role::Manager,
+                "cluster-a",
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        NodeIdentity {
+            key_pem: csr.key_pem,
+            chain_pem,
+            ca_pem: trust.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_cross_signed_successor_is_accepted_by_old_trust_and_the_old_ca_refused_after() {
+        let old = ClusterCa::generate("cluster-a").unwrap();
+        let (new, cross_signed) = old.successor("cluster-a").unwrap();
+        assert_ne!(new.digest().unwrap(), old.digest().unwrap());
+        let new = ClusterCa::from_pem(new.cert_pem(), new.key_pem())
+            .unwrap()
+            .with_cross_signed(Some(cross_signed));
+        let both = format!("{}{}", new.cert_pem(), old.cert_pem());
+
+        // Mid-rotation: a node still on the old CA and trusting only it, and a node
+        // renewed by the new CA (its chain carries the cross-signed certificate).
+        let stale = files_of(&old, 1, old.cert_pem());
+        let renewed = files_of(&new, 2, &both);
+        assert!(renewed.issued_by(&new.digest().unwrap()));
+        assert!(!renewed.issued_by(&old.digest().unwrap()));
+        assert!(stale.issued_by(&old.digest().unwrap()));
+        assert_eq!(
+            renewed.peer().unwrap().issuer,
+            ca_subject(new.cert_pem()).unwrap()
+        );
+        assert_ne!(
+            stale.peer().unwrap().issuer,
+            ca_subject(new.cert_pem()).unwrap()
+        );
+        let stale = IdentityHandle::new(&stale).unwrap();
+        let renewed = IdentityHandle::new(&renewed).unwrap();
+        handshake(client_config(&stale, Dialled::Manager).unwrap(), &renewed).unwrap();
+        handshake(client_config(&renewed, Dialled::Manager).unwrap(), &stale).unwrap();
+
+        // Done: trusting only the new CA, a certificate of the old one is refused, both
+        // as a server's and as a client's, from the next handshake on.
+        renewed.set_trust(new.cert_pem()).unwrap();
+        let err =
+            handshake(client_config(&renewed, Dialled::Manager).unwrap(), &stale).unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        let err =
+            handshake(client_config(&stale, Dialled::Manager).unwrap(), &renewed).unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        assert!(renewed.set_trust("").is_err());
     }
 
     #[test]

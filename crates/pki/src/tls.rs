@@ -6,18 +6,22 @@
 //! cluster", so every client also says whom it meant to dial ([`Dialled`]): a manager
 //! (the role in the certificate's OU, which only the CA sets) or one given node. A
 //! worker's key thus cannot pass for a manager, as in swarmkit. The node's own
-//! certificate sits behind an [`IdentityHandle`] so that a renewed or re-roled
-//! certificate takes effect on the next handshake without rebuilding listeners or
-//! clients.
+//! certificate, and the CAs it trusts, sit behind an [`IdentityHandle`] so that a
+//! renewed or re-roled certificate, or a CA rotation, takes effect on the next handshake
+//! without rebuilding listeners or clients.
 
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -34,11 +38,22 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The node's current certificate, swappable at run time.
+/// The CAs a node trusts, swappable at run time (a CA rotation trusts the old and the
+/// new CA for a while, then only the new one).
+type LiveRoots = Arc<RwLock<Arc<RootCertStore>>>;
+
+fn current_roots(roots: &LiveRoots) -> Arc<RootCertStore> {
+    roots
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+/// The node's current certificate and trusted CAs, swappable at run time.
 #[derive(Debug, Clone)]
 pub struct IdentityHandle {
     current: Arc<RwLock<Arc<CertifiedKey>>>,
-    roots: Arc<RootCertStore>,
+    roots: LiveRoots,
 }
 
 impl IdentityHandle {
@@ -46,11 +61,24 @@ impl IdentityHandle {
         let certified = certified_key(identity)?;
         Ok(IdentityHandle {
             current: Arc::new(RwLock::new(Arc::new(certified))),
-            roots: Arc::new(root_store(&identity.ca_pem)?),
+            roots: Arc::new(RwLock::new(Arc::new(root_store(&identity.ca_pem)?))),
         })
     }
 
-    /// Replaces the certificate used from the next handshake on. The CA must not change.
+    /// Trusts exactly the CA certificates in `ca_pem` from the next handshake on.
+    pub fn set_trust(&self, ca_pem: &str) -> Result<(), PkiError> {
+        let roots = Arc::new(root_store(ca_pem)?);
+        if roots.is_empty() {
+            return Err(PkiError::Pem("no CA certificate to trust".into()));
+        }
+        *self
+            .roots
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = roots;
+        Ok(())
+    }
+
+    /// Replaces the certificate used from the next handshake on.
     pub fn replace(&self, identity: &NodeIdentity) -> Result<(), PkiError> {
         let certified = certified_key(identity)?;
         let mut current = self
@@ -119,16 +147,95 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore, PkiError> {
 /// reach the join endpoint; every other endpoint refuses a connection without one, with
 /// a message rather than a bare handshake failure.
 pub fn server_config(identity: &IdentityHandle) -> Result<ServerConfig, PkiError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    // Fails now, rather than at every handshake, if the roots cannot make a verifier.
+    client_verifier(&current_roots(&identity.roots))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(LiveClientVerifier {
+            roots: identity.roots.clone(),
+            provider: provider(),
+        }))
         .with_cert_resolver(Arc::new(identity.clone()));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // A resumed session skips certificate verification: without resumption, every new
+    // connection is checked against the CAs trusted now (after a CA rotation too).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+fn client_verifier(roots: &Arc<RootCertStore>) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|err| PkiError::Certificate(err.to_string()))
+}
+
+/// webpki's client verifier over the roots trusted at the moment of each handshake.
+#[derive(Debug)]
+struct LiveClientVerifier {
+    roots: LiveRoots,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for LiveClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional; every node has one certificate to offer anyway.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        client_verifier(&current_roots(&self.roots))
+            .map_err(|err| rustls::Error::General(err.to_string()))?
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Whom a client means to reach, checked on the server's certificate after its chain.
@@ -165,16 +272,15 @@ pub fn client_config(
     identity: &IdentityHandle,
     dialled: Dialled,
 ) -> Result<ClientConfig, PkiError> {
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        identity.roots.clone(),
-        provider(),
-    )
-    .build()
-    .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    server_verifier(&current_roots(&identity.roots))?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier { inner, dialled }))
+        .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier {
+            roots: identity.roots.clone(),
+            provider: provider(),
+            dialled,
+        }))
         .with_client_cert_resolver(Arc::new(identity.clone()));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -185,14 +291,13 @@ pub fn client_config(
 /// the join secret).
 pub fn pinned_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
     let roots = Arc::new(root_store(ca_pem)?);
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|err| PkiError::Certificate(err.to_string()))?;
+    server_verifier(&roots)?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ClusterNameVerifier {
-            inner,
+            roots: Arc::new(RwLock::new(roots)),
+            provider: provider(),
             dialled: Dialled::Manager,
         }))
         .with_no_client_auth();
@@ -204,8 +309,18 @@ pub fn pinned_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
 /// was dialled, then that the certificate is of the node or role `dialled` names.
 #[derive(Debug)]
 struct ClusterNameVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    /// Read at each handshake: see [`LiveRoots`].
+    roots: LiveRoots,
+    provider: Arc<CryptoProvider>,
     dialled: Dialled,
+}
+
+fn server_verifier(
+    roots: &Arc<RootCertStore>,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, PkiError> {
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|err| PkiError::Certificate(err.to_string()))
 }
 
 impl ServerCertVerifier for ClusterNameVerifier {
@@ -219,9 +334,9 @@ impl ServerCertVerifier for ClusterNameVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = ServerName::try_from(SERVER_NAME)
             .map_err(|_| rustls::Error::General("bad server name".into()))?;
-        let verified =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)?;
+        let verified = server_verifier(&current_roots(&self.roots))
+            .map_err(|err| rustls::Error::General(err.to_string()))?
+            .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)?;
         // Read only once the chain is verified: the subject is then the CA's word.
         let server = peer_identity(end_entity.as_ref()).map_err(|err| {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
@@ -247,7 +362,12 @@ impl ServerCertVerifier for ClusterNameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -256,11 +376,18 @@ impl ServerCertVerifier for ClusterNameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -8,7 +8,8 @@ use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role, Serv
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
-    CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret, RETIRED_SECRETS_KEPT,
+    CaMaterial, CaRotation, ClusterSettings, ClusterState, JoinTokens, RetiredSecret,
+    RETIRED_SECRETS_KEPT,
 };
 
 /// One replicated change. Part of the on-disk format: add variants, never reorder or
@@ -90,6 +91,19 @@ pub enum Change {
     Noop,
     /// `hoist cluster update`: the whole new settings, checked against the current ones.
     UpdateSettings { settings: ClusterSettings },
+    /// `cluster ca --rotate`: signs with a new CA from now on, trusting the old one too
+    /// until every node holds a certificate of the new one.
+    RotateCa {
+        cert_pem: String,
+        key_pem: String,
+        digest: String,
+        /// The new CA's certificate signed by the current CA.
+        cross_signed_pem: String,
+        at_ms: u64,
+    },
+    /// A node was seen presenting a certificate of the CA whose digest is `digest`.
+    /// When every node has, the rotation ends and the old CA is trusted no more.
+    NoteCaRenewal { node_id: NodeId, digest: String },
 }
 
 /// One edit of the task table (from the orchestrator or the scheduler).
@@ -215,6 +229,17 @@ impl ClusterState {
             Change::EditTasks { .. } => Ok(()),
             Change::ForceNewCluster { survivor, .. } => self.existing(*survivor),
             Change::ReportTaskStatus { .. } => Ok(()),
+            Change::RotateCa { digest, .. } => match &self.ca {
+                None => Err(ChangeError::Invalid("the cluster has no CA".into())),
+                Some(ca) if ca.rotation.is_some() => Err(ChangeError::Invalid(
+                    "a CA rotation is already under way: wait until every node holds a certificate of the new CA".into(),
+                )),
+                Some(ca) if ca.digest == *digest || ca.retired.contains(digest) => Err(
+                    ChangeError::Invalid("the new CA is one this cluster already had".into()),
+                ),
+                Some(_) => Ok(()),
+            },
+            Change::NoteCaRenewal { .. } => Ok(()),
             Change::RotateToken { new_secret, .. } => {
                 if new_secret.len() < 16 {
                     Err(ChangeError::Invalid("token secret too short".into()))
@@ -354,6 +379,8 @@ impl ClusterState {
             Change::RemoveNode { node_id, .. } => {
                 self.nodes.remove(node_id);
                 self.removed_nodes.insert(*node_id);
+                // The rotation may have been waiting for this node only.
+                self.finish_ca_rotation_if_done();
             }
             Change::RotateToken { role, new_secret } => {
                 let slot = match role {
@@ -415,9 +442,54 @@ impl ClusterState {
                     node.status = NodeStatus::Ready;
                     node.updated_at_ms = *at_ms;
                 }
+                self.finish_ca_rotation_if_done();
             }
             Change::Noop => {}
             Change::UpdateSettings { settings } => self.settings = *settings,
+            Change::RotateCa {
+                cert_pem,
+                key_pem,
+                digest,
+                cross_signed_pem,
+                at_ms,
+            } => {
+                if let Some(ca) = &mut self.ca {
+                    ca.rotation = Some(CaRotation {
+                        previous_cert_pem: std::mem::replace(&mut ca.cert_pem, cert_pem.clone()),
+                        previous_digest: std::mem::replace(&mut ca.digest, digest.clone()),
+                        cross_signed_pem: cross_signed_pem.clone(),
+                        started_at_ms: *at_ms,
+                        renewed: Default::default(),
+                    });
+                    ca.key_pem = key_pem.clone();
+                }
+            }
+            Change::NoteCaRenewal { node_id, digest } => {
+                if let Some(ca) = &mut self.ca {
+                    if let Some(rotation) = &mut ca.rotation {
+                        if ca.digest == *digest && self.nodes.contains_key(node_id) {
+                            rotation.renewed.insert(*node_id);
+                        }
+                    }
+                }
+                self.finish_ca_rotation_if_done();
+            }
+        }
+    }
+
+    /// Ends a rotation once every node presents a certificate of the new CA: from then
+    /// on the old CA is trusted nowhere.
+    fn finish_ca_rotation_if_done(&mut self) {
+        let Some(ca) = &mut self.ca else { return };
+        let Some(rotation) = &ca.rotation else { return };
+        if self
+            .nodes
+            .keys()
+            .all(|node_id| rotation.renewed.contains(node_id))
+        {
+            let previous = rotation.previous_digest.clone();
+            ca.retired.push(previous);
+            ca.rotation = None;
         }
     }
 
@@ -516,6 +588,7 @@ mod tests {
                     cert_pem: "cert".into(),
                     key_pem: "key".into(),
                     digest: "d".into(),
+                    ..Default::default()
                 },
                 tokens: JoinTokens {
                     worker_secret: "w".repeat(32),
@@ -528,6 +601,60 @@ mod tests {
             })
             .unwrap();
         state
+    }
+
+    #[test]
+    fn a_ca_rotation_trusts_both_cas_until_every_node_renewed_then_only_the_new_one() {
+        let mut state = initialized();
+        state
+            .apply(&Change::AddNode {
+                node: node(2, Role::Worker),
+            })
+            .unwrap();
+        let rotate = |digest: &str| Change::RotateCa {
+            cert_pem: format!("cert-{digest}"),
+            key_pem: "key2".into(),
+            digest: digest.into(),
+            cross_signed_pem: "cross".into(),
+            at_ms: 5,
+        };
+        assert!(state.apply(&rotate("d")).is_err(), "the current CA again");
+        state.apply(&rotate("d2")).unwrap();
+        let before = state.clone();
+        assert!(
+            state.apply(&rotate("d3")).is_err(),
+            "one rotation at a time"
+        );
+        assert_eq!(state, before, "a refused change changes nothing");
+        let ca = state.ca.clone().unwrap();
+        assert_eq!(ca.trust_pem(), "cert-d2cert");
+        assert_eq!(ca.key_pem, "key2");
+        let renewal = |node_id: u64, digest: &str| Change::NoteCaRenewal {
+            node_id: NodeId(node_id),
+            digest: digest.into(),
+        };
+        state.apply(&renewal(1, "d2")).unwrap();
+        // A certificate of the old CA, or a node that is not in the cluster, counts for
+        // nothing.
+        state.apply(&renewal(2, "d")).unwrap();
+        state.apply(&renewal(9, "d2")).unwrap();
+        assert!(state.ca.as_ref().unwrap().rotation.is_some());
+        state.apply(&renewal(2, "d2")).unwrap();
+        let ca = state.ca.clone().unwrap();
+        assert!(ca.rotation.is_none());
+        assert_eq!(ca.trust_pem(), "cert-d2");
+        assert_eq!(ca.retired, vec!["d".to_string()]);
+        assert!(state.apply(&rotate("d")).is_err(), "a retired CA");
+        // Removing the last node that had not renewed also ends a rotation.
+        state.apply(&rotate("d4")).unwrap();
+        state.apply(&renewal(1, "d4")).unwrap();
+        state
+            .apply(&Change::RemoveNode {
+                node_id: NodeId(2),
+                at_ms: 6,
+            })
+            .unwrap();
+        assert!(state.ca.as_ref().unwrap().rotation.is_none());
     }
 
     #[test]

@@ -30,12 +30,46 @@ pub struct ClusterState {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CaMaterial {
+    /// The CA that signs every certificate from now on.
     pub cert_pem: String,
     pub key_pem: String,
     /// sha256 of the CA certificate's DER, hex: the digest that join tokens carry.
     pub digest: String,
+    /// `cluster ca --rotate` under way: the CA being replaced is still trusted until
+    /// every node holds a certificate of this one.
+    #[serde(default)]
+    pub rotation: Option<CaRotation>,
+    /// Digests of the CAs rotated out, oldest first: no longer trusted anywhere.
+    #[serde(default)]
+    pub retired: Vec<String>,
+}
+
+/// A CA rotation in progress (Swarm's `swarm ca --rotate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    /// The CA being replaced.
+    pub previous_cert_pem: String,
+    pub previous_digest: String,
+    /// The new CA's certificate signed by the previous CA's key: every chain issued
+    /// during the rotation carries it, so a node that still trusts only the previous CA
+    /// accepts the new certificates.
+    pub cross_signed_pem: String,
+    pub started_at_ms: u64,
+    /// Nodes seen presenting a certificate of the new CA.
+    pub renewed: BTreeSet<NodeId>,
+}
+
+impl CaMaterial {
+    /// The CA certificates every node must trust now: the current one, and the
+    /// previous one while a rotation is under way.
+    pub fn trust_pem(&self) -> String {
+        match &self.rotation {
+            Some(rotation) => format!("{}{}", self.cert_pem, rotation.previous_cert_pem),
+            None => self.cert_pem.clone(),
+        }
+    }
 }
 
 /// The secrets of the two join tokens. The token text is derived from these and the CA

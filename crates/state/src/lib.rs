@@ -13,7 +13,7 @@ pub mod persist;
 
 pub use change::{Change, ChangeError, ChangeOutcome, TaskEdit, TaskReport};
 pub use cluster::{
-    CaMaterial, ClusterSettings, ClusterState, JoinTokens, RetiredSecret, DEFAULT_JOIN_RATE_LIMIT,
-    DEFAULT_MAX_REPLICAS, DEFAULT_TASK_HISTORY_LIMIT, MAX_REPLICAS_CEILING, MAX_TASK_HISTORY_LIMIT,
-    MIN_CERT_EXPIRY_SECS,
+    CaMaterial, CaRotation, ClusterSettings, ClusterState, JoinTokens, RetiredSecret,
+    DEFAULT_JOIN_RATE_LIMIT, DEFAULT_MAX_REPLICAS, DEFAULT_TASK_HISTORY_LIMIT,
+    MAX_REPLICAS_CEILING, MAX_TASK_HISTORY_LIMIT, MIN_CERT_EXPIRY_SECS,
 };

@@ -26,7 +26,9 @@ use crate::ClusterState;
 /// - 3: cluster settings gain `max_replicas`, `join_rate_limit` and
 ///   `task_history_limit` (serde defaults fill them in older files), and the log gains
 ///   `Change::UpdateSettings`.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: CA history: `CaMaterial::rotation` and `retired` (serde defaults, so nothing
+///   converts), and the changes `RotateCa` and `NoteCaRenewal`.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The version files without one were written in.
 pub const UNVERSIONED: u32 = 1;

@@ -26,6 +26,10 @@ pub trait SessionHost: Send + Sync + 'static {
     fn set_managers(&self, managers: Vec<String>, manager_ids: Vec<NodeId>);
     /// Installs a renewed certificate for `key_pem`.
     fn install_certificate(&self, key_pem: String, chain_pem: String) -> Result<(), String>;
+    /// Trusts exactly the CA certificates in `trust_pem` from now on (a CA rotation).
+    fn set_trust(&self, trust_pem: &str) -> Result<(), String>;
+    /// Whether the current certificate was signed by the CA whose digest is `ca_digest`.
+    fn issued_by(&self, ca_digest: &str) -> bool;
     /// Starts or stops being a manager to match `role`.
     fn become_role(&self, role: Role) -> impl Future<Output = Result<(), String>> + Send;
     /// The cluster no longer knows this node.
@@ -201,16 +205,28 @@ pub async fn run_session<H: SessionHost>(
     }
 }
 
-/// Brings the node's certificate and role in line with what the leader said.
+/// Brings the node's trusted CAs, certificate and role in line with what the leader
+/// said.
 async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatResponse) {
     let node_id = host.node_id();
+    // Trust first: a rotation's new CA must be trusted before certificates of it arrive
+    // (the cross-signed certificate covers nodes that have not heard yet).
+    if !response.trust_pem.is_empty() {
+        if let Err(err) = host.set_trust(&response.trust_pem) {
+            tracing::warn!(node = %node_id, error = %err, "updating the trusted CAs");
+        }
+    }
+    let other_ca = !response.ca_digest.is_empty() && !host.issued_by(&response.ca_digest);
     let (cert_role, not_after, lifetime) = host.certificate();
     let lifetime = if lifetime == 0 {
         response.cert_expiry_secs
     } else {
         lifetime
     };
-    if cert_role != response.desired_role || should_renew(not_after, lifetime, unix_now()) {
+    if cert_role != response.desired_role
+        || other_ca
+        || should_renew(not_after, lifetime, unix_now())
+    {
         match renew(host, leader).await {
             Ok(role) => tracing::info!(node = %node_id, %role, "certificate renewed"),
             Err(err) => {

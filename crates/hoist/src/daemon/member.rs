@@ -1498,6 +1498,39 @@ impl SessionHost for SessionHandle {
         Ok(())
     }
 
+    fn set_trust(&self, trust_pem: &str) -> Result<(), String> {
+        let mut files = self.member.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.ca_pem == trust_pem {
+            return Ok(());
+        }
+        let updated = NodeIdentity {
+            ca_pem: trust_pem.to_string(),
+            ..files.clone()
+        };
+        self.member
+            .identity
+            .set_trust(trust_pem)
+            .map_err(|err| err.to_string())?;
+        // Kept on disk too, so a restart does not come back trusting a dropped CA; if it
+        // cannot be, the node stays as it was and the next heartbeat tries again.
+        if let Err(err) = write_secret_json(&identity_file(&self.member.data_dir), &updated) {
+            let _ = self.member.identity.set_trust(&files.ca_pem);
+            return Err(format!("{err:#}"));
+        }
+        let cas = trust_pem.matches("BEGIN CERTIFICATE").count();
+        tracing::info!(node = %self.member.node_id, cas, "trusted CAs updated");
+        *files = updated;
+        Ok(())
+    }
+
+    fn issued_by(&self, ca_digest: &str) -> bool {
+        self.member
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issued_by(ca_digest)
+    }
+
     async fn become_role(&self, role: Role) -> Result<(), String> {
         let member = &self.member;
         match role {

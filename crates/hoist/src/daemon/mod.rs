@@ -2,6 +2,7 @@
 //! and, once the node belongs to a cluster, the TLS listener that carries node-to-node
 //! traffic (join, heartbeats, Raft). A manager also runs Raft and the leader's loops.
 
+mod ca_routes;
 mod cluster_routes;
 mod files;
 mod limits;

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use super::member::{manager_error_status, LifecycleError, Member};
 use super::server::Caller;
-use super::{limits, service_routes, Daemon};
+use super::{ca_routes, limits, service_routes, Daemon};
 
 type AppState = Arc<Daemon>;
 
@@ -63,6 +63,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/v1/cluster/update",
             post(super::cluster_routes::cluster_update),
         )
+        .route("/v1/cluster/ca", get(ca_routes::ca_status))
+        .route("/v1/cluster/ca/rotate", post(ca_routes::ca_rotate))
         .route(
             "/v1/services",
             get(service_routes::service_ls).post(service_routes::service_create),
