@@ -134,6 +134,22 @@ pub struct DaemonArgs {
     /// and one rotated).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub log_max_files: u32,
+    /// A published port's connection (`tcp` ports, and `http` connections switched to
+    /// another protocol) is closed after this long without a byte either way.
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration_ms)]
+    pub mesh_idle_timeout: u64,
+    /// A published port's connection is closed this long after it opened, busy or not.
+    #[arg(long, default_value = "24h", value_parser = parse_positive_duration_ms)]
+    pub mesh_max_lifetime: u64,
+    /// Open connections one published port accepts; more are closed at once. The mesh
+    /// as a whole also stops short of the open-files limit, keeping descriptors for the
+    /// control plane.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mesh_max_connections: u64,
+    /// Open connections one client address may hold over all published ports (never
+    /// more than half of what the mesh may open in all).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mesh_max_connections_per_source: u64,
 }
 
 /// A duration as [`parse_duration_ms`] reads it, refusing zero (a timeout of nothing

@@ -166,12 +166,33 @@ fn create_task(cluster: &Cluster, name: &str, script: &str) {
     );
 }
 
-/// One manager with small caps, for every check of this file: each is a function of
-/// its own, run in turn on the same cluster to keep the suite short.
+/// A script that runs the real binary under `prlimit --nofile=256:256`, so the daemon
+/// (and every CLI call) starts with 256 descriptors, soft and hard.
+fn binary_under_fd_limit(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("hoist-256-fds");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec prlimit --nofile=256:256 {} \"$@\"\n",
+            bin().display()
+        ),
+    )
+    .expect("writing the wrapper");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+        .expect("wrapper mode");
+    script
+}
+
+/// One manager started under `prlimit --nofile=256:256` with small caps, for every check
+/// of this file: each is a function of its own, run in turn on the same cluster to keep
+/// the suite short. (A worker cannot answer `node ls`, so the node under the limit is
+/// the manager, which also serves the published ports.)
 #[test]
 fn bounded_input_and_connections() {
+    let wrapper_dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(
-        bin(),
+        &binary_under_fd_limit(wrapper_dir.path()),
         ClusterOptions {
             managers: 1,
             extra_daemon_args: [
@@ -181,11 +202,23 @@ fn bounded_input_and_connections() {
                 "256KiB",
                 "--log-max-files",
                 "2",
+                "--mesh-idle-timeout",
+                "3s",
             ]
             .map(String::from)
             .to_vec(),
             ..Default::default()
         },
+    );
+    let pid = cluster.nodes[0].pid().expect("daemon pid");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("open files line");
+    assert!(
+        open_files.split_whitespace().nth(3) == Some("256"),
+        "{open_files}"
     );
     // Started first, so their output is written while the other checks run.
     create_task(
@@ -202,6 +235,13 @@ fn bounded_input_and_connections() {
     join_floods_get_429(&cluster);
     slow_and_idle_control_clients_are_closed(&cluster);
     task_output_is_rotated_at_its_cap_and_long_lines_cut(&cluster);
+    a_thousand_idle_connections_leave_the_node_working(&cluster);
+    let log = std::fs::read_to_string(&cluster.nodes[0].log).unwrap_or_default();
+    assert!(
+        !log.contains("Too many open files"),
+        "the daemon ran out of descriptors:\n{}",
+        cluster.log_tail(0, 40)
+    );
 }
 
 /// 100 MB bodies to the open join route: refused with 413, never buffered.
@@ -376,4 +416,179 @@ fn task_output_is_rotated_at_its_cap_and_long_lines_cut(cluster: &Cluster) {
         .expect("the long line");
     let run = long.len() - long.trim_end_matches('x').len();
     assert_eq!(run, 64 * 1024, "the long line kept {run} x's");
+}
+
+/// `hello` services behind a `tcp` port (18080) and an `http` port (18081).
+fn create_mesh_services(cluster: &Cluster) {
+    let hello = bin().display().to_string();
+    for (name, publish) in [
+        ("tcp-hello", "18080:80"),
+        ("http-hello", "published=18081,target=80,protocol=http"),
+    ] {
+        cluster.hoist_ok(
+            0,
+            &[
+                "service", "create", "--detach", "--name", name, "-p", publish, "--driver",
+                "process", &hello, "hello",
+            ],
+        );
+    }
+    let mesh = format!("{}:18081", cluster.nodes[0].ip);
+    hoist_testkit::wait_for("the http port answering", Duration::from_secs(30), || {
+        hoist_testkit::http_get(&mesh, "limits-test", "/")
+            .ok()
+            .filter(|response| response.starts_with("HTTP/1.1 200"))
+    });
+}
+
+/// Opens a TCP connection to `addr` from `source` (an address of the loopback network).
+async fn connect_from(source: &str, addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source address"))?;
+    socket.connect(addr.parse().expect("mesh address")).await
+}
+
+/// One HTTP/1.1 GET from `source`; the status line.
+async fn get_from(source: &str, addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = connect_from(source, addr).await else {
+        return "connect failed".into();
+    };
+    let request = "GET / HTTP/1.1\r\nHost: limits-test\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return "write failed".into();
+    }
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response));
+    if !matches!(read.await, Ok(Ok(_))) {
+        return "read failed".into();
+    }
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// How many of `streams` the server has not closed (a read would block).
+fn still_open(streams: &[tokio::net::TcpStream]) -> usize {
+    let mut buf = [0u8; 64];
+    streams
+        .iter()
+        .filter(|stream| {
+            matches!(stream.try_read(&mut buf), Err(err) if err.kind() == ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+fn metric_sum(cluster: &Cluster, name: &str) -> u64 {
+    use std::os::unix::net::UnixStream;
+    let mut stream = UnixStream::connect(&cluster.nodes[0].socket).expect("control socket");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\n\r\n"
+    )
+    .expect("metrics request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("metrics");
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// 1,000 idle connections from one client address to the `tcp` port of a daemon with
+/// 256 descriptors: the mesh holds its per-source share (half of its 64) and closes the
+/// rest at once; `hoist node ls` answers, another client's HTTP requests succeed, no
+/// endpoint is ejected, and the idle connections are closed by the 3 s idle timeout.
+fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
+    create_mesh_services(cluster);
+    let ip = cluster.nodes[0].ip;
+    let tcp_port = format!("{ip}:18080");
+    let http_port = format!("{ip}:18081");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // Before the first connect: each held connection is idle from its own start.
+        let opened_at = Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            // A refused connection is closed by the server after the handshake; one the
+            // kernel could not even queue fails here. Both count as turned away.
+            if let Ok(stream) = connect_from("127.0.0.1", &tcp_port).await {
+                idle.push(stream);
+            }
+        }
+        eprintln!("1000 connections attempted in {:?}", opened_at.elapsed());
+        // The mesh closes what is over its caps at once; what it holds stays open.
+        let mut held = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            held = still_open(&idle);
+            if held <= 32 {
+                break;
+            }
+        }
+        eprintln!("{held} of {} idle connections held open", idle.len());
+        assert!(
+            (1..=32).contains(&held),
+            "{held} of {} idle connections held open",
+            idle.len()
+        );
+
+        // The control plane and other clients still work meanwhile.
+        let nodes = cluster.node_ls(0).expect("node ls answers");
+        assert_eq!(nodes.len(), 1);
+        for attempt in 0..20 {
+            let status = get_from("127.0.0.2", &http_port).await;
+            assert!(
+                status.starts_with("HTTP/1.1 200"),
+                "HTTP request {attempt} from another client: {status}"
+            );
+        }
+        let elapsed = opened_at.elapsed();
+        if elapsed < Duration::from_millis(2500) {
+            assert_eq!(
+                still_open(&idle),
+                held,
+                "held connections closed after {elapsed:?}, before the idle timeout"
+            );
+        }
+        assert!(metric_sum(cluster, "hoist_mesh_port_refused_total") > 0);
+        assert_eq!(
+            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+            0
+        );
+
+        // The idle timeout (3 s) closes every held connection, and none before it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut first_close = None;
+        loop {
+            let open = still_open(&idle);
+            if open < held && first_close.is_none() {
+                first_close = Some(opened_at.elapsed());
+            }
+            if open == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{open} idle connections still open 20 s later"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let first_close = first_close.unwrap_or_default();
+        assert!(
+            first_close >= Duration::from_millis(2500),
+            "the first held connection closed after {first_close:?}, before the idle timeout"
+        );
+        assert_eq!(
+            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+            0
+        );
+        cluster.node_ls(0).expect("node ls answers afterwards");
+    });
 }

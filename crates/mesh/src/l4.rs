@@ -2,7 +2,8 @@
 //!
 //! Owns: choosing and connecting to an endpoint for an accepted connection (stepping over
 //! endpoints that refuse or do not answer within the connect timeout, and ejecting them),
-//! and the copy loop.
+//! and the copy loop, bounded by the idle and lifetime timeouts (`limits::copy_bounded`).
+//! A connect that fails for lack of descriptors on this node ejects nothing.
 //!
 //! The copy is tokio's `copy_bidirectional` (userspace, 8 KiB buffers each way), not
 //! `splice(2)`: splice would need a pipe pair per connection and raw-fd readiness handling
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
+use crate::limits::{self, ConnectionSlot, CopyEnd};
 use crate::mesh::{ListenerShared, PortRoutes, Shared};
 
 pub(crate) async fn forward_connection(
@@ -25,7 +27,10 @@ pub(crate) async fn forward_connection(
     listener: Arc<ListenerShared>,
     mut client: TcpStream,
     peer: SocketAddr,
+    // Held for the connection's life: its place under the connection caps.
+    _slot: ConnectionSlot,
 ) {
+    let opened = tokio::time::Instant::now();
     let routes = listener.routes();
     let PortRoutes::Tcp(service) = &*routes else {
         return;
@@ -53,6 +58,17 @@ pub(crate) async fn forward_connection(
                 endpoint.record_success();
                 connected = Some((endpoint, in_flight, upstream));
                 break;
+            }
+            Err(error) if limits::is_local_exhaustion(&error) => {
+                // This node is out of descriptors: no endpoint would do better, and
+                // none is at fault, so none is ejected.
+                tracing::warn!(
+                    service_id = %service.service_id,
+                    endpoint = %endpoint.id,
+                    %error,
+                    "no descriptor left on this node to reach an endpoint; closing the connection"
+                );
+                return;
             }
             Err(error) => {
                 // Refused or unanswered: the task is gone or its node is, so eject at
@@ -82,12 +98,25 @@ pub(crate) async fn forward_connection(
     endpoint.metrics.connections_total.fetch_add(1, Relaxed);
     let _ = upstream.set_nodelay(true);
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Err(error) = copied {
-                // Resets from either side are how many TCP sessions end; not a mesh fault.
+        ended = limits::copy_bounded(
+            &mut client,
+            &mut upstream,
+            config.idle_timeout,
+            config.max_lifetime,
+            opened,
+        ) => match ended {
+            // Resets from either side are how many TCP sessions end; not a mesh fault.
+            CopyEnd::Closed(Err(error)) => {
                 tracing::debug!(%peer, endpoint = %endpoint.id, %error, "tcp session ended with an error");
             }
-        }
+            CopyEnd::Closed(Ok(())) => {}
+            CopyEnd::Idle => {
+                tracing::debug!(%peer, endpoint = %endpoint.id, idle_timeout = ?config.idle_timeout, "tcp session idle; closed");
+            }
+            CopyEnd::Lifetime => {
+                tracing::debug!(%peer, endpoint = %endpoint.id, max_lifetime = ?config.max_lifetime, "tcp session reached its maximum lifetime; closed");
+            }
+        },
         _ = shared.shutdown.cancelled() => {}
     }
 }

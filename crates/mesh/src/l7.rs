@@ -20,8 +20,10 @@
 //! Protocol upgrades (WebSocket; HTTP/1.1 only, never h2c): a request with
 //! `Connection: upgrade` keeps its `Upgrade` header; when the endpoint answers `101`, both
 //! connections are taken out of HTTP and joined into a byte tunnel for the rest of their
-//! lives. The upstream connection is never pooled again, and the endpoint counts the
-//! tunnel as one request in flight until it closes.
+//! lives (or until `idle_timeout` without a byte, or `max_lifetime`). The upstream
+//! connection is never pooled again, and the endpoint counts the tunnel as one request
+//! in flight until it closes; the tunnel keeps the client connection's place under the
+//! connection caps.
 //!
 //! Does not know: where endpoints come from, or anything of the cluster.
 
@@ -46,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{DownstreamBody, FullBody, UpstreamBody};
+use crate::limits::{self, ConnectionSlot, CopyEnd};
 use crate::mesh::{ListenerShared, PortRoutes, Shared};
 use crate::route;
 use crate::table::{EndpointRuntime, InFlight, ServiceRuntime};
@@ -67,6 +70,9 @@ struct ConnectionContext {
     listener: Arc<ListenerShared>,
     peer: SocketAddr,
     client: ClientAddress,
+    /// The connection's place under the connection caps, shared with an upgrade tunnel
+    /// that outlives the HTTP connection.
+    slot: Arc<ConnectionSlot>,
 }
 
 pub(crate) async fn serve_connection(
@@ -74,6 +80,7 @@ pub(crate) async fn serve_connection(
     listener: Arc<ListenerShared>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: ConnectionSlot,
 ) {
     let header_read_timeout = shared.config.header_read_timeout;
     let sniffed = tokio::select! {
@@ -103,6 +110,7 @@ pub(crate) async fn serve_connection(
         listener: Arc::clone(&listener),
         peer,
         client: ClientAddress::new(peer.ip()),
+        slot: Arc::new(slot),
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
@@ -407,6 +415,22 @@ async fn forward(
                     },
                 );
             }
+            Ok(Err(upstream::SendError::Connect(error))) if limits::is_local_exhaustion(&error) => {
+                // This node is out of descriptors: not the endpoint's fault, so nothing
+                // is ejected, and no other endpoint would do better.
+                tracing::warn!(
+                    service_id = %service.service_id,
+                    endpoint = %endpoint.id,
+                    client = %context.peer,
+                    %error,
+                    "no descriptor left on this node to reach an endpoint"
+                );
+                let message = format!(
+                    "this node has no file descriptor left to reach service {}",
+                    service.service_name()
+                );
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, message);
+            }
             Ok(Err(error)) => {
                 // A refused or unanswered connect ejects at once; other failures (reset,
                 // closed before the response) count towards `eject_after_failures`.
@@ -525,6 +549,9 @@ fn switch_protocols(
 
     let shutdown = context.shared.shutdown.clone();
     let peer = context.peer;
+    let slot = Arc::clone(&context.slot);
+    let idle_timeout = context.shared.config.idle_timeout;
+    let max_lifetime = context.shared.config.max_lifetime;
     context.shared.tracker.spawn(async move {
         let tunnel = async {
             let (client_io, upstream_io) =
@@ -533,7 +560,26 @@ fn switch_protocols(
             drop(pooled);
             let mut client_io = TokioIo::new(client_io);
             let mut upstream_io = TokioIo::new(upstream_io);
-            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+            let opened = tokio::time::Instant::now();
+            match limits::copy_bounded(
+                &mut client_io,
+                &mut upstream_io,
+                idle_timeout,
+                max_lifetime,
+                opened,
+            )
+            .await
+            {
+                CopyEnd::Closed(result) => result,
+                CopyEnd::Idle => {
+                    tracing::debug!(%peer, ?idle_timeout, "upgraded connection idle; closed");
+                    Ok(())
+                }
+                CopyEnd::Lifetime => {
+                    tracing::debug!(%peer, ?max_lifetime, "upgraded connection reached its maximum lifetime; closed");
+                    Ok(())
+                }
+            }
         };
         tokio::select! {
             result = tunnel => {
@@ -544,6 +590,7 @@ fn switch_protocols(
             _ = shutdown.cancelled() => {}
         }
         drop(in_flight);
+        drop(slot);
     });
     Response::from_parts(parts, DownstreamBody::Full(FullBody::new(Bytes::new())))
 }

@@ -23,6 +23,7 @@ mod health;
 pub mod kernel;
 mod l4;
 mod l7;
+mod limits;
 mod mesh;
 mod metrics;
 mod model;

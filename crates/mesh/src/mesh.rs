@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use crate::coarse_timer::CoarseTimer;
 use crate::error::MeshError;
 use crate::health;
 use crate::kernel::{self, KernelPort, NftTable};
+use crate::limits::Admission;
 use crate::model::{
     validate_services, Endpoint, HealthCheck, L4Dataplane, MeshConfig, Protocol, ServiceRoute,
 };
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub coarse_timer: CoarseTimer,
     /// Set when `tcp` ports are forwarded by the kernel.
     kernel: Option<KernelPath>,
+    /// Open connections and their caps (see `limits`).
+    pub admission: Arc<Admission>,
 }
 
 /// The kernel data path's state: its table and what was last applied to it.
@@ -102,6 +105,10 @@ pub(crate) struct ListenerShared {
     pub accepted_total: AtomicU64,
     pub unrouted_total: AtomicU64,
     pub header_timeouts_total: AtomicU64,
+    /// Connections open on this port now.
+    pub open: AtomicUsize,
+    /// Connections closed at once because a cap was reached.
+    pub refused_total: AtomicU64,
 }
 
 impl ListenerShared {
@@ -211,8 +218,10 @@ impl Mesh {
             wake: tokio::sync::Notify::new(),
             removed: std::sync::atomic::AtomicBool::new(false),
         });
+        let admission = Arc::new(Admission::new(&config));
         Ok(Mesh {
             shared: Arc::new(Shared {
+                admission,
                 config,
                 clock: Clock::new(),
                 shutdown: CancellationToken::new(),
@@ -511,6 +520,8 @@ impl Mesh {
             accepted_total: AtomicU64::new(0),
             unrouted_total: AtomicU64::new(0),
             header_timeouts_total: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            refused_total: AtomicU64::new(0),
         });
         let stop = self.shared.shutdown.child_token();
         let accept_task = self.shared.tracker.spawn(accept_loop(
@@ -730,6 +741,15 @@ async fn accept_loop(
     socket: TcpListener,
     stop: CancellationToken,
 ) {
+    // The pause after a failed accept: 10 ms doubling to 1 s, back to 10 ms after a
+    // success. A failing accept (EMFILE) returns at once; without a pause the loop would
+    // spin a core while the descriptors stay taken.
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+    let mut pause = FIRST_PAUSE;
+    // Refusals are logged at most once a second per port, with how many there were.
+    let mut refused_since_log = 0u64;
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -738,9 +758,40 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                pause = FIRST_PAUSE;
                 listener
                     .accepted_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let slot = match shared.admission.admit(
+                    &listener,
+                    shared.config.max_connections_per_port,
+                    peer.ip(),
+                ) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        // Closed at once: the client learns now, and the descriptor is
+                        // back before the next accept.
+                        drop(stream);
+                        listener
+                            .refused_total
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        refused_since_log += 1;
+                        if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+                        {
+                            tracing::warn!(
+                                published = listener.published,
+                                client = %peer.ip(),
+                                cap = refusal.as_str(),
+                                refused = refused_since_log,
+                                open = shared.admission.open_total(),
+                                "connection cap reached; closing new connections"
+                            );
+                            refused_since_log = 0;
+                            last_refusal_log = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    }
+                };
                 // Small requests and responses must not wait for Nagle's delayed ACK.
                 let _ = stream.set_nodelay(true);
                 let connection_shared = Arc::clone(&shared);
@@ -751,23 +802,26 @@ async fn accept_loop(
                         connection_listener,
                         stream,
                         peer,
+                        slot,
                     )),
                     Protocol::Http => shared.tracker.spawn(l7::serve_connection(
                         connection_shared,
                         connection_listener,
                         stream,
                         peer,
+                        slot,
                     )),
                 };
             }
             Err(error) => {
-                // Usually EMFILE/ENFILE: back off briefly instead of spinning on an
-                // accept that keeps failing, and keep serving what is already open.
-                tracing::warn!(published = listener.published, %error, "accept failed");
+                // Usually EMFILE/ENFILE: back off instead of spinning on an accept that
+                // keeps failing, and keep serving what is already open.
+                tracing::warn!(published = listener.published, %error, ?pause, "accept failed");
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
+                pause = (pause * 2).min(MAX_PAUSE);
             }
         }
     }

@@ -168,7 +168,7 @@ pub(crate) fn render(
     }
 
     type PortCounter = fn(&ListenerShared) -> u64;
-    let port_families: [(&str, &str, PortCounter); 3] = [
+    let port_families: [(&str, &str, PortCounter); 4] = [
         (
             "hoist_mesh_port_connections_total",
             "Client connections accepted on the published port.",
@@ -184,6 +184,11 @@ pub(crate) fn render(
             "HTTP connections closed with 408 because the request head came too slowly.",
             |listener| listener.header_timeouts_total.load(Relaxed),
         ),
+        (
+            "hoist_mesh_port_refused_total",
+            "Client connections closed at once because a connection cap was reached.",
+            |listener| listener.refused_total.load(Relaxed),
+        ),
     ];
     for (name, help, value) in port_families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -196,6 +201,20 @@ pub(crate) fn render(
                 value(listener)
             );
         }
+    }
+    let name = "hoist_mesh_port_open_connections";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Client connections open on the published port now.\n# TYPE {name} gauge"
+    );
+    for listener in listeners {
+        let _ = writeln!(
+            out,
+            "{name}{{published=\"{}\",protocol=\"{}\"}} {}",
+            listener.published,
+            listener.protocol.as_str(),
+            listener.open.load(Relaxed)
+        );
     }
     out
 }

@@ -65,6 +65,47 @@ pub struct MeshConfig {
     /// What forwards `tcp` ports: the mesh's own forwarder, or the kernel.
     #[serde(default)]
     pub l4_dataplane: L4Dataplane,
+    /// An L4 connection, or an HTTP connection switched to another protocol (a tunnel),
+    /// is closed after this long without a byte either way. 10 min, nginx's stream
+    /// `proxy_timeout`; long-lived protocols (WebSocket) ping well within it.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// An L4 connection or a tunnel is closed this long after it was accepted, busy or
+    /// not, so no client holds a descriptor forever. 24 h.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
+    /// Connections the mesh holds open at once over all published ports: the share of
+    /// the node's descriptors the daemon grants it (each connection may take two, client
+    /// and endpoint). More are accepted and closed at once.
+    #[serde(default = "default_max_open_connections")]
+    pub max_open_connections: usize,
+    /// Connections one published port holds open at once. 10,000.
+    #[serde(default = "default_max_connections_per_port")]
+    pub max_connections_per_port: usize,
+    /// Connections one client address holds open at once over all published ports;
+    /// never more than half of `max_open_connections`. 1,000.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_max_open_connections() -> usize {
+    100_000
+}
+
+fn default_max_connections_per_port() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_source() -> usize {
+    1_000
 }
 
 /// What forwards the connections of `tcp` (L4) ports. `http` ports are always served by
@@ -110,6 +151,11 @@ impl Default for MeshConfig {
             balancing: Balancing::LeastConnections,
             upstream_idle_timeout: Duration::from_secs(90),
             l4_dataplane: L4Dataplane::Userspace,
+            idle_timeout: default_idle_timeout(),
+            max_lifetime: default_max_lifetime(),
+            max_open_connections: default_max_open_connections(),
+            max_connections_per_port: default_max_connections_per_port(),
+            max_connections_per_source: default_max_connections_per_source(),
         }
     }
 }
@@ -130,6 +176,8 @@ impl MeshConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("upstream_timeout", self.upstream_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("max_lifetime", self.max_lifetime),
         ];
         for (field, value) in zero_checks {
             if value.is_zero() {
@@ -141,6 +189,19 @@ impl MeshConfig {
         }
         if self.eject_after_failures == 0 {
             return invalid("eject_after_failures", "must be at least 1");
+        }
+        let cap_checks = [
+            ("max_open_connections", self.max_open_connections),
+            ("max_connections_per_port", self.max_connections_per_port),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source,
+            ),
+        ];
+        for (field, value) in cap_checks {
+            if value == 0 {
+                return invalid(field, "must be at least 1");
+            }
         }
         Ok(())
     }

@@ -51,6 +51,27 @@ pub struct Limits {
     pub control_header_timeout: std::time::Duration,
     /// Each task's output kept by the process driver.
     pub log_limits: hoist_driver::LogLimits,
+    /// The soft open-files limit in force after raising it to the hard one.
+    pub open_files: u64,
+    /// Published ports: idle and lifetime timeouts of L4 connections and tunnels.
+    pub mesh_idle_timeout: std::time::Duration,
+    pub mesh_max_lifetime: std::time::Duration,
+    /// Published ports: open connections per port and per client address.
+    pub mesh_max_connections_per_port: usize,
+    pub mesh_max_connections_per_source: usize,
+}
+
+impl Limits {
+    /// The connections the mesh may hold open over all published ports: half of the
+    /// descriptors left after a reserve for the control plane (the TLS listener and its
+    /// clients, Raft, the store, task output files), since a forwarded connection takes
+    /// two (client and endpoint). The reserve is 256 descriptors, or half of the limit
+    /// when that is smaller: with 256, the mesh may hold 64 connections.
+    pub fn mesh_max_open_connections(&self) -> usize {
+        let reserve = (self.open_files / 2).min(256);
+        let for_mesh = self.open_files.saturating_sub(reserve) / 2;
+        usize::try_from(for_mesh).unwrap_or(usize::MAX).max(1)
+    }
 }
 
 /// Raises the soft open-files limit to the hard one (a daemon holds a descriptor per

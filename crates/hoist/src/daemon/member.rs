@@ -300,6 +300,11 @@ impl Daemon {
             mesh: Arc::new(hoist_mesh::Mesh::new(hoist_mesh::MeshConfig {
                 listen_ip: self.config.listen_addr.ip(),
                 l4_dataplane: self.config.mesh_dataplane,
+                idle_timeout: self.config.limits.mesh_idle_timeout,
+                max_lifetime: self.config.limits.mesh_max_lifetime,
+                max_open_connections: self.config.limits.mesh_max_open_connections(),
+                max_connections_per_port: self.config.limits.mesh_max_connections_per_port,
+                max_connections_per_source: self.config.limits.mesh_max_connections_per_source,
                 ..hoist_mesh::MeshConfig::default()
             })?),
         });

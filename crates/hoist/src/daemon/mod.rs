@@ -23,7 +23,6 @@ pub use member::Daemon;
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let open_files = limits::raise_open_files_limit();
-    tracing::debug!(open_files, "open-files limit");
     let data_dir = args.data_dir.clone();
     files::restrict_umask();
     let tightened = files::secure_data_dir(&data_dir)?;
@@ -84,6 +83,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 max_size: args.log_max_size,
                 max_files: args.log_max_files,
             },
+            open_files,
+            mesh_idle_timeout: Duration::from_millis(args.mesh_idle_timeout),
+            mesh_max_lifetime: Duration::from_millis(args.mesh_max_lifetime),
+            mesh_max_connections_per_port: usize::try_from(args.mesh_max_connections)
+                .unwrap_or(usize::MAX),
+            mesh_max_connections_per_source: usize::try_from(args.mesh_max_connections_per_source)
+                .unwrap_or(usize::MAX),
         },
     }));
     let unix = server::serve_unix(daemon.clone(), &socket)
