@@ -6,7 +6,8 @@
 //!
 //! Does not know: why an endpoint exists or what the cluster thinks of its task. A
 //! failing check only takes the endpoint out of this node's rotation; it reports nothing
-//! to anyone except through logs and metrics.
+//! to anyone except through logs and metrics. A probe that fails because this node is
+//! out of descriptors is no verdict at all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::FullBody;
+use crate::limits;
 use crate::model::{HealthCheck, Protocol};
 use crate::table::{EndpointRuntime, ServiceRuntime};
 
@@ -102,13 +104,13 @@ pub(crate) async fn run_checker(
             let authority = endpoint.authority.clone();
             let check = check.clone();
             probes.spawn(async move {
-                let passed = tokio::time::timeout(
+                let verdict = tokio::time::timeout(
                     check.timeout,
                     probe(protocol, addr, authority, &check.path),
                 )
                 .await
-                .unwrap_or(false);
-                (endpoint_idx, passed)
+                .unwrap_or(Some(false));
+                (endpoint_idx, verdict)
             });
         }
         let mut results = Vec::with_capacity(endpoints.len());
@@ -124,8 +126,17 @@ pub(crate) async fn run_checker(
                 },
             }
         }
-        for (endpoint_idx, passed) in results {
+        for (endpoint_idx, verdict) in results {
             let endpoint = &endpoints[endpoint_idx];
+            let Some(passed) = verdict else {
+                // This node could not open a socket: says nothing about the endpoint.
+                tracing::warn!(
+                    service_id = %service.service_id,
+                    endpoint = %endpoint.id,
+                    "health check skipped: no descriptor left on this node"
+                );
+                continue;
+            };
             let tracker = trackers
                 .entry((endpoint.id.clone(), endpoint.addr))
                 .or_insert_with(|| HealthTracker::new(check.rise, check.fall));
@@ -168,15 +179,28 @@ fn apply(
     }
 }
 
-/// One check. HTTP checks open a fresh connection every time, as HAProxy does, so a
-/// half-dead endpoint cannot pass on an old keep-alive connection.
-async fn probe(protocol: Protocol, addr: SocketAddr, authority: Authority, path: &str) -> bool {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return false;
+/// One check: whether the endpoint passed, or `None` when this node could not even open
+/// a socket (out of descriptors), which must not count against the endpoint. HTTP checks
+/// open a fresh connection every time, as HAProxy does, so a half-dead endpoint cannot
+/// pass on an old keep-alive connection.
+async fn probe(
+    protocol: Protocol,
+    addr: SocketAddr,
+    authority: Authority,
+    path: &str,
+) -> Option<bool> {
+    let stream = match TcpStream::connect(addr).await {
+        Ok(stream) => stream,
+        Err(error) if limits::is_local_exhaustion(&error) => return None,
+        Err(_) => return Some(false),
     };
     if protocol == Protocol::Tcp {
-        return true;
+        return Some(true);
     }
+    Some(probe_http(stream, authority, path).await)
+}
+
+async fn probe_http(stream: TcpStream, authority: Authority, path: &str) -> bool {
     let _ = stream.set_nodelay(true);
     let Ok((mut sender, connection)) = http1::handshake(TokioIo::new(stream)).await else {
         return false;
