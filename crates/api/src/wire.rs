@@ -78,6 +78,10 @@ pub struct JoinResponse {
     pub ca_pem: String,
     /// Addresses of the managers, to find the leader from.
     pub managers: Vec<String>,
+    /// Their node ids: the only managers the new node serves task output to until its
+    /// first heartbeat answer says otherwise.
+    #[serde(default)]
+    pub manager_ids: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

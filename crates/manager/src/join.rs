@@ -141,6 +141,7 @@ struct Admission {
     cluster_id: String,
     cert_expiry: Duration,
     managers: Vec<String>,
+    manager_ids: Vec<NodeId>,
     /// The CAs to trust (two during a rotation, when other nodes may still present
     /// certificates of the previous CA).
     trust_pem: String,
@@ -209,6 +210,7 @@ impl Manager {
                     cluster_id: state.cluster_id.clone(),
                     cert_expiry: Duration::from_secs(state.settings.cert_expiry_secs),
                     managers: state.managers().map(|node| node.addr.clone()).collect(),
+                    manager_ids: state.managers().map(|node| node.id).collect(),
                     trust_pem: state
                         .ca
                         .as_ref()
@@ -223,6 +225,7 @@ impl Manager {
             cluster_id,
             cert_expiry,
             managers,
+            manager_ids,
             trust_pem,
         } = admission;
         check_expected_role(role, request.expected_role)?;
@@ -254,6 +257,7 @@ impl Manager {
             chain_pem,
             ca_pem: trust_pem,
             managers,
+            manager_ids,
         })
     }
 

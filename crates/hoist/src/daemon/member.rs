@@ -53,8 +53,8 @@ struct NodeRecord {
     hostname: String,
     advertise_addr: String,
     managers: Vec<String>,
-    /// The managers' node ids; empty until a heartbeat answer names them (a node that
-    /// has just joined, or a record an older version wrote).
+    /// The managers' node ids, from the join answer and then every heartbeat answer;
+    /// empty in a record an older version wrote, until the first heartbeat.
     #[serde(default)]
     manager_ids: Vec<NodeId>,
     /// Whether this node has been confirmed as a Raft voter and keeps a store in
@@ -111,7 +111,7 @@ pub struct Member {
     source_ip: Option<std::net::IpAddr>,
     managers: Mutex<Vec<String>>,
     /// Who may call this node's manager-only routes while it runs no Raft (its state
-    /// would say, but it has none): the managers the last heartbeat answer named.
+    /// would say, but it has none): the managers the join answer, then the last heartbeat answer, named.
     manager_ids: Mutex<Vec<NodeId>>,
     manager: RwLock<Option<ManagerRuntime>>,
     /// The leader has confirmed this manager is a voter.
@@ -848,7 +848,7 @@ impl Daemon {
             hostname: self.config.hostname.clone(),
             advertise_addr: advertise_addr.clone(),
             managers,
-            manager_ids: Vec::new(),
+            manager_ids: joined.manager_ids.clone(),
             // Set once the leader confirms it as a voter.
             raft_voter: Some(false),
         };

@@ -290,7 +290,8 @@ async fn authorize(
     }
     if needs_manager && member.manager().is_none() {
         // No state here (a worker, or a manager whose Raft is not running): trust only
-        // the managers the last heartbeat answer named, once one has.
+        // the managers the join answer, then the last heartbeat answer, named (none are
+        // known in a record an older version wrote, until its first heartbeat).
         let known = member.manager_ids();
         if !known.is_empty() && !known.contains(&peer.node_id) {
             return Err(ApiError::new(
