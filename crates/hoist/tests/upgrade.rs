@@ -36,11 +36,71 @@ fn replicas(cluster: &Cluster, asked: usize, name: &str) -> Option<(u64, u64)> {
     Some((view["running"].as_u64()?, view["desired"].as_u64()?))
 }
 
+/// The fixture's node certificates were issued on 2026-12-02 for 90 days. Once they are
+/// close to expiry, the copies get fresh ones from the fixture's own CA (its key is in
+/// the backup), for the same node, role and cluster: what this test is about is the
+/// persisted state, and a real cluster renews its certificates at half life.
+fn refresh_certificates_if_expiring(dirs: &Path) {
+    let backup: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture().join("backup.json")).expect("the fixture backup"),
+    )
+    .expect("json");
+    let ca = &backup["state"]["ca"];
+    let ca = hoist_pki::ClusterCa::from_pem(
+        ca["cert_pem"].as_str().expect("the CA certificate"),
+        ca["key_pem"].as_str().expect("the CA key"),
+    )
+    .expect("the fixture's CA");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64;
+    for node in ["n1", "n2", "n3", "n4"] {
+        let path = dirs.join(node).join("identity.json");
+        let mut identity: hoist_pki::NodeIdentity =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("identity.json"))
+                .expect("an identity");
+        let peer = identity.peer().expect("the fixture's certificate");
+        if peer.not_after - now > 7 * 24 * 3600 {
+            continue;
+        }
+        eprintln!("the fixture certificate of {node} expires soon: issuing a fresh one");
+        let csr = hoist_pki::NodeCsr::generate().expect("a key");
+        identity.chain_pem = ca
+            .sign_csr(
+                &csr.csr_pem,
+                peer.node_id,
+                peer.role,
+                &peer.cluster_id,
+                Duration::from_secs(90 * 24 * 3600),
+            )
+            .expect("signing");
+        identity.key_pem = csr.key_pem;
+        std::fs::write(&path, serde_json::to_vec(&identity).expect("json")).expect("writing");
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a copy");
+    for entry in std::fs::read_dir(from).expect("reading the fixture") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copying");
+        }
+    }
+}
+
 #[test]
 fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
+    let source = tempfile::tempdir().expect("a temporary directory");
+    copy_tree(&fixture(), source.path());
+    refresh_certificates_if_expiring(source.path());
     let mut cluster = Cluster::from_data_dirs(
         bin(),
-        &fixture(),
+        source.path(),
         &[
             ("n1", "fx1", addr(1)),
             ("n2", "fx2", addr(2)),
