@@ -804,6 +804,24 @@ mod tests {
         assert!(open_store(dir.path()).is_err());
     }
 
+    #[test]
+    fn a_store_overwritten_with_garbage_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_file(dir.path());
+        let garbage: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let err = check_store(dir.path()).expect_err("garbage is refused");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(open_store(dir.path()).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "not rewritten");
+    }
+
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
