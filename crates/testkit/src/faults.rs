@@ -417,13 +417,23 @@ impl Cluster {
 /// victims and timings comes from it, so a failing run replays with
 /// `HOIST_FAULT_SEED=<seed>`.
 pub fn fault_seed() -> u64 {
-    match std::env::var("HOIST_FAULT_SEED") {
-        Ok(text) => text
-            .trim()
+    seed_from_env().unwrap_or_else(|| rand::random::<u32>() as u64)
+}
+
+/// The seed of the short form in the test suite: `HOIST_FAULT_SEED` if set, else
+/// `default`, so that every CI run makes the same choices and a red run replays as it
+/// failed (the long form, `hoist-bench faults`, draws new seeds).
+pub fn fault_seed_or(default: u64) -> u64 {
+    seed_from_env().unwrap_or(default)
+}
+
+fn seed_from_env() -> Option<u64> {
+    let text = std::env::var("HOIST_FAULT_SEED").ok()?;
+    Some(
+        text.trim()
             .parse()
             .unwrap_or_else(|_| panic!("HOIST_FAULT_SEED={text:?} is not a number")),
-        Err(_) => rand::random::<u32>() as u64,
-    }
+    )
 }
 
 /// How long a scenario runs: the test's short form or the bench's long form.

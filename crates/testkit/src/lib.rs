@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use check::{Snapshot, Violations};
-pub use faults::{fault_seed, run_scenario, FaultProxy, PartitionMode, Report, Scenario, Size};
+pub use faults::{
+    fault_seed, fault_seed_or, run_scenario, FaultProxy, PartitionMode, Report, Scenario, Size,
+};
 pub use tls::{tls_get, tls_request, tls_stream, FakeTlsServer};
 pub use workload::{Cli, History, Op, OpKind, OpResult, Recorder, Workload, WorkloadConfig};
 
