@@ -144,11 +144,11 @@ pub struct DaemonArgs {
     /// Open connections one published port accepts; more are closed at once. The mesh
     /// as a whole also stops short of the open-files limit, keeping descriptors for the
     /// control plane.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub mesh_max_connections: u64,
     /// Open connections one client address may hold over all published ports (never
     /// more than half of what the mesh may open in all).
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub mesh_max_connections_per_source: u64,
 }
 
@@ -169,17 +169,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let value: u64 = number.parse().map_err(|_| {
+    let whole_number = || {
         format!("invalid size {text:?}: expected a whole number and a unit, like 10MiB or 512KiB")
-    })?;
+    };
+    let value: u64 = number.parse().map_err(|_| whole_number())?;
+    if unit.starts_with('.') {
+        return Err(whole_number());
+    }
     let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
         "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        other => {
+        _ => {
             return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+                "invalid size {text:?}: unknown unit {unit:?} (use B, KiB, MiB or GiB)"
             ))
         }
     };
@@ -372,7 +376,7 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 * 1024));
         assert_eq!(parse_size("65536"), Ok(65536));
         assert!(parse_size("100").unwrap_err().contains("at least 4KiB"));
-        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("1.5M").unwrap_err().contains("whole number"));
         assert!(parse_size("10 parsecs")
             .unwrap_err()
             .contains("unknown unit"));

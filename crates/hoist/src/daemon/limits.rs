@@ -222,7 +222,20 @@ pub async fn bound_input(
     }
     let (parts, body) = request.into_parts();
     let body = Body::new(http_body_util::Limited::new(body, limit));
-    Ok(next.run(Request::from_parts(parts, body)).await)
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The extractor's own answer to a streamed body over the limit is plain text:
+        // say the same in the API's JSON shape, naming the route and its limit.
+        tracing::warn!(path, limit, "streamed request body over the limit refused");
+        return Err(ApiError::new(
+            413,
+            format!(
+                "request body too large: {path} accepts at most {}",
+                human(limit)
+            ),
+        ));
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
