@@ -213,6 +213,11 @@ pub struct RaftJoinRequest {
     /// and the leader refuses it. Absent (false) from older versions.
     #[serde(default)]
     pub unconfirmed_store: bool,
+    /// Drawn at random when Raft started on the asking manager: a retry of a request the
+    /// leader granted (its answer lost) carries the same number, a voter that restarted
+    /// with a blank store another. 0 from older versions.
+    #[serde(default)]
+    pub raft_incarnation: u64,
 }
 
 /// `service create`.

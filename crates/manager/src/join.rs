@@ -290,12 +290,15 @@ impl Manager {
     ///
     /// `unconfirmed_store` is the manager's word that its Raft store began blank and no
     /// leader has confirmed it since: from a node that is already a voter, that means it
-    /// lost its store, may have voted in a term it no longer remembers, and is refused.
+    /// lost its store, may have voted in a term it no longer remembers, and is refused,
+    /// unless this leader made it a voter during the same start of its Raft
+    /// (`incarnation`): then the request is a retry whose answer was lost.
     pub async fn add_voter(
         &self,
         peer: &PeerIdentity,
         addr: &str,
         unconfirmed_store: bool,
+        incarnation: u64,
     ) -> Result<()> {
         self.require_leader()?;
         let wanted = self
@@ -313,7 +316,9 @@ impl Manager {
             .voters
             .contains_key(&peer.node_id.0)
         {
-            if unconfirmed_store {
+            let retried = incarnation != 0
+                && self.raft().added_voter_incarnation(peer.node_id.0) == Some(incarnation);
+            if unconfirmed_store && !retried {
                 tracing::error!(node = %peer.node_id, addr, "a raft voter came back with a blank store: refused");
                 return Err(ManagerError::Refused(format!(
                     "node {} is already a raft voter but came back with a blank raft store: it may have voted in a term it no longer remembers, so it may not vote again. Restore its data directory from a backup, or demote and remove it (`hoist node demote`, `hoist node rm --force`) and join it again",
@@ -323,7 +328,9 @@ impl Manager {
             return Ok(());
         }
         tracing::info!(node = %peer.node_id, addr, "adding manager to the raft group");
-        self.raft().add_voter(peer.node_id.0, addr).await?;
+        self.raft()
+            .add_voter(peer.node_id.0, addr, incarnation)
+            .await?;
         Ok(())
     }
 

@@ -110,6 +110,12 @@ pub struct RaftNode {
     http: reqwest::Client,
     /// Clears the store's "unconfirmed" marker once a leader confirms this node.
     confirmer: Arc<VoterConfirmer>,
+    /// Drawn at random when Raft starts here. A new manager sends it when it asks to be
+    /// a voter, so that the leader can tell its own retry (the answer was lost) from a
+    /// voter that restarted with a blank store.
+    incarnation: u64,
+    /// On a leader: the incarnation each manager it made a voter asked with.
+    added_voters: Arc<std::sync::Mutex<BTreeMap<u64, u64>>>,
     /// Whether this node may grant votes and stand for election. A node whose store
     /// began blank may have voted in a term it no longer remembers (its store was lost
     /// and it was a voter), so it does neither until it founds a group or a leader
@@ -161,6 +167,8 @@ impl RaftNode {
             shared,
             http,
             confirmer,
+            incarnation: rand::random::<u64>().max(1),
+            added_voters: Arc::default(),
             may_vote: Arc::new(AtomicBool::new(!needs_confirmation)),
         })
     }
@@ -442,9 +450,34 @@ impl RaftNode {
         }
     }
 
+    /// This start of Raft's random number (see `incarnation`).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The incarnation manager `id` had when this leader made it a voter, if it did.
+    pub fn added_voter_incarnation(&self, id: u64) -> Option<u64> {
+        self.added_voters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
     /// Adds a manager: first as a learner until it has caught up, then as a voter.
-    /// Leader only.
-    pub async fn add_voter(&self, id: u64, addr: &str) -> Result<(), ProposeError> {
+    /// `incarnation` is the manager's (see `incarnation`). Leader only.
+    pub async fn add_voter(
+        &self,
+        id: u64,
+        addr: &str,
+        incarnation: u64,
+    ) -> Result<(), ProposeError> {
+        // Recorded first: a retry that arrives while this call still runs, or after its
+        // answer was lost, is the same start of the same node.
+        self.added_voters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, incarnation);
         self.raft
             .add_learner(id, BasicNode::new(addr), true)
             .await

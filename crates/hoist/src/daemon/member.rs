@@ -893,6 +893,7 @@ impl Daemon {
         let body = RaftJoinRequest {
             addr: member.advertise_addr.clone(),
             unconfirmed_store: !raft.may_vote(),
+            raft_incarnation: raft.incarnation(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut candidates = member.managers();

@@ -452,7 +452,12 @@ async fn raft_join(
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
     manager
-        .add_voter(peer, &request.addr, request.unconfirmed_store)
+        .add_voter(
+            peer,
+            &request.addr,
+            request.unconfirmed_store,
+            request.raft_incarnation,
+        )
         .await?;
     Ok(Json(serde_json::json!({})))
 }
