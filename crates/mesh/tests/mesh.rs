@@ -879,6 +879,12 @@ async fn start_echo_upgrade_backend() -> (std::net::SocketAddr, Arc<Mutex<Vec<St
 /// address and the heads the backend received.
 async fn start_mesh_on_echo_upgrade_backend(
 ) -> (Mesh, std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    start_mesh_on_echo_upgrade_backend_with(test_config()).await
+}
+
+async fn start_mesh_on_echo_upgrade_backend_with(
+    config: MeshConfig,
+) -> (Mesh, std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     let (backend_addr, heads) = start_echo_upgrade_backend().await;
     let port = free_port();
     let endpoint = hoist_mesh::Endpoint {
@@ -886,11 +892,7 @@ async fn start_mesh_on_echo_upgrade_backend(
         addr: backend_addr,
         state: hoist_mesh::EndpointState::Active,
     };
-    let mesh = start_mesh(
-        test_config(),
-        vec![http_service("ws", port, vec![endpoint])],
-    )
-    .await;
+    let mesh = start_mesh(config, vec![http_service("ws", port, vec![endpoint])]).await;
     let addr = mesh.local_addr(port).unwrap();
     (mesh, addr, heads)
 }
@@ -956,6 +958,116 @@ async fn l7_forwards_a_protocol_upgrade_and_tunnels_both_ways() {
         .await
         .expect("tunnel closed by shutdown");
     assert!(matches!(n_read, Ok(0) | Err(_)), "{n_read:?} {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_tunnel_lives_while_busy_and_closes_when_idle() {
+    let config = MeshConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    let (mesh, addr, _heads) = start_mesh_on_echo_upgrade_backend_with(config).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nhost: example\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+
+    // A message every 300 ms for 2.4 s: past the 1 s idle timeout, and still open.
+    for _ in 0..8 {
+        stream.write_all(b"ping\n").await.unwrap();
+        let mut echoed = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo in time")
+            .expect("the busy tunnel is open");
+        assert_eq!(&echoed, b"ping\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then silence: closed about a second later.
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    let n_read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the idle tunnel closed");
+    assert!(matches!(n_read, Ok(0) | Err(_)), "{n_read:?} {rest:?}");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(500),
+        "closed after {:?} of silence",
+        quiet.elapsed()
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_source_cap_are_closed_at_once_and_others_still_served() {
+    let backend = Backend::start("capped").await;
+    let port = free_port();
+    // Four connections for the whole mesh: one client address gets two.
+    let config = MeshConfig {
+        max_open_connections: 4,
+        ..test_config()
+    };
+    let mesh = start_mesh(
+        config,
+        vec![tcp_service("db", port, vec![backend.endpoint()])],
+    )
+    .await;
+    let addr = mesh.local_addr(port).unwrap();
+    let connect_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let held = [
+        connect_from("127.0.0.1").await,
+        connect_from("127.0.0.1").await,
+    ];
+    let mut refused = connect_from("127.0.0.1").await;
+    let mut rest = Vec::new();
+    let n_read = tokio::time::timeout(Duration::from_secs(10), refused.read_to_end(&mut rest))
+        .await
+        .expect("the third connection closed at once");
+    assert!(matches!(n_read, Ok(0) | Err(_)), "{n_read:?}");
+    // Another client address is still served while the first holds its share.
+    let mut other = connect_from("127.0.0.2").await;
+    let (status, body) = raw_exchange(
+        &mut other,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, body.as_str()), (200, "capped"));
+    let text = mesh.render_metrics();
+    assert_eq!(
+        metric(&text, "hoist_mesh_port_refused_total", "protocol=\"tcp\""),
+        Some(1.0)
+    );
+    // Closed connections free their places.
+    drop(held);
+    drop(other);
+    let freed = wait_until(Duration::from_secs(10), || {
+        metric(
+            &mesh.render_metrics(),
+            "hoist_mesh_port_open_connections",
+            "protocol=\"tcp\"",
+        ) == Some(0.0)
+    })
+    .await;
+    assert!(freed);
+    let mut again = connect_from("127.0.0.1").await;
+    let (status, _) = raw_exchange(
+        &mut again,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    mesh.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
