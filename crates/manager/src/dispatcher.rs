@@ -466,6 +466,10 @@ pub(crate) fn screen_reports(
                 );
                 return None;
             }
+            // What a workload wrote ends up in `service ps` on an operator's terminal:
+            // control characters (escape sequences) are shown, never passed through.
+            report.status.message = printable(&report.status.message);
+            report.status.err = report.status.err.as_deref().map(printable);
             report.status.endpoints.retain(|endpoint| {
                 match hoist_types::node::check_endpoint(&node_addr, &endpoint.addr) {
                     Ok(()) => true,
@@ -486,9 +490,31 @@ pub(crate) fn screen_reports(
         .collect()
 }
 
+/// `text` with line breaks and tabs as spaces and other control characters escaped.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_texts_reach_the_state_printable() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(
+            printable("two\nlines\tand\x1b[31mred"),
+            "two lines and\\u{1b}[31mred"
+        );
+    }
 
     #[test]
     fn nodes_expire_after_the_timeout_counted_from_leadership_at_the_earliest() {

@@ -8,8 +8,13 @@
 //! newer one by name: a manager must never guess at a file a later build wrote.
 //!
 //! The `"format"` member sits beside the state's own fields rather than around them, so
-//! that during a rolling upgrade an older manager still reads a newer leader's snapshot
-//! (it ignores the member) for as long as the state's shape is one it knows.
+//! that a version-1 reader (main at a85ac81, which knows no versions) parsing a newer
+//! snapshot sees a cluster state, not an unknown wrapper. Builds from version 2 on refuse
+//! a newer snapshot outright: accepting it because it happens to parse would drop the
+//! fields they do not know at the next snapshot. That is why a rolling upgrade goes
+//! followers first and the leader last (README, "Upgrading a running cluster"): an old
+//! follower is never sent a snapshot or a change from a newer leader while the leader is
+//! still old.
 //!
 //! This module owns the version number and the conversions. It does not know where the
 //! bytes are stored or how they travel.

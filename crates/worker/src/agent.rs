@@ -549,6 +549,23 @@ fn within_limits(mut report: TaskReport) -> TaskReport {
     report
 }
 
+/// Whether the leader refused a status batch for what it holds (so sending it again
+/// cannot help), rather than for who it is or where it was sent (not the leader, no
+/// quorum, shutting down), which a retry can get past.
+fn refuses_the_batch(status: reqwest::StatusCode) -> bool {
+    matches!(
+        status,
+        reqwest::StatusCode::BAD_REQUEST
+            | reqwest::StatusCode::PAYLOAD_TOO_LARGE
+            | reqwest::StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
+/// An assignment stream that says nothing for this long is taken for dead and followed
+/// again: the leader writes a keep-alive line every second, so only a connection whose
+/// far end is gone (a half-open one after a cut) stays this quiet.
+const STREAM_SILENCE: Duration = Duration::from_secs(10);
+
 /// Sends the runner's reports to the leader in batches, retrying until they land.
 pub async fn run_reporter(
     http: impl Fn() -> reqwest::Client + Send + 'static,
@@ -591,6 +608,14 @@ pub async fn run_reporter(
             .await;
         match sent {
             Ok(response) if response.status().is_success() => {
+                pending.drain(..n_sent);
+            }
+            Ok(response) if refuses_the_batch(response.status()) => {
+                // Retrying the same batch would be refused again and hold back every
+                // report queued behind it.
+                let status = response.status();
+                let message = response.text().await.unwrap_or_default();
+                tracing::warn!(%status, %message, n_reports = n_sent, "status reports refused by the leader; dropped");
                 pending.drain(..n_sent);
             }
             Ok(response) => {
@@ -642,7 +667,14 @@ pub async fn run_assignments(
                 loop {
                     let line = tokio::select! {
                         _ = shutdown.changed() => return,
-                        line = lines.next() => line,
+                        line = tokio::time::timeout(STREAM_SILENCE, lines.next()) => line,
+                    };
+                    let line = match line {
+                        Err(_) => {
+                            tracing::warn!(leader = %leader, silent_for = ?STREAM_SILENCE, "assignment stream silent; following it again");
+                            break;
+                        }
+                        Ok(line) => line,
                     };
                     let line = match line {
                         Some(Ok(line)) => line,
@@ -686,6 +718,27 @@ pub async fn run_assignments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_the_leader_refuses_for_its_content_is_dropped_and_others_retried() {
+        use reqwest::StatusCode;
+        for dropped in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ] {
+            assert!(refuses_the_batch(dropped), "{dropped}");
+        }
+        for retried in [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::MISDIRECTED_REQUEST,
+            StatusCode::FORBIDDEN,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            assert!(!refuses_the_batch(retried), "{retried}");
+        }
+    }
     use hoist_types::task::{TaskEndpoint, TaskState};
 
     #[test]

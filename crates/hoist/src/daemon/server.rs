@@ -105,6 +105,7 @@ pub async fn serve_tls(
                 }
             };
             let _ = stream.set_nodelay(true);
+            set_unacked_timeout(&stream);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
@@ -146,6 +147,31 @@ pub async fn serve_tls(
             });
         }
     })
+}
+
+/// Data a peer leaves unacknowledged for this long ends the connection. A half-open
+/// connection (the peer's machine gone, a link cut without a reset) would otherwise
+/// keep its assignment stream, the one a node may hold, for the kernel's fifteen
+/// minutes of retransmissions; the stream's keep-alive line each second turns that
+/// into this many seconds.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn set_unacked_timeout(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let millis = UNACKED_TIMEOUT.as_millis() as libc::c_uint;
+    // SAFETY: a valid socket descriptor we own, and an option value of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &millis as *const libc::c_uint as *const libc::c_void,
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_USER_TIMEOUT");
+    }
 }
 
 /// The pause after a failed accept: 10 ms doubling to 1 s, back to 10 ms after a
