@@ -48,8 +48,7 @@ pub async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()>
         ClusterCommand::Inspect(args) => {
             let view: ClusterView = client.get("/v1/cluster").await?;
             if args.pretty {
-                print_pretty(&view);
-                Ok(())
+                print_pretty(&view)
             } else {
                 print_json(&view)
             }
@@ -71,29 +70,31 @@ pub async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()>
                 );
             }
             let _: ClusterView = client.post("/v1/cluster/update", &request).await?;
-            println!("Cluster updated.");
+            outln!("Cluster updated.");
             Ok(())
         }
     }
 }
 
-fn print_pretty(view: &ClusterView) {
+fn print_pretty(view: &ClusterView) -> anyhow::Result<()> {
     let settings = &view.settings;
-    println!("ID:                  {}", view.cluster_id);
-    println!("Max replicas:        {} per service", settings.max_replicas);
+    outln!("ID:                  {}", view.cluster_id);
+    outln!("Max replicas:        {} per service", settings.max_replicas);
     let join_rate = if settings.join_rate_limit == 0 {
         "no limit".to_string()
     } else {
         format!("{} per second per source address", settings.join_rate_limit)
     };
-    println!("Join rate limit:     {join_rate}");
-    println!("Task history limit:  {}", settings.task_history_limit);
-    println!(
+    outln!("Join rate limit:     {join_rate}");
+    outln!("Task history limit:  {}", settings.task_history_limit);
+    outln!(
         "Certificate expiry:  {}h",
         settings.cert_expiry_secs as f64 / 3600.0
     );
-    println!(
+    outln!(
         "Heartbeat:           every {}ms, down after {} missed",
-        settings.heartbeat_period_ms, settings.heartbeat_grace
+        settings.heartbeat_period_ms,
+        settings.heartbeat_grace
     );
+    Ok(())
 }

@@ -58,26 +58,24 @@ pub async fn run(client: &Client, args: CaArgs) -> anyhow::Result<()> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
     if view.rotating {
-        println!(
+        outln!(
             "CA rotation under way: {} of {} nodes hold a certificate of the new CA (waiting for {}).",
             view.nodes_renewed,
             view.nodes,
             view.waiting_for.join(", ")
         );
     } else if args.rotate {
-        println!(
-            "CA rotated: every node holds a certificate of the new CA; the old CA is refused."
-        );
+        outln!("CA rotated: every node holds a certificate of the new CA; the old CA is refused.");
     }
-    println!("CA digest: {}", view.digest);
+    outln!("CA digest: {}", view.digest);
     if args.rotate {
-        println!("Join tokens carry the new digest: get them again with `hoist join-token`.");
+        outln!("Join tokens carry the new digest: get them again with `hoist join-token`.");
     } else {
-        print!("{}", view.cert_pem);
+        out!("{}", view.cert_pem);
     }
     Ok(())
 }

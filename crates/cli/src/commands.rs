@@ -87,7 +87,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
             let text = serde_json::to_vec_pretty(&backup)?;
             write_backup(&args.output, &text)?;
             let state = &backup["state"];
-            println!(
+            outln!(
                 "Backup written to {}: {} nodes, {} services, {} tasks.",
                 args.output.display(),
                 state["nodes"].as_object().map(|map| map.len()).unwrap_or(0),
@@ -119,7 +119,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                     },
                 )
                 .await?;
-            println!(
+            outln!(
                 "Cluster {} restored on this node ({}): {} nodes, {} services, {} tasks.",
                 response.cluster_id,
                 response.node_id,
@@ -127,7 +127,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                 response.services,
                 response.tasks
             );
-            print_dropped(&response);
+            print_dropped(&response)?;
         }
         Command::Init(args) => {
             let request = InitRequest {
@@ -140,7 +140,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                 bail!("--heartbeat-grace must be at least 1");
             }
             let response: InitResponse = client.post("/v1/init", &request).await?;
-            print_init(&response);
+            print_init(&response)?;
         }
         Command::Join(args) => {
             if let Some(role) = &args.role {
@@ -157,9 +157,10 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                     .map_err(anyhow::Error::msg)?,
             };
             let response: JoinClusterResponse = client.post("/v1/join-cluster", &request).await?;
-            println!(
+            outln!(
                 "This node joined a cluster as a {} (node id {}).",
-                response.role, response.node_id
+                response.role,
+                response.node_id
             );
         }
         Command::JoinToken(args) => join_token(&client, args).await?,
@@ -167,7 +168,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
             let _: serde_json::Value = client
                 .post("/v1/leave", &LeaveRequest { force: args.force })
                 .await?;
-            println!("Node left the cluster.");
+            outln!("Node left the cluster.");
         }
         Command::Node(command) => node(&client, command).await?,
         Command::Info(args) => info(&client, args).await?,
@@ -187,9 +188,11 @@ async fn force_new_cluster(client: &Client) -> anyhow::Result<()> {
             &hoist_api::ForceNewClusterRequest { dry_run: true },
         )
         .await?;
-    println!(
+    outln!(
         "Forcing a new cluster from this manager's state. Kept: {} nodes, {} services, {} tasks.",
-        plan.nodes, plan.services, plan.tasks
+        plan.nodes,
+        plan.services,
+        plan.tasks
     );
     let done: ForceNewClusterResponse = client
         .post(
@@ -197,39 +200,42 @@ async fn force_new_cluster(client: &Client) -> anyhow::Result<()> {
             &hoist_api::ForceNewClusterRequest { dry_run: false },
         )
         .await?;
-    println!(
+    outln!(
         "Cluster {} now runs with this node ({}) as its only manager: {} nodes, {} services, {} tasks.",
         done.cluster_id, done.node_id, done.nodes, done.services, done.tasks
     );
-    print_dropped(&done);
-    Ok(())
+    print_dropped(&done)
 }
 
-fn print_dropped(response: &ForceNewClusterResponse) {
+fn print_dropped(response: &ForceNewClusterResponse) -> anyhow::Result<()> {
     if !response.dropped_managers.is_empty() {
-        println!(
+        outln!(
             "Dropped managers (they must leave and join again with a token): {}",
             response.dropped_managers.join(", ")
         );
     }
-    println!("Add managers again with `hoist join-token manager`.");
+    outln!("Add managers again with `hoist join-token manager`.");
+    Ok(())
 }
 
-fn print_init(response: &InitResponse) {
-    println!(
+fn print_init(response: &InitResponse) -> anyhow::Result<()> {
+    outln!(
         "Cluster initialized: current node ({}) is now a manager.\n",
         response.node_id
     );
-    println!("To add a worker to this cluster, run the following command:\n");
-    println!(
+    outln!("To add a worker to this cluster, run the following command:\n");
+    outln!(
         "    hoist join --token {} {}\n",
-        response.worker_token, response.advertise_addr
+        response.worker_token,
+        response.advertise_addr
     );
-    println!("To add a manager to this cluster, run the following command:\n");
-    println!(
+    outln!("To add a manager to this cluster, run the following command:\n");
+    outln!(
         "    hoist join --token {} {}\n",
-        response.manager_token, response.advertise_addr
+        response.manager_token,
+        response.advertise_addr
     );
+    Ok(())
 }
 
 async fn join_token(client: &Client, args: JoinTokenArgs) -> anyhow::Result<()> {
@@ -244,16 +250,17 @@ async fn join_token(client: &Client, args: JoinTokenArgs) -> anyhow::Result<()> 
         client.get(&path).await?
     };
     if args.quiet {
-        println!("{}", response.token);
+        outln!("{}", response.token);
         return Ok(());
     }
     if args.rotate {
-        println!("Successfully rotated {role} join token.\n");
+        outln!("Successfully rotated {role} join token.\n");
     }
-    println!("To add a {role} to this cluster, run the following command:\n");
-    println!(
+    outln!("To add a {role} to this cluster, run the following command:\n");
+    outln!(
         "    hoist join --token {} {}\n",
-        response.token, response.manager_addr
+        response.token,
+        response.manager_addr
     );
     Ok(())
 }
@@ -274,7 +281,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             }
             if pretty {
                 for view in &views {
-                    print_node_pretty(view);
+                    print_node_pretty(view)?;
                 }
                 Ok(())
             } else {
@@ -287,7 +294,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
                 let view: NodeView = client
                     .post(&format!("/v1/nodes/{}/promote", encode(&reference)), &())
                     .await?;
-                println!(
+                outln!(
                     "Node {} promoted to a manager in the cluster.",
                     view.node.hostname
                 );
@@ -300,7 +307,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
                 let view: NodeView = client
                     .post(&format!("/v1/nodes/{}/demote", encode(&reference)), &())
                     .await?;
-                println!("Manager {} demoted in the cluster.", view.node.hostname);
+                outln!("Manager {} demoted in the cluster.", view.node.hostname);
                 Ok(())
             })
             .await
@@ -314,7 +321,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
                         if force { "?force=true" } else { "" }
                     ))
                     .await?;
-                println!("{reference}");
+                outln!("{reference}");
                 Ok(())
             })
             .await
@@ -368,7 +375,7 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     });
     if args.quiet {
         for view in &nodes {
-            println!("{}", view.node.id);
+            outln!("{}", view.node.id);
         }
         return Ok(());
     }
@@ -400,7 +407,7 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
             "ENGINE",
         ],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -420,36 +427,37 @@ fn engine_text(engine: &hoist_types::EngineInfo) -> String {
     drivers.join(", ")
 }
 
-fn print_node_pretty(view: &NodeView) {
+fn print_node_pretty(view: &NodeView) -> anyhow::Result<()> {
     let node = &view.node;
-    println!("ID:\t\t\t{}", node.id);
-    println!("Hostname:\t\t{}", node.hostname);
-    println!("Joined at:\t\t{} ms since the epoch", node.created_at_ms);
-    println!("Status:");
-    println!(" State:\t\t\t{}", node.status.as_str());
+    outln!("ID:\t\t\t{}", node.id);
+    outln!("Hostname:\t\t{}", node.hostname);
+    outln!("Joined at:\t\t{} ms since the epoch", node.created_at_ms);
+    outln!("Status:");
+    outln!(" State:\t\t\t{}", node.status.as_str());
     if !node.status_message.is_empty() {
-        println!(" Message:\t\t{}", node.status_message);
+        outln!(" Message:\t\t{}", node.status_message);
     }
-    println!(" Availability:\t\t{}", node.availability.as_str());
-    println!(" Address:\t\t{}", node.addr);
+    outln!(" Availability:\t\t{}", node.availability.as_str());
+    outln!(" Address:\t\t{}", node.addr);
     if let Some(status) = &view.manager_status {
-        println!("Manager Status:\t\t{status}");
+        outln!("Manager Status:\t\t{status}");
     }
     if !node.labels.is_empty() {
-        println!("Labels:");
+        outln!("Labels:");
         for (key, value) in &node.labels {
-            println!(" - {key}={value}");
+            outln!(" - {key}={value}");
         }
     }
-    println!("Engine:");
-    println!(" Drivers:\t\t{}", node.engine.drivers.join(", "));
+    outln!("Engine:");
+    outln!(" Drivers:\t\t{}", node.engine.drivers.join(", "));
     if let Some(version) = &node.engine.docker_version {
-        println!(" Docker version:\t{version}");
+        outln!(" Docker version:\t{version}");
     }
     if let Some(driver) = &node.engine.storage_driver {
-        println!(" Storage driver:\t{driver}");
+        outln!(" Storage driver:\t{driver}");
     }
-    println!();
+    outln!();
+    Ok(())
 }
 
 async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()> {
@@ -482,7 +490,7 @@ async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()
         )
         .await
         .with_context(|| format!("updating node {}", args.node))?;
-    println!("{}", args.node);
+    outln!("{}", args.node);
     Ok(())
 }
 
@@ -493,25 +501,25 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
         return print_json(&info);
     }
     let Some(cluster_id) = &info.cluster_id else {
-        println!("Cluster: inactive");
-        println!(" Hostname: {}", info.hostname);
-        println!(" This daemon is not part of a cluster: run `hoist init` or `hoist join`.");
+        outln!("Cluster: inactive");
+        outln!(" Hostname: {}", info.hostname);
+        outln!(" This daemon is not part of a cluster: run `hoist init` or `hoist join`.");
         return Ok(());
     };
-    println!("Cluster: active");
-    println!(" Cluster ID: {cluster_id}");
+    outln!("Cluster: active");
+    outln!(" Cluster ID: {cluster_id}");
     if let Some(node_id) = info.node_id {
-        println!(" Node ID: {node_id}");
+        outln!(" Node ID: {node_id}");
     }
-    println!(" Hostname: {}", info.hostname);
+    outln!(" Hostname: {}", info.hostname);
     if let Some(role) = info.role {
-        println!(
+        outln!(
             " Role: {role}{}",
             if info.is_leader { " (leader)" } else { "" }
         );
     }
     if let Some(leader) = info.leader {
-        println!(
+        outln!(
             " Leader: {leader}{}",
             info.leader_addr
                 .as_deref()
@@ -520,18 +528,18 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
         );
     }
     if info.role == Some(Role::Manager) {
-        println!(" Managers: {}", info.managers);
-        println!(" Quorum: {}", info.quorum);
-        println!(" Nodes: {}", info.nodes);
-        println!(" Raft:");
-        println!("  Term: {}", info.raft_term);
-        println!("  Commit index: {}", info.raft_commit_index);
+        outln!(" Managers: {}", info.managers);
+        outln!(" Quorum: {}", info.quorum);
+        outln!(" Nodes: {}", info.nodes);
+        outln!(" Raft:");
+        outln!("  Term: {}", info.raft_term);
+        outln!("  Commit index: {}", info.raft_commit_index);
     }
-    println!(" Dispatcher:");
-    println!("  Heartbeat period: {} ms", info.heartbeat_period_ms);
-    println!("  Heartbeat grace: {} periods", info.heartbeat_grace);
-    println!(" CA configuration:");
-    println!("  Expiry duration: {} s", info.cert_expiry_secs);
+    outln!(" Dispatcher:");
+    outln!("  Heartbeat period: {} ms", info.heartbeat_period_ms);
+    outln!("  Heartbeat grace: {} periods", info.heartbeat_grace);
+    outln!(" CA configuration:");
+    outln!("  Expiry duration: {} s", info.cert_expiry_secs);
     Ok(())
 }
 

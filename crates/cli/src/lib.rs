@@ -4,6 +4,25 @@
 //! Holds no cluster logic: every decision is the daemon's. The daemon, `hello` and
 //! `demo` commands are declared here but run by the binary.
 
+/// Writes a line to stdout, returning from the enclosing function with
+/// [`StdoutClosed`] when the reader has gone away (`| head`), instead of panicking as
+/// `println!` does.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// [`outln!`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))?
+    };
+}
+
 pub mod cluster;
 pub mod cluster_ca;
 mod commands;
@@ -15,11 +34,21 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use commands::{client_for, run_client};
-pub use output::{print_table, render_table};
+pub use output::{print_table, render_table, StdoutClosed};
 
 /// Hoist: a container orchestrator with built-in load balancing.
+///
+/// Run `hoist daemon` on every machine, `hoist init` on the first and `hoist join` on
+/// the others; then `hoist service create` runs your programs or containers on the
+/// cluster, restarts them when they fail and spreads requests to their published
+/// ports over every node.
 #[derive(Debug, Parser)]
-#[command(name = "hoist", version, about, propagate_version = true)]
+#[command(
+    name = "hoist",
+    version,
+    about = "Hoist: a container orchestrator with built-in load balancing (run services on a cluster of machines, as Docker Swarm mode does)",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Daemon to talk to, as unix://PATH.
     #[arg(long, short = 'H', global = true, env = "HOIST_HOST")]
@@ -294,22 +323,32 @@ pub struct ListArgs {
 pub enum NodeCommand {
     /// List nodes.
     Ls(ListArgs),
-    /// Show a node as JSON.
+    /// Show nodes as JSON (or --pretty).
     Inspect {
+        /// Nodes: id, id prefix, hostname, or `self` for the node this daemon runs.
         node: Vec<String>,
+        /// Print a readable summary instead of JSON.
         #[arg(long)]
         pretty: bool,
     },
     /// Change a node's availability or labels.
     Update(NodeUpdateArgs),
     /// Make nodes managers.
-    Promote { nodes: Vec<String> },
+    Promote {
+        /// Nodes to promote: id, id prefix or hostname.
+        nodes: Vec<String>,
+    },
     /// Make managers workers.
-    Demote { nodes: Vec<String> },
+    Demote {
+        /// Managers to demote: id, id prefix or hostname.
+        nodes: Vec<String>,
+    },
     /// Remove nodes from the cluster.
     Rm {
+        /// Remove a node that is still Ready, or a manager without demoting it first.
         #[arg(long, short)]
         force: bool,
+        /// Nodes to remove: id, id prefix or hostname.
         nodes: Vec<String>,
     },
 }
@@ -325,6 +364,7 @@ pub struct NodeUpdateArgs {
     /// Remove a label by key.
     #[arg(long = "label-rm")]
     pub label_rm: Vec<String>,
+    /// The node: id, id prefix or hostname.
     pub node: String,
 }
 
@@ -387,6 +427,44 @@ mod tests {
             .unwrap_err()
             .contains("more than zero"));
         assert_eq!(parse_positive_duration_ms("3s"), Ok(3_000));
+    }
+
+    /// Every subcommand, flag and positional argument of `hoist` has help text.
+    #[test]
+    fn every_command_and_flag_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                missing.push(format!("command `{path}`"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("`{path}` argument {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let root = Cli::command();
+        walk(&root, "hoist", &mut missing);
+        assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
+        let about = root
+            .get_about()
+            .map(|about| about.to_string())
+            .unwrap_or_default();
+        assert!(
+            about.contains("orchestrator") && !about.contains("clap"),
+            "the top-level help describes the tool, not its code: {about:?}"
+        );
     }
 
     #[test]

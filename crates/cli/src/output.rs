@@ -3,9 +3,28 @@
 
 use serde::Serialize;
 
+/// Stdout was closed by its reader (`hoist service ls | head -1`): the command stops
+/// there and the binary exits 0 without a word, as other command-line tools do.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct StdoutClosed;
+
+/// Writes to stdout; a closed pipe becomes [`StdoutClosed`], any other failure an
+/// error that says stdout could not be written.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(err) => Err(anyhow::Error::new(err).context("writing to stdout")),
+    }
+}
+
 /// Prints rows under a header, aligned.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render_table(header, rows));
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    out!("{}", render_table(header, rows));
+    Ok(())
 }
 
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -38,7 +57,8 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let text = serde_json::to_string_pretty(value)?;
+    outln!("{text}");
     Ok(())
 }
 

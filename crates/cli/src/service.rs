@@ -26,9 +26,11 @@ pub enum ServiceCommand {
     Ls(ListArgs),
     /// List the tasks of a service.
     Ps(PsArgs),
-    /// Show a service as JSON (or --pretty).
+    /// Show services as JSON (or --pretty).
     Inspect {
+        /// Services: name, id or id prefix.
         services: Vec<String>,
+        /// Print a readable summary instead of JSON.
         #[arg(long)]
         pretty: bool,
     },
@@ -37,6 +39,7 @@ pub enum ServiceCommand {
         /// Return at once instead of waiting for convergence.
         #[arg(long, short)]
         detach: bool,
+        /// SERVICE=REPLICAS, one or more.
         #[arg(required = true)]
         scales: Vec<String>,
     },
@@ -44,6 +47,7 @@ pub enum ServiceCommand {
     Update(UpdateArgs),
     /// Remove services.
     Rm {
+        /// Services to remove: name, id or id prefix.
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -55,12 +59,14 @@ pub enum ServiceCommand {
         /// Only the last N lines of each task.
         #[arg(long)]
         tail: Option<usize>,
+        /// The service: name, id or id prefix.
         service: String,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Name of the service (letters, digits, `-` and `_`).
     #[arg(long)]
     pub name: String,
     /// Number of tasks (replicated mode).
@@ -87,23 +93,32 @@ pub struct CreateArgs {
     /// spread=node.labels.KEY.
     #[arg(long = "placement-pref")]
     pub placement_pref: Vec<String>,
+    /// CPUs each task needs free on its node, e.g. 0.5.
     #[arg(long = "reserve-cpu")]
     pub reserve_cpu: Option<String>,
+    /// Memory each task needs free on its node, e.g. 256M or 1G.
     #[arg(long = "reserve-memory")]
     pub reserve_memory: Option<String>,
+    /// Most CPUs each task may use, e.g. 1.5.
     #[arg(long = "limit-cpu")]
     pub limit_cpu: Option<String>,
+    /// Most memory each task may use, e.g. 512M.
     #[arg(long = "limit-memory")]
     pub limit_memory: Option<String>,
     /// any, on-failure or none.
     #[arg(long = "restart-condition")]
     pub restart_condition: Option<String>,
+    /// Wait between a task's end and its replacement's start, e.g. 5s (default 5s).
     #[arg(long = "restart-delay", value_parser = crate::parse_duration_ms)]
     pub restart_delay: Option<u64>,
+    /// Restarts a slot gets (within --restart-window if given) before it is left
+    /// stopped (default: unlimited).
     #[arg(long = "restart-max-attempts")]
     pub restart_max_attempts: Option<u64>,
+    /// Window over which --restart-max-attempts counts restarts, e.g. 1m.
     #[arg(long = "restart-window", value_parser = crate::parse_duration_ms)]
     pub restart_window: Option<u64>,
+    /// Time a task has to exit after SIGTERM before it is killed, e.g. 10s.
     #[arg(long = "stop-grace-period", value_parser = crate::parse_duration_ms)]
     pub stop_grace_period: Option<u64>,
     /// process or docker (default: process for a command, docker for an image).
@@ -143,32 +158,43 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
+    /// `json` for a JSON array with stable field names.
     #[arg(long)]
     pub format: Option<String>,
+    /// Print task ids only.
     #[arg(long, short)]
     pub quiet: bool,
     /// Show every task, including ended ones beyond the current (default: all).
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
+    /// The service: name, id or id prefix.
     pub service: String,
 }
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
+    /// Number of tasks (replicated mode).
     #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
+    /// Add or change an environment variable, KEY=VALUE (tasks are replaced).
     #[arg(long = "env-add")]
     pub env_add: Vec<String>,
+    /// Remove an environment variable by key.
     #[arg(long = "env-rm")]
     pub env_rm: Vec<String>,
+    /// Add a placement constraint, e.g. node.labels.disk==ssd.
     #[arg(long = "constraint-add")]
     pub constraint_add: Vec<String>,
+    /// Remove a placement constraint, written as it was added.
     #[arg(long = "constraint-rm")]
     pub constraint_rm: Vec<String>,
+    /// Move tasks to even out the spread when nodes come back: auto or off.
     #[arg(long)]
     pub rebalance: Option<String>,
+    /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
+    /// The service: name, id or id prefix.
     pub service: String,
 }
 
@@ -187,7 +213,7 @@ pub async fn run(client: &Client, command: ServiceCommand) -> anyhow::Result<()>
                     .delete::<serde_json::Value>(&format!("/v1/services/{}", encode(&service)))
                     .await
                 {
-                    Ok(_) => println!("{service}"),
+                    Ok(_) => outln!("{service}"),
                     Err(err) => failures.push(format!("{service}: {err}")),
                 }
             }
@@ -332,7 +358,7 @@ async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let created: ServiceView = client
         .post("/v1/services", &CreateServiceRequest { spec })
         .await?;
-    println!("{}", created.service.id);
+    outln!("{}", created.service.id);
     if !detach {
         converge(client, &created.service.id.to_string()).await?;
     }
@@ -404,11 +430,11 @@ async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
         }
         let text = lines.join("\n");
         if text != last_printed {
-            println!("{text}");
+            outln!("{text}");
             last_printed = text;
         }
         if view.running == view.desired {
-            println!("verify: Service converged");
+            outln!("verify: Service converged");
             return Ok(());
         }
         if started.elapsed() > PATIENCE {
@@ -463,7 +489,7 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     services.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
     if args.quiet {
         for view in &services {
-            println!("{}", view.service.id);
+            outln!("{}", view.service.id);
         }
         return Ok(());
     }
@@ -486,7 +512,7 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     print_table(
         &["ID", "NAME", "MODE", "REPLICAS", "IMAGE/COMMAND", "PORTS"],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -512,7 +538,7 @@ async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         .await?;
     if args.quiet {
         for view in &tasks {
-            println!("{}", view.task.id);
+            outln!("{}", view.task.id);
         }
         return Ok(());
     }
@@ -560,7 +586,7 @@ async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
             "ERROR",
         ],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -580,32 +606,32 @@ async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow
     }
     for view in &views {
         let spec = &view.service.spec;
-        println!("ID:\t\t{}", view.service.id);
-        println!("Name:\t\t{}", spec.name);
-        println!("Service Mode:\t{}", capitalized(mode_text(view)));
+        outln!("ID:\t\t{}", view.service.id);
+        outln!("Name:\t\t{}", spec.name);
+        outln!("Service Mode:\t{}", capitalized(mode_text(view)));
         if let Some(replicas) = spec.replicas() {
-            println!(" Replicas:\t{replicas}");
+            outln!(" Replicas:\t{replicas}");
         }
-        println!("Running:\t{}/{}", view.running, view.desired);
-        println!("Driver:\t\t{}", spec.driver);
-        println!("Runs:\t\t{}", what_runs(spec));
+        outln!("Running:\t{}/{}", view.running, view.desired);
+        outln!("Driver:\t\t{}", spec.driver);
+        outln!("Runs:\t\t{}", what_runs(spec));
         if !spec.env.is_empty() {
-            println!("Env:");
+            outln!("Env:");
             for (key, value) in &spec.env {
-                println!(" {key}={value}");
+                outln!(" {key}={value}");
             }
         }
         if !spec.constraints.is_empty() {
-            println!("Placement:");
+            outln!("Placement:");
             for constraint in &spec.constraints {
-                println!(" Constraint:\t{constraint}");
+                outln!(" Constraint:\t{constraint}");
             }
         }
         if !spec.ports.is_empty() {
-            println!("Ports:\t\t{}", ports_text(spec));
+            outln!("Ports:\t\t{}", ports_text(spec));
         }
-        println!("Rebalance:\t{:?}", spec.rebalance);
-        println!(
+        outln!("Rebalance:\t{:?}", spec.rebalance);
+        outln!(
             "Restart Policy:\t{:?}, delay {} ms, max attempts {}",
             spec.restart_policy.condition,
             spec.restart_policy.delay_ms,
@@ -614,8 +640,8 @@ async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow
                 .map(|attempts| attempts.to_string())
                 .unwrap_or_else(|| "unlimited".into())
         );
-        println!("Stop Grace:\t{} ms", spec.stop_grace_period_ms);
-        println!();
+        outln!("Stop Grace:\t{} ms", spec.stop_grace_period_ms);
+        outln!();
     }
     Ok(())
 }
@@ -640,7 +666,7 @@ async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Re
                 },
             )
             .await?;
-        println!("{name} scaled to {replicas}");
+        outln!("{name} scaled to {replicas}");
     }
     if !detach {
         for (name, _) in &parsed {
@@ -692,7 +718,7 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    println!("{}", updated.service.spec.name);
+    outln!("{}", updated.service.spec.name);
     if !args.detach {
         converge(client, &updated.service.id.to_string()).await?;
     }

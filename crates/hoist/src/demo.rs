@@ -252,7 +252,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     rows.sort_by(|x, y| x[1].cmp(&y[1]));
     println!();
-    print_table(
+    // The demo runs until Ctrl-C whether or not anyone reads its output.
+    let _ = print_table(
         &[
             "ID",
             "HOSTNAME",
@@ -269,7 +270,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .filter(|view| view.task.status.state == hoist_types::task::TaskState::Running)
         .collect();
     println!();
-    print_table(
+    let _ = print_table(
         &["ID", "NAME", "NODE", "CURRENT STATE", "ENDPOINT"],
         &live
             .iter()

@@ -48,6 +48,10 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`| head -1`): it has all it wanted.
+        Err(err) if err.downcast_ref::<hoist_cli::StdoutClosed>().is_some() => {
+            std::process::ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("Error: {err:#}");
             std::process::ExitCode::FAILURE
