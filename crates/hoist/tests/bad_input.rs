@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hoist_testkit::{Cluster, ClusterOptions};
+use hoist_testkit::{copy_tree, Cluster, ClusterOptions};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -112,20 +112,6 @@ fn daemon_refuses(data_dir: &Path, listen: &str) -> String {
     }
     assert!(!status.success(), "the daemon exited 0: {stderr}");
     stderr
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("creating a copy");
-    for entry in std::fs::read_dir(from).expect("reading") {
-        let entry = entry.expect("an entry");
-        let kind = entry.file_type().expect("a file type");
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).expect("copying");
-        }
-    }
 }
 
 /// Method, path, content type, body, the status expected, and words the answer must
@@ -576,7 +562,7 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
         ("node.json", ""),
     ] {
         let copy = dir.path().join(format!("copy-{file}-{}", content.len()));
-        copy_dir(&cluster.nodes[0].data_dir, &copy);
+        copy_tree(&cluster.nodes[0].data_dir, &copy);
         let _ = std::fs::remove_file(copy.join("hoist.sock"));
         std::fs::write(copy.join(file), content).expect("damaging the copy");
         let err = daemon_refuses(&copy, "127.0.0.1:0");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hoist_testkit::{wait_for, Cluster};
+use hoist_testkit::{copy_tree, wait_for, Cluster};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -77,19 +77,6 @@ fn refresh_certificates_if_expiring(dirs: &Path) {
             .expect("signing");
         identity.key_pem = csr.key_pem;
         std::fs::write(&path, serde_json::to_vec(&identity).expect("json")).expect("writing");
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("creating a copy");
-    for entry in std::fs::read_dir(from).expect("reading the fixture") {
-        let entry = entry.expect("an entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copying");
-        }
     }
 }
 

@@ -150,7 +150,7 @@ fn free_block(n_nodes: usize, proxied: bool) -> [u8; 2] {
 }
 
 /// Copies a directory tree (files and directories; sockets and links are skipped).
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating a copy");
     for entry in std::fs::read_dir(from).expect("reading a directory to copy") {
         let entry = entry.expect("a directory entry");
