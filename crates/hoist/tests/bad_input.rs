@@ -67,8 +67,11 @@ fn unix_request(
         "{method} {path} HTTP/1.1\r\nHost: hoist\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).expect("writing the head");
-    stream.write_all(body).expect("writing the body");
+    // The server may answer (and close) before it has read a body it refuses: a write
+    // that fails then is not the test's concern, the answer is.
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response
