@@ -167,6 +167,12 @@ pub struct HeartbeatResponse {
     /// another renews it.
     #[serde(default)]
     pub ca_digest: String,
+    /// The node runs Raft, the cluster wants it a manager, but the leader's group does
+    /// not hold it (it was removed, or demoted and promoted again before it stopped):
+    /// its store is stale, so it must start Raft afresh and ask to be added again,
+    /// never carry on with the old one.
+    #[serde(default)]
+    pub raft_rejoin: bool,
 }
 
 /// `cluster ca`: the CA that signs, and how far a rotation has come.

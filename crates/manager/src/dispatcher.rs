@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hoist_api::{HeartbeatRequest, HeartbeatResponse};
 use hoist_pki::PeerIdentity;
 use hoist_state::Change;
-use hoist_types::{NodeId, NodeStatus};
+use hoist_types::{NodeId, NodeStatus, Role};
 use tokio::sync::watch;
 
 use crate::{now_ms, Manager, ManagerError, Result};
@@ -42,6 +42,9 @@ pub(crate) struct DispatcherState {
     streams: HashSet<NodeId>,
     /// CA renewals proposed and not yet applied, likewise.
     pub(crate) ca_in_flight: HashSet<NodeId>,
+    /// Managers this leader is demoting: out of the Raft group before their role
+    /// changes, and in that gap neither told to rejoin nor added back.
+    pub(crate) demoting: HashSet<NodeId>,
 }
 
 /// Held by an open assignment stream; the node may open another once it is dropped
@@ -136,6 +139,7 @@ impl Manager {
             }
         }
         let (trust_pem, ca_digest) = self.note_ca_renewal(peer);
+        let raft_running = request.raft_running;
         let needs_status = node.status != NodeStatus::Ready;
         let needs_description = node.addr != addr || node.engine != request.engine;
         let request = HeartbeatRequest { addr, ..request };
@@ -177,7 +181,19 @@ impl Manager {
                 manager.dispatcher().lock().in_flight.remove(&node_id);
             });
         }
+        let raft_rejoin = node.role == Role::Manager
+            && raft_running
+            && !self.dispatcher().lock().demoting.contains(&peer.node_id)
+            && {
+                let membership = self.raft().membership();
+                !membership.voters.contains_key(&peer.node_id.0)
+                    && !membership.learners.contains_key(&peer.node_id.0)
+            };
+        if raft_rejoin {
+            tracing::warn!(node = %peer.node_id, "a manager runs raft outside the group: told to start it afresh");
+        }
         Ok(HeartbeatResponse {
+            raft_rejoin,
             period_ms: settings.heartbeat_period_ms,
             desired_role: node.role,
             managers,

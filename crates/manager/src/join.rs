@@ -259,6 +259,35 @@ impl Manager {
         })
     }
 
+    /// Takes back the record of a node whose join failed on its side after it was
+    /// admitted (it could not start): only a node that has never sent a heartbeat and
+    /// is no Raft member, so a running node cannot remove itself this way.
+    pub async fn abandon_join(&self, peer: &PeerIdentity) -> Result<()> {
+        let node = self
+            .read(|state| state.nodes.get(&peer.node_id).cloned())
+            .await?
+            .ok_or_else(|| {
+                ManagerError::NotFound(format!("node {} is not in the cluster", peer.node_id))
+            })?;
+        let membership = self.raft().membership();
+        if node.status != NodeStatus::Unknown
+            || membership.voters.contains_key(&peer.node_id.0)
+            || membership.learners.contains_key(&peer.node_id.0)
+        {
+            return Err(ManagerError::Refused(format!(
+                "node {} has already taken part in the cluster: remove it with `hoist node rm`",
+                node.hostname
+            )));
+        }
+        self.propose(Change::RemoveNode {
+            node_id: node.id,
+            at_ms: now_ms(),
+        })
+        .await?;
+        tracing::warn!(node = %node.id, hostname = %node.hostname, "join abandoned by the node: its record is removed");
+        Ok(())
+    }
+
     /// Issues a fresh certificate for a member, with the role the cluster now wants for
     /// it (so renewal is also how promotion and demotion reach the node).
     pub async fn renew(&self, peer: &PeerIdentity, csr_pem: &str) -> Result<RenewResponse> {
@@ -305,6 +334,12 @@ impl Manager {
         if wanted != Some(Role::Manager) {
             return Err(ManagerError::Forbidden(format!(
                 "node {} is not meant to be a manager",
+                peer.node_id
+            )));
+        }
+        if self.dispatcher().lock().demoting.contains(&peer.node_id) {
+            return Err(ManagerError::NoQuorum(format!(
+                "node {} is being demoted: it is not added back to the raft group",
                 peer.node_id
             )));
         }

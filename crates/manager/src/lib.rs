@@ -24,6 +24,7 @@ use hoist_types::NodeId;
 
 pub use dispatcher::Dispatcher;
 pub use join::{bootstrap_cluster, Bootstrap, BootstrapConfig};
+pub use nodes::Demotion;
 
 /// Why a manager operation was refused. Each variant is a kind the caller can act on.
 #[derive(Debug, Clone, thiserror::Error)]

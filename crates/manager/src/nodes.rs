@@ -8,6 +8,17 @@ use hoist_types::{Node, NodeId, NodeStatus, Role};
 
 use crate::{now_ms, Manager, ManagerError, Result};
 
+/// How far a demotion got on this manager.
+#[derive(Debug)]
+pub enum Demotion {
+    /// Committed: the node is a worker.
+    Done(Box<NodeView>),
+    /// This manager demoted itself: it is out of the Raft group and no longer leads,
+    /// and the role change must be committed by the managers that remain (at these
+    /// addresses), one of which leads once they have elected.
+    HandedOver { managers: Vec<String> },
+}
+
 /// The manager status column: Leader, Reachable or Unreachable.
 fn manager_status(node: &Node, leader: Option<u64>, membership: &MembershipInfo) -> Option<String> {
     if node.role != Role::Manager && !membership.voters.contains_key(&node.id.0) {
@@ -68,6 +79,32 @@ pub(crate) fn check_quorum_after_removal(
         )));
     }
     Ok(())
+}
+
+/// Marks a node as being demoted by this leader for as long as it is held.
+struct DemotingGuard {
+    manager: Manager,
+    node_id: NodeId,
+}
+
+impl DemotingGuard {
+    fn new(manager: &Manager, node_id: NodeId) -> Self {
+        manager.dispatcher().lock().demoting.insert(node_id);
+        DemotingGuard {
+            manager: manager.clone(),
+            node_id,
+        }
+    }
+}
+
+impl Drop for DemotingGuard {
+    fn drop(&mut self) {
+        self.manager
+            .dispatcher()
+            .lock()
+            .demoting
+            .remove(&self.node_id);
+    }
 }
 
 impl Manager {
@@ -152,19 +189,40 @@ impl Manager {
     }
 
     /// Removes the node from the voters (if quorum allows), then records it as a worker.
-    pub async fn demote(&self, reference: &str) -> Result<NodeView> {
+    ///
+    /// Demoting the leader itself goes through the same joint-consensus change: openraft
+    /// commits a membership without this node, and the leader steps down once it is
+    /// committed. The remaining voters elect a leader among themselves, and this node,
+    /// no longer in the group, cannot commit the role change: it answers
+    /// [`Demotion::HandedOver`] with the managers that can, and the caller sends them the
+    /// rest of the demotion.
+    pub async fn demote(&self, reference: &str) -> Result<Demotion> {
         let node = self.find(reference).await?;
         let membership = self.raft().membership();
         if node.role == Role::Worker && !membership.voters.contains_key(&node.id.0) {
-            return self.inspect_node(&node.id.to_string()).await;
+            let view = self.inspect_node(&node.id.to_string()).await?;
+            return Ok(Demotion::Done(Box::new(view)));
         }
         self.require_leader()?;
         let state = self.read(ClusterState::clone).await?;
         check_quorum_after_removal(&state, &membership, node.id, "demote")?;
+        // Between leaving the group and the role change, the node's heartbeats must
+        // neither tell it to rejoin nor its join-me add it back.
+        let _demoting = DemotingGuard::new(self, node.id);
         if membership.voters.contains_key(&node.id.0)
             || membership.learners.contains_key(&node.id.0)
         {
             self.raft().remove_voter(node.id.0).await?;
+        }
+        if node.id == self.node_id() {
+            let managers: Vec<String> = membership
+                .voters
+                .iter()
+                .filter(|(id, _)| **id != node.id.0)
+                .map(|(_, addr)| addr.clone())
+                .collect();
+            tracing::info!(node = %node.id, ?managers, "the leader left the raft group; the other managers finish its demotion");
+            return Ok(Demotion::HandedOver { managers });
         }
         self.propose(Change::SetNodeRole {
             node_id: node.id,
@@ -172,7 +230,9 @@ impl Manager {
             at_ms: now_ms(),
         })
         .await?;
-        self.inspect_node(&node.id.to_string()).await
+        Ok(Demotion::Done(Box::new(
+            self.inspect_node(&node.id.to_string()).await?,
+        )))
     }
 
     /// Removes a node for good. A node that is still Ready needs `force`; a manager must

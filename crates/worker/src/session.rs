@@ -237,6 +237,16 @@ async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatR
     }
     let (cert_role, _, _) = host.certificate();
     let wants_raft = response.desired_role == Role::Manager && cert_role == Role::Manager;
+    if wants_raft && response.raft_rejoin && host.raft_running() {
+        // Outside the leader's group, this store is stale: it must not carry on (with a
+        // membership of its own it could elect itself), so it goes, and the node joins
+        // the group afresh just below.
+        tracing::warn!(node = %node_id, "this manager is not in the raft group: restarting raft with an empty store");
+        if let Err(err) = host.become_role(Role::Worker).await {
+            tracing::warn!(node = %node_id, error = %err, "stopping raft");
+            return;
+        }
+    }
     if wants_raft != host.raft_running() || (wants_raft && cert_role == Role::Manager) {
         if let Err(err) = host
             .become_role(if wants_raft {

@@ -239,18 +239,32 @@ impl Daemon {
         Ok(())
     }
 
+    /// The node's TLS listener.
+    async fn bind_listener(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(self.config.listen_addr)
+            .await
+            .with_context(|| format!("listening on {}", self.config.listen_addr))
+    }
+
     async fn start_member(
         self: &Arc<Self>,
         record: NodeRecord,
         files: NodeIdentity,
     ) -> anyhow::Result<Arc<Member>> {
+        let listener = self.bind_listener().await?;
+        self.start_member_on(record, files, listener).await
+    }
+
+    async fn start_member_on(
+        self: &Arc<Self>,
+        record: NodeRecord,
+        files: NodeIdentity,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Arc<Member>> {
         let identity = IdentityHandle::new(&files)?;
         let certificate = files.peer()?;
         let source_ip = Some(self.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
         let http = mtls_client(&identity, source_ip, hoist_pki::Dialled::Manager)?;
-        let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
-            .await
-            .with_context(|| format!("listening on {}", self.config.listen_addr))?;
         let server_config = hoist_pki::server_config(&identity)?;
         let (stop, _) = watch::channel(false);
         let (session_state, _) = watch::channel(SessionState::default());
@@ -791,6 +805,14 @@ impl Daemon {
         let source_ip = hoist_types::node::parse_node_addr(&advertise_addr)
             .map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err}")))?
             .ip();
+        // Taken before the manager records the node: a node that cannot listen must not
+        // be left in the cluster's list by a join that then fails.
+        let listener = self.bind_listener().await.map_err(|err| {
+            LifecycleError::new(
+                409,
+                format!("{err:#}: this node cannot serve the cluster, so it did not ask to join"),
+            )
+        })?;
         let ca_pem = probe_ca(&request.manager_addr, &token.ca_digest).await?;
         let csr = NodeCsr::generate().map_err(|err| LifecycleError::new(500, err.to_string()))?;
         let pinned = reqwest::Client::builder()
@@ -852,10 +874,11 @@ impl Daemon {
             // Set once the leader confirms it as a voter.
             raft_voter: Some(false),
         };
+        let admitted = files.clone();
         let result = async {
             write_secret_json(&identity_file(&self.config.data_dir), &files)?;
             write_json(&node_file(&self.config.data_dir), &record)?;
-            let member = self.start_member(record, files).await?;
+            let member = self.start_member_on(record, files, listener).await?;
             if joined.role == Role::Manager {
                 let _ = std::fs::remove_dir_all(raft_dir(&self.config.data_dir));
                 self.start_manager(&member).await?;
@@ -867,6 +890,8 @@ impl Daemon {
         .await;
         if let Err(err) = result {
             self.abandon_membership().await;
+            self.withdraw_join(&admitted, &request.manager_addr, joined.node_id)
+                .await;
             return Err(err.into());
         }
         tracing::info!(node = %joined.node_id, role = %joined.role, "joined the cluster");
@@ -874,6 +899,45 @@ impl Daemon {
             node_id: joined.node_id,
             role: joined.role,
         })
+    }
+
+    /// After a join the manager admitted failed here: asks it to take the node's record
+    /// back, so the cluster does not list a node that never came. Best effort: a
+    /// manager that cannot be reached leaves a node that goes Down, for `node rm`.
+    async fn withdraw_join(&self, files: &NodeIdentity, manager_addr: &str, node_id: NodeId) {
+        let source_ip = Some(self.config.listen_addr.ip()).filter(|ip| !ip.is_unspecified());
+        let client = IdentityHandle::new(files)
+            .and_then(|identity| hoist_pki::client_config(&identity, hoist_pki::Dialled::Manager))
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(config)
+                    .local_address(source_ip)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(anyhow::Error::from)
+            });
+        let outcome = match client {
+            Ok(client) => client
+                .post(format!("https://{manager_addr}/v1/join/abandon"))
+                .json(&serde_json::Value::Null)
+                .send()
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|response| {
+                    response
+                        .error_for_status()
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
+                }),
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(()) => tracing::info!(node = %node_id, "the failed join was taken back"),
+            Err(err) => {
+                tracing::warn!(node = %node_id, error = %format!("{err:#}"), "the failed join could not be taken back: remove the node with `hoist node rm`")
+            }
+        }
     }
 
     /// Asks the leader to make this manager a voter, following redirects.
@@ -896,11 +960,11 @@ impl Daemon {
             raft_incarnation: raft.incarnation(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut candidates = member.managers();
+        let mut candidates = member.known_managers();
         let mut last_error = String::from("no manager known");
         while tokio::time::Instant::now() < deadline {
             let Some(addr) = candidates.pop() else {
-                candidates = member.managers();
+                candidates = member.known_managers();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -1355,6 +1419,27 @@ impl Member {
             .clone()
     }
 
+    /// Where to look for the leader: the managers the last heartbeat answer named, and
+    /// while this node runs Raft, the members of its group. A leader that has just
+    /// demoted itself heard no answer naming the managers that remain, and would
+    /// otherwise only ever ask itself.
+    pub fn known_managers(&self) -> Vec<String> {
+        let mut managers = self.managers();
+        if let Some(manager) = self.manager() {
+            let membership = manager.raft().membership();
+            for addr in membership
+                .voters
+                .values()
+                .chain(membership.learners.values())
+            {
+                if !managers.contains(addr) {
+                    managers.push(addr.clone());
+                }
+            }
+        }
+        managers
+    }
+
     /// The managers' node ids as last heard; empty when not known yet.
     pub fn manager_ids(&self) -> Vec<NodeId> {
         self.manager_ids
@@ -1441,7 +1526,7 @@ impl SessionHost for SessionHandle {
     }
 
     fn managers(&self) -> Vec<String> {
-        self.member.managers()
+        self.member.known_managers()
     }
 
     fn set_managers(&self, managers: Vec<String>, manager_ids: Vec<NodeId>) {

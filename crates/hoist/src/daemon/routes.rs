@@ -22,7 +22,7 @@ use hoist_api::{
     ErrorBody, HeartbeatRequest, InfoResponse, InitRequest, JoinClusterRequest, JoinRequest,
     LeaveRequest, NodeUpdateRequest, NotLeaderBody, RaftJoinRequest, RenewRequest, TokenResponse,
 };
-use hoist_manager::{Manager, ManagerError};
+use hoist_manager::{Demotion, Manager, ManagerError};
 use hoist_pki::PeerIdentity;
 use hoist_types::Role;
 use serde::Deserialize;
@@ -43,6 +43,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/restore", post(restore))
         .route("/v1/backup", get(backup))
         .route("/v1/join", post(join))
+        .route("/v1/join/abandon", post(join_abandon))
         .route("/v1/dispatcher/heartbeat", post(heartbeat))
         .route("/v1/node/renew", post(renew))
         .route("/v1/raft/join-me", post(raft_join))
@@ -185,7 +186,7 @@ fn class_of(path: &str) -> Class {
             Class::LocalOnly
         }
         "/v1/join" => Class::Open,
-        "/v1/dispatcher/heartbeat" | "/v1/node/renew" => Class::Member,
+        "/v1/dispatcher/heartbeat" | "/v1/node/renew" | "/v1/join/abandon" => Class::Member,
         "/v1/dispatcher/assignments" | "/v1/dispatcher/status" => Class::Member,
         "/v1/raft/join-me" => Class::ManagerPeer,
         _ if path.starts_with("/raft/") => Class::ManagerPeer,
@@ -303,7 +304,13 @@ async fn authorize(
             ));
         }
     }
-    if request.uri().path().starts_with("/raft/") {
+    // Appends and snapshots come from a leader, whose term openraft checks; this node's
+    // membership may be older than the sender's (a manager catching up installs a
+    // snapshot whose membership predates the leader's own addition), so refusing a
+    // sender it does not know yet would keep it from ever learning the current group.
+    // Votes, forwarded writes and read-index requests go to a node whose view counts.
+    let from_leader = matches!(request.uri().path(), "/raft/append" | "/raft/snapshot");
+    if request.uri().path().starts_with("/raft/") && !from_leader {
         let manager = member
             .manager()
             .ok_or_else(|| ApiError::new(503, NOT_A_MANAGER))?;
@@ -410,6 +417,17 @@ async fn join(
 ) -> ApiResult<hoist_api::JoinResponse> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.join(request, source_ip(remote)).await?))
+}
+
+/// A node whose join failed after the manager admitted it takes its record back.
+async fn join_abandon(
+    State(daemon): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<serde_json::Value> {
+    let peer = peer_of(&caller)?;
+    let (_, manager) = manager_of(&daemon)?;
+    manager.abandon_join(peer).await?;
+    Ok(Json(serde_json::json!({})))
 }
 
 async fn heartbeat(
@@ -576,7 +594,10 @@ async fn node_demote(
 ) -> Result<Response, ApiError> {
     let (member, manager) = manager_of(&daemon)?;
     match manager.demote(&node).await {
-        Ok(view) => Ok(Json(view).into_response()),
+        Ok(Demotion::Done(view)) => Ok(Json(*view).into_response()),
+        Ok(Demotion::HandedOver { managers }) => {
+            hand_over_demotion(&member, &managers, &format!("/v1/nodes/{node}/demote")).await
+        }
         Err(ManagerError::NotLeader {
             leader_addr: Some(leader),
         }) => {
@@ -617,6 +638,80 @@ async fn node_rm(
             forward(&member, reqwest::Method::DELETE, &leader, &path, None).await
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// How long a leader that demoted itself waits for the remaining managers to elect a
+/// leader and commit the role change (an election takes a second or two).
+const HAND_OVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Finishes a demotion of this manager, which has just left the Raft group and stepped
+/// down: sends it to the remaining managers until the one that leads commits it (a
+/// follower that knows the leader redirects with 421; one that does not yet is asked
+/// again).
+async fn hand_over_demotion(
+    member: &Member,
+    managers: &[String],
+    path: &str,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + HAND_OVER_DEADLINE;
+    let mut last = String::from("no other manager is known");
+    loop {
+        for addr in managers {
+            let mut target = addr.clone();
+            // One redirect: a follower names the leader it knows.
+            for _ in 0..2 {
+                let response = member
+                    .http()
+                    .post(format!("https://{target}{path}"))
+                    .json(&serde_json::Value::Null)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await;
+                let response = match response {
+                    Ok(response) => response,
+                    Err(err) => {
+                        last = format!("{target}: {err}");
+                        break;
+                    }
+                };
+                let status = response.status();
+                let bytes = response.bytes().await.unwrap_or_default();
+                if status.is_success() {
+                    return Ok((
+                        StatusCode::OK,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        bytes,
+                    )
+                        .into_response());
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+                    if let Some(leader) = serde_json::from_str::<NotLeaderBody>(&text)
+                        .ok()
+                        .and_then(|body| body.leader_addr)
+                    {
+                        target = leader;
+                        continue;
+                    }
+                }
+                last = format!(
+                    "{target}: {status}: {}",
+                    hoist_api::ErrorBody::message_of(text)
+                );
+                break;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                503,
+                format!(
+                    "this manager left the raft group and stepped down, but the remaining managers did not record the demotion in {}s ({last}); run `hoist node demote` again on one of them",
+                    HAND_OVER_DEADLINE.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 
