@@ -116,7 +116,7 @@ pub struct NodeUpdateRequest {
     pub label_rm: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct InfoResponse {
     pub node_id: Option<NodeId>,
     pub hostname: String,
@@ -134,6 +134,17 @@ pub struct InfoResponse {
     pub heartbeat_grace: u32,
     pub cert_expiry_secs: u64,
     pub cert_not_after: Option<i64>,
+    /// Set on a manager that cannot reach a majority: why. The other fields are then
+    /// this manager's last applied state, which may be out of date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_quorum: Option<String>,
+    /// Set when the cluster refused this node (removed, or dropped by a forced new
+    /// cluster): what it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+    /// On a worker: whether its last heartbeat reached a manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_reachable: Option<bool>,
 }
 
 /// A node's beat to the leader's dispatcher. The node's id comes from its certificate.
@@ -322,6 +333,10 @@ pub struct ForceNewClusterRequest {
     /// Only report what would be kept; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// `--advertise-addr` given with `--force-new-cluster`: it must name this node's
+    /// own address (the recovered cluster keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 use hoist_api::{Client, ClusterUpdateRequest, ClusterView};
 
-use crate::output::print_json;
+use crate::output::{duration, print_json};
 use crate::parse_duration_ms;
 
 #[derive(Debug, Subcommand)]
@@ -88,12 +88,12 @@ fn print_pretty(view: &ClusterView) -> anyhow::Result<()> {
     outln!("Join rate limit:     {join_rate}");
     outln!("Task history limit:  {}", settings.task_history_limit);
     outln!(
-        "Certificate expiry:  {}h",
-        settings.cert_expiry_secs as f64 / 3600.0
+        "Certificate expiry:  {}",
+        duration(settings.cert_expiry_secs.saturating_mul(1000))
     );
     outln!(
-        "Heartbeat:           every {}ms, down after {} missed",
-        settings.heartbeat_period_ms,
+        "Heartbeat:           every {}, down after {} missed",
+        duration(settings.heartbeat_period_ms),
         settings.heartbeat_grace
     );
     Ok(())

@@ -10,7 +10,9 @@ use hoist_api::{
 };
 use hoist_types::{Availability, Role};
 
-use crate::output::{print_json, print_table, wants_json};
+use crate::output::{
+    duration, now_ms, print_json, print_table, timestamp, timestamp_ago, wants_json,
+};
 use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
 
 /// Writes a backup, which holds the cluster CA's key and both join secrets, so that no
@@ -81,7 +83,9 @@ pub fn client_for(host: Option<&str>) -> anyhow::Result<Client> {
 pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<()> {
     let client = client_for(host)?;
     match command {
-        Command::Init(args) if args.force_new_cluster => force_new_cluster(&client).await?,
+        Command::Init(args) if args.force_new_cluster => {
+            force_new_cluster(&client, args.advertise_addr).await?
+        }
         Command::Backup(args) => {
             let backup: serde_json::Value = client.get("/v1/backup").await?;
             let text = serde_json::to_vec_pretty(&backup)?;
@@ -181,11 +185,14 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
     Ok(())
 }
 
-async fn force_new_cluster(client: &Client) -> anyhow::Result<()> {
+async fn force_new_cluster(client: &Client, advertise_addr: Option<String>) -> anyhow::Result<()> {
     let plan: ForceNewClusterResponse = client
         .post(
             "/v1/force-new-cluster",
-            &hoist_api::ForceNewClusterRequest { dry_run: true },
+            &hoist_api::ForceNewClusterRequest {
+                dry_run: true,
+                advertise_addr: advertise_addr.clone(),
+            },
         )
         .await?;
     outln!(
@@ -197,7 +204,10 @@ async fn force_new_cluster(client: &Client) -> anyhow::Result<()> {
     let done: ForceNewClusterResponse = client
         .post(
             "/v1/force-new-cluster",
-            &hoist_api::ForceNewClusterRequest { dry_run: false },
+            &hoist_api::ForceNewClusterRequest {
+                dry_run: false,
+                advertise_addr,
+            },
         )
         .await?;
     outln!(
@@ -274,8 +284,9 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             }
             let mut views = Vec::new();
             for reference in &node {
+                let reference = resolve_self(client, reference).await?;
                 let view: NodeView = client
-                    .get(&format!("/v1/nodes/{}", encode(reference)))
+                    .get(&format!("/v1/nodes/{}", encode(&reference)))
                     .await?;
                 views.push(view);
             }
@@ -326,6 +337,18 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             })
             .await
         }
+    }
+}
+
+/// `self` (as in Docker) names the node this daemon runs; anything else is passed on.
+async fn resolve_self(client: &Client, reference: &str) -> anyhow::Result<String> {
+    if reference != "self" {
+        return Ok(reference.to_string());
+    }
+    let info: InfoResponse = client.get("/v1/info").await?;
+    match info.node_id {
+        Some(id) => Ok(id.to_string()),
+        None => bail!("`self`: this daemon is not part of a cluster"),
     }
 }
 
@@ -431,7 +454,10 @@ fn print_node_pretty(view: &NodeView) -> anyhow::Result<()> {
     let node = &view.node;
     outln!("ID:\t\t\t{}", node.id);
     outln!("Hostname:\t\t{}", node.hostname);
-    outln!("Joined at:\t\t{} ms since the epoch", node.created_at_ms);
+    outln!(
+        "Joined at:\t\t{}",
+        timestamp_ago(node.created_at_ms, now_ms())
+    );
     outln!("Status:");
     outln!(" State:\t\t\t{}", node.status.as_str());
     if !node.status_message.is_empty() {
@@ -506,7 +532,31 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
         outln!(" This daemon is not part of a cluster: run `hoist init` or `hoist join`.");
         return Ok(());
     };
-    outln!("Cluster: active");
+    if let Some(message) = &info.removed {
+        outln!("Cluster: removed");
+        outln!(" Cluster ID: {cluster_id}");
+        if let Some(node_id) = info.node_id {
+            outln!(" Node ID: {node_id}");
+        }
+        outln!(" Hostname: {}", info.hostname);
+        outln!(" The cluster no longer counts this node: {message}");
+        outln!(
+            " To take part again: `hoist leave --force` here, then `hoist join` with a token from a manager."
+        );
+        return Ok(());
+    }
+    if let Some(reason) = &info.no_quorum {
+        outln!("Cluster: no quorum (this manager cannot reach a majority of managers)");
+        outln!(" {reason}");
+        outln!(" What follows is this manager's last applied state; it may be out of date.");
+        outln!(
+            " If the other managers are gone for good, run `hoist init --force-new-cluster` on the surviving manager with the highest commit index: it becomes a one-manager cluster keeping every node, service and task."
+        );
+    } else if info.manager_reachable == Some(false) {
+        outln!("Cluster: active (no manager answers this node's heartbeats now)");
+    } else {
+        outln!("Cluster: active");
+    }
     outln!(" Cluster ID: {cluster_id}");
     if let Some(node_id) = info.node_id {
         outln!(" Node ID: {node_id}");
@@ -536,10 +586,27 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
         outln!("  Commit index: {}", info.raft_commit_index);
     }
     outln!(" Dispatcher:");
-    outln!("  Heartbeat period: {} ms", info.heartbeat_period_ms);
-    outln!("  Heartbeat grace: {} periods", info.heartbeat_grace);
-    outln!(" CA configuration:");
-    outln!("  Expiry duration: {} s", info.cert_expiry_secs);
+    if info.heartbeat_period_ms > 0 {
+        outln!("  Heartbeat period: {}", duration(info.heartbeat_period_ms));
+    } else {
+        outln!("  Heartbeat period: not known yet (no heartbeat answered)");
+    }
+    // Only managers hold the cluster's settings; a worker shows what it was told.
+    if info.role == Some(Role::Manager) {
+        outln!("  Heartbeat grace: {} periods", info.heartbeat_grace);
+        outln!(" CA configuration:");
+        outln!(
+            "  Expiry duration: {}",
+            duration(info.cert_expiry_secs.saturating_mul(1000))
+        );
+    }
+    if let Some(not_after) = info.cert_not_after {
+        outln!(" Node certificate:");
+        outln!(
+            "  Valid until: {}",
+            timestamp(u64::try_from(not_after).unwrap_or(0).saturating_mul(1000))
+        );
+    }
     Ok(())
 }
 

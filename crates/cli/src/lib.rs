@@ -129,7 +129,8 @@ pub struct DaemonArgs {
     /// Address of the TLS listener for other nodes.
     #[arg(long, default_value = "0.0.0.0:2377")]
     pub listen_addr: String,
-    /// Address other nodes reach this one at (default: the listen address).
+    /// Address other nodes reach this one at, IP:PORT or INTERFACE:PORT such as
+    /// enp1s0:2377 (default: the listen address).
     #[arg(long)]
     pub advertise_addr: Option<String>,
     /// Node name (default: the machine's hostname); lets several daemons on one machine
@@ -234,7 +235,8 @@ pub enum MeshDataplane {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Address other nodes reach this one at (default: the daemon's).
+    /// Address other nodes reach this one at, IP:PORT or INTERFACE:PORT such as
+    /// enp1s0:2377 (default: the daemon's).
     #[arg(long)]
     pub advertise_addr: Option<String>,
     /// How often nodes beat, e.g. 1s or 500ms.
@@ -248,7 +250,8 @@ pub struct InitArgs {
     pub cert_expiry: Option<u64>,
     /// Recover from a lost quorum: this manager's state becomes a new one-manager
     /// cluster, keeping every node, service and task; the other managers are dropped.
-    #[arg(long, conflicts_with_all = ["heartbeat_period", "heartbeat_grace", "cert_expiry", "advertise_addr"])]
+    /// With --advertise-addr, that address must be this manager's own (it is kept).
+    #[arg(long, conflicts_with_all = ["heartbeat_period", "heartbeat_grace", "cert_expiry"])]
     pub force_new_cluster: bool,
 }
 
@@ -261,7 +264,8 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Address other nodes reach this one at (default: the daemon's).
+    /// Address other nodes reach this one at, IP:PORT or INTERFACE:PORT (default: the
+    /// daemon's).
     #[arg(long)]
     pub advertise_addr: Option<String>,
     /// A file written by `hoist backup`.
@@ -276,7 +280,8 @@ pub struct JoinArgs {
     /// Refuse unless the token is of this role (worker or manager).
     #[arg(long)]
     pub role: Option<String>,
-    /// Address other nodes reach this one at (default: the daemon's).
+    /// Address other nodes reach this one at, IP:PORT or INTERFACE:PORT such as
+    /// enp1s0:2377 (default: the daemon's).
     #[arg(long)]
     pub advertise_addr: Option<String>,
     /// A manager's address, HOST:PORT.

@@ -71,6 +71,52 @@ pub fn wants_json(format: &Option<String>) -> anyhow::Result<bool> {
     }
 }
 
+/// A moment as people read it: `2026-12-02 08:07:59 UTC`.
+pub fn timestamp(ms: u64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|moment| moment.format(&format).ok())
+        .unwrap_or_else(|| format!("{ms} ms after 1970-01-01 UTC"))
+}
+
+/// [`timestamp`] with how long ago it was: `2026-12-02 08:07:59 UTC (5 minutes ago)`.
+pub fn timestamp_ago(ms: u64, now_ms: u64) -> String {
+    format!("{} ({})", timestamp(ms), ago(ms, now_ms).to_lowercase())
+}
+
+/// A duration in the units `--heartbeat-period` and the other duration flags take,
+/// largest first: `500ms`, `5s`, `1m30s`, `2h`, `90d`.
+pub fn duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut rest = ms;
+    let mut text = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            text.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    text
+}
+
+/// The time now, in milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// "5 seconds ago", as Docker says it.
 pub fn ago(then_ms: u64, now_ms: u64) -> String {
     let secs = now_ms.saturating_sub(then_ms) / 1000;
@@ -102,6 +148,22 @@ mod tests {
             ],
         );
         assert_eq!(text, "ID     HOSTNAME\na      node-1\nbbbb   n2\n");
+    }
+
+    #[test]
+    fn times_and_durations_read_as_people_write_them() {
+        assert_eq!(timestamp(1_796_187_183_267), "2026-12-02 04:53:03 UTC");
+        assert_eq!(
+            timestamp_ago(1_796_187_183_267, 1_796_187_183_267 + 300_000),
+            "2026-12-02 04:53:03 UTC (5 minutes ago)"
+        );
+        assert_eq!(duration(500), "500ms");
+        assert_eq!(duration(1_000), "1s");
+        assert_eq!(duration(90_000), "1m30s");
+        assert_eq!(duration(2160 * 3_600_000), "90d");
+        assert_eq!(duration(1_500), "1s500ms");
+        assert_eq!(duration(0), "0s");
+        assert!(!timestamp(u64::MAX).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use hoist_types::service::{
 use hoist_types::task::{DesiredState, TaskState};
 
 use crate::commands::encode;
-use crate::output::{ago, print_json, print_table, wants_json};
+use crate::output::{ago, duration, now_ms, print_json, print_table, wants_json};
 use crate::ListArgs;
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +344,28 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
     Ok(spec)
 }
 
+/// A process task shares its node's network, so it cannot have the target port to
+/// itself: the driver gives it a free port in `$PORT` (and `$HOIST_PORT_<target>`), and
+/// that is where the mesh sends the published port's traffic. A command that never
+/// mentions PORT most likely listens on the target port, where nothing arrives.
+fn port_contract_warning(spec: &ServiceSpec) -> Option<String> {
+    if spec.driver != "process" || spec.ports.is_empty() {
+        return None;
+    }
+    if spec.command.iter().any(|word| word.contains("PORT")) {
+        return None;
+    }
+    let first = &spec.ports[0];
+    Some(format!(
+        "warning: a process task does not receive traffic on its target port {target}: it must listen on the port in $PORT \
+         (for each target port, also $HOIST_PORT_{target}), where the mesh sends what arrives on published port {published}. \
+         This command does not mention PORT; unless the program reads $PORT itself, start it with e.g. \
+         `-- sh -c 'exec my-server --port \"$PORT\"'`.",
+        target = first.target,
+        published = first.published,
+    ))
+}
+
 fn parse_rebalance(text: &str) -> anyhow::Result<Rebalance> {
     match text {
         "auto" => Ok(Rebalance::Auto),
@@ -355,6 +377,9 @@ fn parse_rebalance(text: &str) -> anyhow::Result<Rebalance> {
 async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let detach = args.detach;
     let spec = spec_from(args)?;
+    if let Some(warning) = port_contract_warning(&spec) {
+        eprintln!("{warning}");
+    }
     let created: ServiceView = client
         .post("/v1/services", &CreateServiceRequest { spec })
         .await?;
@@ -516,13 +541,6 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
@@ -632,15 +650,19 @@ async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow
         }
         outln!("Rebalance:\t{:?}", spec.rebalance);
         outln!(
-            "Restart Policy:\t{:?}, delay {} ms, max attempts {}",
+            "Restart Policy:\t{:?}, delay {}, max attempts {}{}",
             spec.restart_policy.condition,
-            spec.restart_policy.delay_ms,
+            duration(spec.restart_policy.delay_ms),
             spec.restart_policy
                 .max_attempts
                 .map(|attempts| attempts.to_string())
-                .unwrap_or_else(|| "unlimited".into())
+                .unwrap_or_else(|| "unlimited".into()),
+            spec.restart_policy
+                .window_ms
+                .map(|window| format!(" in {}", duration(window)))
+                .unwrap_or_default()
         );
-        outln!("Stop Grace:\t{} ms", spec.stop_grace_period_ms);
+        outln!("Stop Grace:\t{}", duration(spec.stop_grace_period_ms));
         outln!();
     }
     Ok(())
@@ -763,6 +785,41 @@ mod tests {
         assert!(!looks_like_image("/usr/bin/env"));
         assert!(!looks_like_image("sh"), "sh is on PATH");
         assert!(looks_like_image("surely-no-such-program-xyz"));
+    }
+
+    #[test]
+    fn a_process_task_that_ignores_port_is_warned_about() {
+        let spec = |driver: &str, command: &[&str], ports: &[&str]| ServiceSpec {
+            name: "web".into(),
+            driver: driver.into(),
+            command: command.iter().map(|word| word.to_string()).collect(),
+            ports: ports
+                .iter()
+                .map(|port| PublishedPort::parse(port).unwrap())
+                .collect(),
+            ..ServiceSpec::default()
+        };
+        let warning = port_contract_warning(&spec(
+            "process",
+            &["python3", "-m", "http.server", "80"],
+            &["18080:80"],
+        ))
+        .expect("a warning");
+        assert!(
+            warning.contains("$PORT") && warning.contains("target port 80"),
+            "{warning}"
+        );
+        for quiet in [
+            spec(
+                "process",
+                &["sh", "-c", "exec python3 -m http.server $PORT"],
+                &["18080:80"],
+            ),
+            spec("process", &["sleep", "60"], &[]),
+            spec("docker", &["nginx"], &["18080:80"]),
+        ] {
+            assert_eq!(port_contract_warning(&quiet), None, "{:?}", quiet.command);
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl From<ProposeError> for ManagerError {
         match err {
             ProposeError::Refused(refused) => ManagerError::Refused(refused.to_string()),
             ProposeError::NoQuorum(reason) => ManagerError::NoQuorum(format!(
-                "no quorum: {reason}. The cluster cannot accept changes until a majority of managers is back."
+                "no quorum: {reason}. The cluster cannot accept changes until a majority of managers is back; if they are gone for good, run `hoist init --force-new-cluster` on the surviving manager with the most recent state"
             )),
             ProposeError::NotLeader { leader_addr } => ManagerError::NotLeader { leader_addr },
             ProposeError::Raft(reason) => ManagerError::Internal(reason),

@@ -293,6 +293,7 @@ impl Manager {
             heartbeat_grace: state.settings.heartbeat_grace,
             cert_expiry_secs: state.settings.cert_expiry_secs,
             cert_not_after,
+            ..InfoResponse::default()
         })
     }
 }

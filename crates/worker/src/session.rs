@@ -41,6 +41,8 @@ pub trait SessionHost: Send + Sync + 'static {
 pub struct SessionState {
     pub leader_addr: Option<String>,
     pub last_beat_ok: bool,
+    /// The heartbeat period the managers last asked for (0 until the first beat).
+    pub heartbeat_period_ms: u64,
 }
 
 /// How long before the end of a certificate's life it is renewed: at half its life, as
@@ -168,6 +170,7 @@ pub async fn run_session<H: SessionHost>(
                     });
                     target = Some(addr.clone());
                     period = Duration::from_millis(response.period_ms.max(50));
+                    state.send_modify(|state| state.heartbeat_period_ms = response.period_ms);
                     if !response.managers.is_empty() {
                         host.set_managers(response.managers.clone(), response.manager_ids.clone());
                     }

@@ -1459,6 +1459,11 @@ impl Member {
         self.session_state.borrow().leader_addr.clone()
     }
 
+    /// What this node's heartbeat session last learned, for `info`.
+    pub fn session(&self) -> SessionState {
+        self.session_state.borrow().clone()
+    }
+
     fn save_record(&self) -> anyhow::Result<()> {
         write_json(
             &node_file(&self.data_dir),

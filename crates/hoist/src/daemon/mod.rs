@@ -50,7 +50,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .listen_addr
         .parse()
         .with_context(|| format!("--listen-addr {:?} is not IP:PORT", args.listen_addr))?;
-    if let Some(advertise) = &args.advertise_addr {
+    let advertise_addr = args
+        .advertise_addr
+        .as_deref()
+        .map(resolve_advertise_addr)
+        .transpose()
+        .context("--advertise-addr")?;
+    if let Some(advertise) = &advertise_addr {
         validate_addr(advertise).context("--advertise-addr")?;
     }
     let mesh_dataplane = match args.mesh_dataplane {
@@ -69,7 +75,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon::new(member::DaemonConfig {
         data_dir,
         listen_addr,
-        advertise_addr: args.advertise_addr.clone(),
+        advertise_addr,
         hostname,
         mesh_dataplane,
         raft: hoist_raft::RaftConfig {
@@ -162,6 +168,46 @@ pub fn validate_addr(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--advertise-addr` as Docker takes it: IP:PORT as it is, or an interface name and a
+/// port (`enp1s0:2377`), which becomes the interface's first IPv4 address (its first
+/// IPv6 one if it has none). A node's address is always an IP: anything else is refused.
+pub fn resolve_advertise_addr(addr: &str) -> anyhow::Result<String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} is not IP:PORT or INTERFACE:PORT"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    if host.is_empty() {
+        anyhow::bail!("{addr:?} has no IP address or interface name");
+    }
+    let mut found = false;
+    let (mut v4, mut v6) = (None, None);
+    for interface in nix::ifaddrs::getifaddrs().context("listing this machine's interfaces")? {
+        if interface.interface_name != host {
+            continue;
+        }
+        found = true;
+        let Some(address) = interface.address else {
+            continue;
+        };
+        if let Some(inet) = address.as_sockaddr_in() {
+            v4.get_or_insert(inet.ip());
+        } else if let Some(inet6) = address.as_sockaddr_in6() {
+            v6.get_or_insert(inet6.ip());
+        }
+    }
+    match (v4, v6) {
+        (Some(ip), _) => Ok(format!("{ip}:{port}")),
+        (None, Some(ip)) => Ok(format!("[{ip}]:{port}")),
+        (None, None) if found => anyhow::bail!("interface {host:?} has no IP address"),
+        (None, None) => anyhow::bail!(
+            "{host:?} is neither an IP address nor a network interface of this machine"
+        ),
+    }
+}
+
 fn machine_hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -181,4 +227,29 @@ pub(crate) fn identity_file(dir: &std::path::Path) -> PathBuf {
 
 pub(crate) fn raft_dir(dir: &std::path::Path) -> PathBuf {
     dir.join("raft")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_advertise_addr;
+
+    #[test]
+    fn an_advertise_address_is_an_ip_or_an_interface_name() {
+        assert_eq!(
+            resolve_advertise_addr("10.0.0.1:2377").unwrap(),
+            "10.0.0.1:2377"
+        );
+        assert_eq!(resolve_advertise_addr("[::1]:2377").unwrap(), "[::1]:2377");
+        assert_eq!(resolve_advertise_addr("lo:2377").unwrap(), "127.0.0.1:2377");
+        let err = format!(
+            "{:#}",
+            resolve_advertise_addr("nosuchif0:2377").unwrap_err()
+        );
+        assert!(
+            err.contains("neither an IP address nor a network interface"),
+            "{err}"
+        );
+        assert!(resolve_advertise_addr("lo").is_err());
+        assert!(resolve_advertise_addr(":2377").is_err());
+    }
 }
