@@ -404,6 +404,9 @@ fn nftables_usable() -> bool {
         return true;
     }
     let why = format!("needs root and nft (root: {root}, nft: {nft})");
+    if !root && std::env::var_os("HOIST_REQUIRE_ROOT").is_some() {
+        panic!("HOIST_REQUIRE_ROOT is set but the kernel data path {why}");
+    }
     if std::env::var_os("HOIST_REQUIRE_NFTABLES").is_some() {
         panic!("HOIST_REQUIRE_NFTABLES is set but the kernel data path {why}");
     }
