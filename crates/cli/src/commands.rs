@@ -280,7 +280,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Ls(args) => node_ls(client, args).await,
         NodeCommand::Inspect { node, pretty } => {
             if node.is_empty() {
-                bail!("node inspect needs at least one node (id, id prefix or hostname)");
+                bail!("node inspect needs at least one node (id, id prefix, hostname or `self`)");
             }
             let mut views = Vec::new();
             for reference in &node {
@@ -576,6 +576,11 @@ async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
                 .map(|addr| format!(" at {addr}"))
                 .unwrap_or_default()
         );
+    } else if info.role == Some(Role::Worker) {
+        if let Some(addr) = &info.leader_addr {
+            outln!(" Manager it beats to: {addr}");
+        }
+        outln!(" Managers known: {}", info.managers);
     }
     if info.role == Some(Role::Manager) {
         outln!(" Managers: {}", info.managers);

@@ -13,6 +13,15 @@ use hoist_api::{
     TokenResponse,
 };
 use hoist_cli::{print_table, DemoArgs};
+
+/// `println!` that goes on when stdout is gone (`hoist demo | head`): the demo runs
+/// until Ctrl-C and must still stop what it started, whoever reads its output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use hoist_types::service::{Mount, PublishedPort, ServiceMode, ServiceSpec};
 
 const NODE_PORT: u16 = 2377;
@@ -125,9 +134,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nodes: Vec::new(),
         _temp: temp,
     };
-    println!(
+    say!(
         "Starting {} manager(s) and {} worker(s) as separate processes...",
-        args.managers, args.workers
+        args.managers,
+        args.workers
     );
     for index in 0..n_nodes {
         let name = if index < args.managers {
@@ -209,7 +219,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ))?);
             command.extend(["--dir".into(), "/srv/hello".into()]);
         } else {
-            println!(
+            say!(
                 "(not root: the tasks read {} directly instead of through a bind mount)",
                 dir.display()
             );
@@ -251,7 +261,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     rows.sort_by(|x, y| x[1].cmp(&y[1]));
-    println!();
+    say!();
     // The demo runs until Ctrl-C whether or not anyone reads its output.
     let _ = print_table(
         &[
@@ -269,7 +279,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|view| view.task.status.state == hoist_types::task::TaskState::Running)
         .collect();
-    println!();
+    say!();
     let _ = print_table(
         &["ID", "NAME", "NODE", "CURRENT STATE", "ENDPOINT"],
         &live
@@ -290,45 +300,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             })
             .collect::<Vec<_>>(),
     );
-    println!();
-    println!(
-        "The hello page through the routing mesh, on every node (reload: another task answers):"
-    );
+    say!();
+    say!("The hello page through the routing mesh, on every node (reload: another task answers):");
     for node in &processes.nodes {
         let ip = node
             .addr
             .rsplit_once(':')
             .map(|(ip, _)| ip)
             .unwrap_or(&node.addr);
-        println!("    mesh: http://{ip}:{}/   ({})", args.port, node.name);
+        say!("    mesh: http://{ip}:{}/   ({})", args.port, node.name);
     }
-    println!();
-    println!("Each task directly:");
+    say!();
+    say!("Each task directly:");
     for view in &live {
         if let Some(endpoint) = view.task.status.endpoints.first() {
-            println!(
+            say!(
                 "    task: http://{}/   ({})",
                 endpoint.addr,
                 view.node_hostname.clone().unwrap_or_default()
             );
         }
     }
-    println!();
-    println!("To run hoist commands against this cluster, paste:");
-    println!();
-    println!(
+    say!();
+    say!("To run hoist commands against this cluster, paste:");
+    say!();
+    say!(
         "    export HOIST_HOST=unix://{}",
         processes.nodes[0].socket.display()
     );
-    println!("    hoist service scale hello=6");
-    println!();
-    println!(
+    say!("    hoist service scale hello=6");
+    say!();
+    say!(
         "Node logs are in {}. Press Ctrl-C to stop the demo.",
         root.display()
     );
 
     wait_for_ctrl_c().await;
-    println!(
+    say!(
         "\nStopping the demo: removing the hello service and stopping {} daemons...",
         processes.nodes.len()
     );
@@ -350,7 +358,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(processes);
-    println!("Demo stopped.");
+    say!("Demo stopped.");
     Ok(())
 }
 

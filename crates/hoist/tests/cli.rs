@@ -118,6 +118,7 @@ fn the_cli_tells_the_truth() {
         worker_info.contains("Cluster: active")
             && worker_info.contains("Role: worker")
             && worker_info.contains("Valid until: ")
+            && worker_info.contains("Manager it beats to: ")
             && !worker_info.contains(" 0 ms")
             && !worker_info.contains(" 0 s")
             && !worker_info.contains("Expiry duration"),

@@ -175,6 +175,10 @@ pub fn resolve_advertise_addr(addr: &str) -> anyhow::Result<String> {
     let (host, port) = addr
         .rsplit_once(':')
         .with_context(|| format!("{addr:?} is not IP:PORT or INTERFACE:PORT"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .with_context(|| format!("{addr:?} has no valid port"))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.parse::<std::net::IpAddr>().is_ok() {
         return Ok(addr.to_string());
@@ -251,5 +255,7 @@ mod tests {
         );
         assert!(resolve_advertise_addr("lo").is_err());
         assert!(resolve_advertise_addr(":2377").is_err());
+        let err = format!("{:#}", resolve_advertise_addr("lo:99999").unwrap_err());
+        assert!(err.contains("\"lo:99999\" has no valid port"), "{err}");
     }
 }
