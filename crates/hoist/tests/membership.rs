@@ -258,6 +258,10 @@ fn a_join_that_fails_leaves_no_node_behind() {
         .trim()
         .to_string();
     let before = cluster.node_ls(0).unwrap().len();
+    // Its own address is no manager to join.
+    let own = cluster.nodes[1].addr();
+    let err = cluster.hoist_err(1, &["join", "--token", &token, &own]);
+    assert!(err.contains("this node's own address"), "{err}");
     // Something else holds the joining node's listen address.
     let taken = std::net::TcpListener::bind(cluster.nodes[1].listen_addr()).unwrap();
     let first = cluster.nodes[0].addr();

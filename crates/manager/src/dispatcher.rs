@@ -70,6 +70,23 @@ impl Dispatcher {
     }
 }
 
+/// Whether a node's Raft is stale: the cluster wants it a manager and it runs Raft, but
+/// the leader's group (`membership`, joint configurations included) holds it neither as
+/// a voter nor as a learner, and this leader is not in the middle of demoting it. Pure.
+fn must_rejoin(
+    role: Role,
+    raft_running: bool,
+    demoting: bool,
+    membership: &hoist_raft::MembershipInfo,
+    node_id: NodeId,
+) -> bool {
+    role == Role::Manager
+        && raft_running
+        && !demoting
+        && !membership.voters.contains_key(&node_id.0)
+        && !membership.learners.contains_key(&node_id.0)
+}
+
 /// Nodes whose last beat (or the start of this leadership, if none) is older than
 /// `timeout`, among those not already Down. Pure, for testing.
 pub(crate) fn expired_nodes(
@@ -181,14 +198,14 @@ impl Manager {
                 manager.dispatcher().lock().in_flight.remove(&node_id);
             });
         }
-        let raft_rejoin = node.role == Role::Manager
-            && raft_running
-            && !self.dispatcher().lock().demoting.contains(&peer.node_id)
-            && {
-                let membership = self.raft().membership();
-                !membership.voters.contains_key(&peer.node_id.0)
-                    && !membership.learners.contains_key(&peer.node_id.0)
-            };
+        let demoting = self.dispatcher().lock().demoting.contains(&peer.node_id);
+        let raft_rejoin = must_rejoin(
+            node.role,
+            raft_running,
+            demoting,
+            &self.raft().membership(),
+            peer.node_id,
+        );
         if raft_rejoin {
             tracing::warn!(node = %peer.node_id, "a manager runs raft outside the group: told to start it afresh");
         }
@@ -522,6 +539,58 @@ fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_wanted_manager_running_raft_outside_the_group_rejoins() {
+        let mut membership = hoist_raft::MembershipInfo::default();
+        membership.voters.insert(1, String::new());
+        membership.learners.insert(2, String::new());
+        let outside = NodeId(3);
+        assert!(must_rejoin(
+            Role::Manager,
+            true,
+            false,
+            &membership,
+            outside
+        ));
+        // A voter, or a learner catching up, carries on.
+        assert!(!must_rejoin(
+            Role::Manager,
+            true,
+            false,
+            &membership,
+            NodeId(1)
+        ));
+        assert!(!must_rejoin(
+            Role::Manager,
+            true,
+            false,
+            &membership,
+            NodeId(2)
+        ));
+        // Being demoted, wanted as a worker, or not running Raft: nothing to restart.
+        assert!(!must_rejoin(
+            Role::Manager,
+            true,
+            true,
+            &membership,
+            outside
+        ));
+        assert!(!must_rejoin(
+            Role::Worker,
+            true,
+            false,
+            &membership,
+            outside
+        ));
+        assert!(!must_rejoin(
+            Role::Manager,
+            false,
+            false,
+            &membership,
+            outside
+        ));
+    }
 
     #[test]
     fn report_texts_reach_the_state_printable() {

@@ -805,6 +805,17 @@ impl Daemon {
         let source_ip = hoist_types::node::parse_node_addr(&advertise_addr)
             .map_err(|err| LifecycleError::new(400, format!("--advertise-addr: {err}")))?
             .ip();
+        if request.manager_addr == advertise_addr
+            || request.manager_addr == self.config.listen_addr.to_string()
+        {
+            return Err(LifecycleError::new(
+                400,
+                format!(
+                    "{} is this node's own address: give the address of a manager of the cluster to join",
+                    request.manager_addr
+                ),
+            ));
+        }
         // Taken before the manager records the node: a node that cannot listen must not
         // be left in the cluster's list by a join that then fails.
         let listener = self.bind_listener().await.map_err(|err| {
