@@ -20,6 +20,16 @@ pub struct BootstrapConfig {
     pub settings: ClusterSettings,
 }
 
+/// What a renewal needs from the state.
+struct Renewal {
+    role: Role,
+    /// Whether the caller's certificate comes from the CA that signs now.
+    same_ca: bool,
+    ca: ClusterCa,
+    cluster_id: String,
+    cert_expiry: Duration,
+}
+
 /// A new cluster's first node, before Raft has it: its identity and the first change.
 pub struct Bootstrap {
     pub node_id: NodeId,
@@ -289,26 +299,60 @@ impl Manager {
     }
 
     /// Issues a fresh certificate for a member, with the role the cluster now wants for
-    /// it (so renewal is also how promotion and demotion reach the node).
+    /// it (so renewal is also how promotion and demotion reach the node). Reads only the
+    /// node's role, the CA and the lifetime setting. A renewal that changes neither the
+    /// role nor the CA is counted against the node's allowance (`renewals`): at most a
+    /// few a minute, so a member cannot keep the leader signing.
     pub async fn renew(&self, peer: &PeerIdentity, csr_pem: &str) -> Result<RenewResponse> {
-        let state = self.read(ClusterState::clone).await?;
-        let node = state.nodes.get(&peer.node_id).ok_or_else(|| {
-            ManagerError::Forbidden(format!(
-                "node {} is not a member of this cluster",
-                peer.node_id
-            ))
-        })?;
-        let role = node.role;
-        let chain_pem = ca_of(&state)?
+        let renewal = self
+            .read(|state| -> Result<Renewal> {
+                let node = state.nodes.get(&peer.node_id).ok_or_else(|| {
+                    ManagerError::Forbidden(format!(
+                        "node {} is not a member of this cluster",
+                        peer.node_id
+                    ))
+                })?;
+                let ca_cert = state
+                    .ca
+                    .as_ref()
+                    .map(|material| material.cert_pem.as_str())
+                    .unwrap_or_default();
+                Ok(Renewal {
+                    role: node.role,
+                    same_ca: hoist_pki::ca_subject(ca_cert).ok().as_deref()
+                        == Some(peer.issuer.as_str()),
+                    ca: ca_of(state)?,
+                    cluster_id: state.cluster_id.clone(),
+                    cert_expiry: Duration::from_secs(state.settings.cert_expiry_secs),
+                })
+            })
+            .await??;
+        let routine = renewal.role == peer.role && renewal.same_ca;
+        if !self
+            .inner
+            .renewals
+            .allow(peer.node_id, routine, renewal.cert_expiry)
+        {
+            tracing::warn!(node = %peer.node_id, "certificate renewals over the rate limit");
+            return Err(ManagerError::TooMany(format!(
+                "node {} renews its certificate too often: at most {} at once, then one every {:?}, unless its role or the CA changed; retry later",
+                peer.node_id,
+                crate::renewals::RENEW_BURST,
+                crate::renewals::RenewLimiter::interval(renewal.cert_expiry)
+            )));
+        }
+        let role = renewal.role;
+        let chain_pem = renewal
+            .ca
             .sign_csr(
                 csr_pem,
                 peer.node_id,
                 role,
-                &state.cluster_id,
-                Duration::from_secs(state.settings.cert_expiry_secs),
+                &renewal.cluster_id,
+                renewal.cert_expiry,
             )
             .map_err(|err| ManagerError::Invalid(err.to_string()))?;
-        tracing::info!(node = %peer.node_id, %role, "certificate renewed");
+        tracing::info!(node = %peer.node_id, %role, routine, "certificate renewed");
         Ok(RenewResponse { chain_pem, role })
     }
 

@@ -13,6 +13,7 @@ mod dispatcher;
 mod join;
 mod nodes;
 mod orchestrate;
+mod renewals;
 mod services;
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub enum ManagerError {
     /// Only the leader does this; it is at `leader_addr` if known.
     #[error("this manager is not the leader")]
     NotLeader { leader_addr: Option<String> },
+    /// The caller asked too often; it may retry later.
+    #[error("{0}")]
+    TooMany(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -75,6 +79,7 @@ struct Inner {
     node_id: NodeId,
     raft: RaftNode,
     dispatcher: Dispatcher,
+    renewals: renewals::RenewLimiter,
 }
 
 impl Manager {
@@ -84,6 +89,7 @@ impl Manager {
                 node_id,
                 dispatcher: Dispatcher::new(),
                 raft,
+                renewals: Default::default(),
             }),
         }
     }

@@ -30,9 +30,22 @@ pub(crate) fn check_replicas(state: &ClusterState, spec: &ServiceSpec) -> Result
     }
 }
 
-fn check_spec(state: &ClusterState, own: Option<ServiceId>, spec: &ServiceSpec) -> Result<()> {
+/// Checks `spec` against the cluster. `stored` is the spec it replaces (`None` for a
+/// new service): mounts of a kind no driver supports are refused only when they are
+/// new, so that a service stored before that check (by an older version) can still be
+/// scaled or have its other fields changed. The mounts themselves are the operator's
+/// to fix, with an update that changes them.
+fn check_spec(
+    state: &ClusterState,
+    own: Option<ServiceId>,
+    stored: Option<&ServiceSpec>,
+    spec: &ServiceSpec,
+) -> Result<()> {
     spec.validate()
-        .and_then(|()| spec.check_supported())
+        .and_then(|()| match stored {
+            Some(stored) if stored.mounts == spec.mounts => Ok(()),
+            _ => spec.check_supported(),
+        })
         .map_err(|err| ManagerError::Invalid(err.to_string()))?;
     check_replicas(state, spec)?;
     if let Some(other) = state
@@ -53,7 +66,7 @@ impl Manager {
     /// Validates and stores a new service. Nothing is stored when anything is wrong.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceView> {
         let state = self.read(ClusterState::clone).await?;
-        check_spec(&state, None, &spec)?;
+        check_spec(&state, None, None, &spec)?;
         let at_ms = now_ms();
         let service = Service {
             id: ServiceId::random(),
@@ -106,7 +119,7 @@ impl Manager {
                 service.spec.name, service.version
             )));
         }
-        check_spec(&state, Some(service.id), &spec)?;
+        check_spec(&state, Some(service.id), Some(&service.spec), &spec)?;
         let service_id = service.id;
         self.propose(Change::UpdateService {
             service_id,
@@ -163,5 +176,70 @@ impl Manager {
         })
         .await?
         .map_err(ManagerError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_types::service::{Mount, MountKind};
+
+    fn stored_with_volume() -> (ClusterState, Service) {
+        let mut spec = ServiceSpec {
+            name: "old".into(),
+            command: vec!["sleep".into(), "60".into()],
+            ..ServiceSpec::default()
+        };
+        spec.mounts.push(Mount {
+            kind: MountKind::Volume,
+            source: "data".into(),
+            target: "/data".into(),
+            readonly: false,
+        });
+        let service = Service {
+            id: ServiceId::random(),
+            spec,
+            version: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let mut state = ClusterState::default();
+        state.services.insert(service.id, service.clone());
+        (state, service)
+    }
+
+    #[test]
+    fn unsupported_mounts_are_refused_when_new_and_kept_when_unchanged() {
+        let (state, service) = stored_with_volume();
+        let err = check_spec(
+            &state,
+            None,
+            None,
+            &ServiceSpec {
+                name: "new".into(),
+                ..service.spec.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+
+        // Scaling (or any change but the mounts) of the stored service goes through.
+        let mut scaled = service.spec.clone();
+        scaled.mode = ServiceMode::Replicated { replicas: 3 };
+        check_spec(&state, Some(service.id), Some(&service.spec), &scaled).unwrap();
+
+        // Changing the mounts brings the check back: another volume is refused...
+        let mut changed = service.spec.clone();
+        changed.mounts[0].target = "/other".into();
+        let err = check_spec(&state, Some(service.id), Some(&service.spec), &changed).unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+        // ...and replacing it with a bind mount is how the operator fixes the service.
+        changed.mounts[0] = Mount {
+            kind: MountKind::Bind,
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            readonly: false,
+        };
+        check_spec(&state, Some(service.id), Some(&service.spec), &changed).unwrap();
     }
 }

@@ -1742,6 +1742,7 @@ pub fn manager_error_status(err: &ManagerError) -> u16 {
         ManagerError::Refused(_) => 409,
         ManagerError::Forbidden(_) => 403,
         ManagerError::NoQuorum(_) => 503,
+        ManagerError::TooMany(_) => 429,
         ManagerError::NotLeader { .. } => 421,
         ManagerError::Internal(_) => 500,
     }
