@@ -232,6 +232,8 @@ fn bounded_input_and_connections() {
         "head -c 100000 /dev/zero | tr '\\0' x; echo; echo after-long-line; sleep 600",
     );
     oversized_join_bodies_get_413_without_growing_memory(&cluster);
+    // Before the join flood: its 429s would answer the slow join before its body.
+    slow_bodies_and_connection_floods_are_closed(&cluster);
     join_floods_get_429(&cluster);
     slow_and_idle_control_clients_are_closed(&cluster);
     task_output_is_rotated_at_its_cap_and_long_lines_cut(&cluster);
@@ -262,6 +264,93 @@ fn oversized_join_bodies_get_413_without_growing_memory(cluster: &Cluster) {
         "peak RSS grew from {peak_before} KiB to {peak_after} KiB"
     );
     // The manager still answers.
+    cluster.hoist_ok(0, &["node", "ls"]);
+}
+
+/// A join whose body trickles in (64 KiB declared, a byte every 300 ms) is closed at the
+/// 2 s deadline, as a slow head is; connections from one address beyond its share (32
+/// with 256 descriptors) are closed at once, and the node still answers.
+fn slow_bodies_and_connection_floods_are_closed(cluster: &Cluster) {
+    let addr = cluster.nodes[0].listen_addr();
+    let mut slow = tls_stream(&addr).expect("TLS session");
+    slow.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    slow.write_all(
+        b"POST /v1/join HTTP/1.1\r\nHost: hoist\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{",
+    )
+    .and_then(|()| slow.flush())
+    .expect("join head");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if slow.write_all(b" ").and_then(|()| slow.flush()).is_err() {
+            break;
+        }
+        let until = Instant::now() + Duration::from_millis(300);
+        let mut closed = false;
+        while Instant::now() < until {
+            match slow.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a slow join body was still open after 20 s"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    eprintln!("slow join body closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, before the deadline: {answer}",
+        started.elapsed()
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within"), "{answer}");
+
+    // 40 bare connections from one address: the 8 over its share of 32 are closed at
+    // once, the others when their handshake times out (2 s).
+    let flood: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("tcp connect"))
+        .collect();
+    let opened = Instant::now();
+    let mut closed = vec![false; flood.len()];
+    for stream in &flood {
+        stream.set_nonblocking(true).expect("nonblocking");
+    }
+    // Looked at in rounds for 1 s: half the handshake timeout.
+    while opened.elapsed() < Duration::from_secs(1) {
+        for (stream, closed) in flood.iter().zip(closed.iter_mut()) {
+            let mut byte = [0u8; 1];
+            match (&*stream).read(&mut byte) {
+                Ok(0) => *closed = true,
+                Err(err) if err.kind() != ErrorKind::WouldBlock => *closed = true,
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let closed_at_once = closed.iter().filter(|closed| **closed).count();
+    eprintln!("{closed_at_once} of 40 connections from one address closed within 1 s");
+    assert!(
+        closed_at_once >= 8,
+        "{closed_at_once} of 40 connections from one address closed within 1 s"
+    );
+    drop(flood);
     cluster.hoist_ok(0, &["node", "ls"]);
 }
 

@@ -1,6 +1,8 @@
 //! Bounds on what a caller may send before any handler sees it: the largest request
-//! body each route accepts (answered with `413`), and how often one source address may
-//! try to join (answered with `429`).
+//! body each route accepts (answered with `413`), the time a body on the TLS listener
+//! may take to arrive (`408`), how often one source address may try to join (answered
+//! with `429`), and how many connections the TLS listener holds, in total and per
+//! source address.
 //!
 //! Why here and not in the handlers: the body is read by the handlers' extractors, so
 //! the limit has to be in place before they run; and `/v1/join` is open to anyone who
@@ -8,11 +10,17 @@
 //!
 //! Does not know: who the caller is (that is `routes::authorize`), or what a body means.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -39,6 +47,125 @@ pub const RAFT_BODY_LIMIT: usize = 256 * 1024 * 1024;
 /// `join_rate_limit` setting once the node is a manager; this is its default.
 pub const JOIN_BURST: u32 = 20;
 pub const JOIN_PER_SECOND: u32 = hoist_state::DEFAULT_JOIN_RATE_LIMIT;
+
+/// How long a Raft snapshot or a restore (up to [`RAFT_BODY_LIMIT`]) may take to arrive
+/// on the TLS listener. Only managers (and the local operator, whose socket has no
+/// deadline) may send one: the routes' authorization runs before the body is read.
+pub const LARGE_BODY_DEADLINE: Duration = Duration::from_secs(300);
+
+/// How long the body of a request on `path` may take to arrive whole on the TLS
+/// listener, counted from the end of its head: the head's own bound (`header_timeout`,
+/// `--control-header-timeout`), so a slow body holds a connection no longer than a slow
+/// head; Raft snapshots and restores get [`LARGE_BODY_DEADLINE`].
+pub fn body_deadline(path: &str, header_timeout: Duration) -> Duration {
+    if body_limit(path) > NODE_BODY_LIMIT {
+        LARGE_BODY_DEADLINE.max(header_timeout)
+    } else {
+        header_timeout
+    }
+}
+
+/// Put on each request of the TLS listener (`server::serve_tls`): `--control-header-timeout`,
+/// which also bounds the body (see [`body_deadline`]). The unix socket puts none.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// A request body that fails once its deadline passes, however the bytes trickle in.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        // The deadline first: a client that keeps a byte ready at every poll must not
+        // escape it.
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err("request body not received in time".into())));
+        }
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|result| result.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Open connections on the TLS listener, in total and per source address. A
+/// connection over a cap is accepted and closed at once (as the mesh does with
+/// published ports, `mesh/src/limits.rs`), so a client that opens many and sends
+/// nothing cannot take the descriptors heartbeats and Raft need.
+pub struct ControlAdmission {
+    max_total: usize,
+    max_per_source: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it frees its place.
+pub struct ControlSlot {
+    admission: Arc<ControlAdmission>,
+    source: IpAddr,
+}
+
+impl ControlAdmission {
+    pub fn new(max_total: usize, max_per_source: usize) -> Arc<Self> {
+        Arc::new(ControlAdmission {
+            max_total: max_total.max(1),
+            max_per_source: max_per_source.max(1),
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Counts a new connection from `source`, or names the cap it is over.
+    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Result<ControlSlot, &'static str> {
+        let source = source.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.0 >= self.max_total {
+            return Err("total");
+        }
+        let from_source = open.1.entry(source).or_insert(0);
+        if *from_source >= self.max_per_source {
+            return Err("source");
+        }
+        *from_source += 1;
+        open.0 += 1;
+        Ok(ControlSlot {
+            admission: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for ControlSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .admission
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(count) = open.1.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.1.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// Source addresses remembered by the join limiter before idle ones are forgotten.
 const JOIN_LIMITER_MAX_KEYS: usize = 10_000;
@@ -71,6 +198,21 @@ impl Limits {
         let reserve = (self.open_files / 2).min(256);
         let for_mesh = self.open_files.saturating_sub(reserve) / 2;
         usize::try_from(for_mesh).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Connections the TLS listener holds at once: a quarter of the open-files limit,
+    /// at least 64. Each node holds a few (heartbeats, its assignment stream, Raft).
+    pub fn control_max_connections(&self) -> usize {
+        usize::try_from(self.open_files / 4)
+            .unwrap_or(usize::MAX)
+            .max(64)
+    }
+
+    /// Connections one source address may hold on the TLS listener: half of the total,
+    /// at most 128 (a node has its own address and needs far fewer), so other nodes
+    /// always find room.
+    pub fn control_max_connections_per_source(&self) -> usize {
+        (self.control_max_connections() / 2).clamp(1, 128)
     }
 }
 
@@ -187,6 +329,7 @@ pub async fn bound_input(
 ) -> Result<Response, ApiError> {
     let path = request.uri().path().to_owned();
     let limit = body_limit(&path);
+    let timeout = request.extensions().get::<BodyTimeout>().copied();
     if path == "/v1/join" {
         // The local socket carries no address and is the operator: not counted.
         if let Some(ConnectInfo(source)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -221,8 +364,35 @@ pub async fn bound_input(
         }
     }
     let (parts, body) = request.into_parts();
-    let body = Body::new(http_body_util::Limited::new(body, limit));
+    let mut body = Body::new(http_body_util::Limited::new(body, limit));
+    let expired = Arc::new(AtomicBool::new(false));
+    let deadline = timeout.map(|BodyTimeout(header)| body_deadline(&path, header));
+    if let Some(deadline) = deadline {
+        body = Body::new(DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(deadline)),
+            expired: expired.clone(),
+        });
+    }
     let response = next.run(Request::from_parts(parts, body)).await;
+    if expired.load(Ordering::SeqCst) {
+        let within = deadline.unwrap_or_default();
+        tracing::warn!(
+            path,
+            ?within,
+            "request body not received in time; connection closed"
+        );
+        let mut response = axum::response::IntoResponse::into_response(ApiError::new(
+            408,
+            format!("request body not received within {within:?}: {path} closes slow senders"),
+        ));
+        // The rest of the body is never read: the connection ends with this answer.
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return Ok(response);
+    }
     if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         // The extractor's own answer to a streamed body over the limit is plain text:
         // say the same in the API's JSON shape, naming the route and its limit.
@@ -241,6 +411,70 @@ pub async fn bound_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_capped_per_source_and_in_total() {
+        let admission = ControlAdmission::new(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = admission.admit(a).expect("first");
+        let _second = admission.admit(a).expect("second");
+        assert_eq!(admission.admit(a).err(), Some("source"));
+        let _other = admission.admit(b).expect("another source");
+        assert_eq!(admission.admit(b).err(), Some("total"));
+        drop(first);
+        assert!(
+            admission.admit(a).is_ok(),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_trickling_in_fails_at_its_deadline() {
+        use http_body_util::BodyExt;
+        let (sender, trickle) = {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            (tx, Body::from_stream(tokio_stream_from(rx)))
+        };
+        let expired = Arc::new(AtomicBool::new(false));
+        let body = DeadlineBody {
+            inner: trickle,
+            deadline: Box::pin(tokio::time::sleep(Duration::from_millis(300))),
+            expired: expired.clone(),
+        };
+        let feeder = tokio::spawn(async move {
+            // One byte every 50 ms, forever (until the reader is gone).
+            while sender.send(Ok(Bytes::from_static(b"x"))).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let collected = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
+        assert!(
+            matches!(collected, Ok(Err(_))),
+            "the body must fail, not finish"
+        );
+        assert!(expired.load(Ordering::SeqCst));
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        feeder.abort();
+        assert_eq!(
+            body_deadline("/v1/join", Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            body_deadline("/raft/snapshot", Duration::from_secs(10)),
+            LARGE_BODY_DEADLINE
+        );
+    }
+
+    /// A stream of what `rx` receives.
+    fn tokio_stream_from<T: Send + 'static>(
+        rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send + 'static {
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    }
 
     #[test]
     fn routes_get_their_limits() {

@@ -2,9 +2,11 @@
 //! The TLS listener is other nodes: each connection's verified client certificate, if
 //! any, is attached to every request on it as a [`Caller`] for the routes to check,
 //! with the connection's source address (`ConnectInfo`, for the join rate limit).
-//! Bounded in time: a TLS handshake, each request head and the pause between two
-//! requests on one connection each get `--control-header-timeout`; a failing accept
-//! backs off instead of spinning.
+//! Bounded in time: a TLS handshake, each request head, each request body (counted from
+//! the end of its head, `limits::body_deadline`) and the pause between two requests on
+//! one connection each get `--control-header-timeout`. Bounded in number: connections
+//! over the listener's caps (`limits::ControlAdmission`) are closed at once. A failing
+//! accept backs off instead of spinning.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+use super::limits::{BodyTimeout, ControlAdmission};
 use super::routes;
 use super::Daemon;
 
@@ -87,6 +90,10 @@ pub async fn serve_tls(
     // `auto` server would first wait for an HTTP/2 preface with no deadline.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let header_timeout = daemon.limits().control_header_timeout;
+    let admission = ControlAdmission::new(
+        daemon.limits().control_max_connections(),
+        daemon.limits().control_max_connections_per_source(),
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = routes::router(daemon);
     tokio::spawn(async move {
@@ -104,11 +111,21 @@ pub async fn serve_tls(
                     continue;
                 }
             };
+            let slot = match admission.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(cap) => {
+                    tracing::debug!(%remote, cap, "control connection over the cap; closed");
+                    drop(stream);
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             set_unacked_timeout(&stream);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
+                // Held until the connection ends, TLS refusals included.
+                let _slot = slot;
                 let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
                 {
                     Ok(Ok(tls)) => tls,
@@ -132,6 +149,7 @@ pub async fn serve_tls(
                     move |mut request: hyper::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(caller.clone());
                         request.extensions_mut().insert(ConnectInfo(remote));
+                        request.extensions_mut().insert(BodyTimeout(header_timeout));
                         app.clone().oneshot(request)
                     },
                 );
