@@ -72,6 +72,10 @@ fn manager_only_routes() -> Vec<(&'static str, String, Option<&'static str>)> {
         ("POST", "/raft/snapshot", Some("{}")),
         ("POST", "/raft/write", Some("{}")),
         ("POST", "/raft/read-index", Some("{}")),
+        ("GET", "/v1/join-tokens/worker", None),
+        ("POST", "/v1/join-tokens/worker?rotate=true", Some("null")),
+        ("GET", "/v1/cluster", None),
+        ("POST", "/v1/cluster/update", Some(r#"{"max_replicas":5}"#)),
         ("GET", "/v1/cluster/ca", None),
         ("POST", "/v1/cluster/ca/rotate", Some("null")),
         ("GET", "/v1/no-such-route", None),
@@ -82,6 +86,138 @@ fn manager_only_routes() -> Vec<(&'static str, String, Option<&'static str>)> {
         .collect();
     routes.push(("GET", format!("/v1/node-logs?task={UNKNOWN_TASK}"), None));
     routes
+}
+
+/// The router's own source: the routes it mounts are read from here, so one added to the
+/// router but not to the table above fails `every_mounted_manager_only_route_is_in_the_table`.
+const ROUTER_SOURCE: &str = include_str!("../src/daemon/routes.rs");
+
+/// The routes a worker's certificate may reach (or that no certificate reaches), each with
+/// why; every other route the router mounts is for managers only.
+const NOT_MANAGER_ONLY: [(&str, &str, &str); 11] = [
+    ("POST", "/v1/init", "local socket only"),
+    ("POST", "/v1/join-cluster", "local socket only"),
+    ("POST", "/v1/leave", "local socket only"),
+    ("POST", "/v1/force-new-cluster", "local socket only"),
+    ("POST", "/v1/restore", "local socket only"),
+    (
+        "POST",
+        "/v1/join",
+        "open: a joining node has no certificate yet",
+    ),
+    ("POST", "/v1/dispatcher/heartbeat", "any member"),
+    ("POST", "/v1/node/renew", "any member"),
+    (
+        "POST",
+        "/v1/join/abandon",
+        "any member: a joined node takes its admission back",
+    ),
+    ("POST", "/v1/dispatcher/assignments", "any member"),
+    ("POST", "/v1/dispatcher/status", "any member"),
+];
+
+/// Every (method, path pattern) `routes::router` mounts, read from its source.
+fn mounted_routes() -> Vec<(String, String)> {
+    let body = ROUTER_SOURCE
+        .split("pub fn router(")
+        .nth(1)
+        .expect("routes.rs has `pub fn router(`");
+    let body = body.split("\n}\n").next().unwrap_or(body);
+    let mut mounted = Vec::new();
+    for segment in body.split(".route(").skip(1) {
+        let path = segment.split('"').nth(1).expect("a route's path literal");
+        let handlers = &segment[..segment.find(".layer(").unwrap_or(segment.len())];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let called = handlers
+                .match_indices(&format!("{method}("))
+                .any(|(at, _)| {
+                    at == 0
+                        || !handlers[..at]
+                            .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                });
+            if called {
+                mounted.push((method.to_uppercase(), path.to_string()));
+            }
+        }
+    }
+    mounted
+}
+
+/// Whether a concrete request path (query ignored) falls under a router pattern with
+/// `{param}` and `{*rest}` segments.
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut wanted = pattern.trim_start_matches('/').split('/');
+    let mut given = path.trim_start_matches('/').split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return true,
+            (Some(part), Some(value)) if part.starts_with("{*") => {
+                return !value.is_empty();
+            }
+            (Some(part), Some(value)) if part.starts_with('{') => {
+                if value.is_empty() {
+                    return false;
+                }
+            }
+            (Some(part), Some(value)) if part == value => {}
+            _ => return false,
+        }
+    }
+}
+
+#[test]
+fn every_mounted_manager_only_route_is_in_the_table() {
+    let mounted = mounted_routes();
+    // The reading of the source works: routes of every kind are found.
+    for (method, path) in [
+        ("POST", "/v1/init"),
+        ("GET", "/v1/nodes/{node}"),
+        ("DELETE", "/v1/nodes/{node}"),
+        ("POST", "/raft/{*rest}"),
+        ("GET", "/v1/cluster"),
+    ] {
+        assert!(
+            mounted.iter().any(|(m, p)| m == method && p == path),
+            "{method} {path} not read from routes.rs: {mounted:?}"
+        );
+    }
+    assert!(mounted.len() >= 30, "{mounted:?}");
+    for (method, path, _) in NOT_MANAGER_ONLY {
+        assert!(
+            mounted.iter().any(|(m, p)| m == method && p == path),
+            "{method} {path} is listed as not manager-only but no longer mounted"
+        );
+    }
+    assert!(pattern_matches(
+        "/v1/nodes/{node}",
+        "/v1/nodes/node-2?force=true"
+    ));
+    assert!(!pattern_matches(
+        "/v1/nodes/{node}",
+        "/v1/nodes/node-2/update"
+    ));
+    assert!(!pattern_matches("/v1/cluster", "/v1/cluster/ca"));
+
+    let table = manager_only_routes();
+    let missing: Vec<String> = mounted
+        .iter()
+        .filter(|(method, path)| {
+            !NOT_MANAGER_ONLY
+                .iter()
+                .any(|(m, p, _)| m == method && p == path)
+        })
+        .filter(|(method, pattern)| {
+            !table
+                .iter()
+                .any(|(m, path, _)| m == method && pattern_matches(pattern, path))
+        })
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "manager-only routes the worker-certificate table does not try: {missing:?}"
+    );
 }
 
 #[test]
