@@ -15,8 +15,8 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hoist"))
 }
 
-/// What a cluster holds that no refused input may change: the cluster, its nodes, each
-/// service's spec and the join tokens.
+/// What a cluster holds that no refused input may change: the cluster, its settings, its
+/// CA, its nodes, each service's spec and the join tokens.
 fn stored(cluster: &Cluster) -> Value {
     let info = cluster.json(0, &["info"]).expect("info");
     let nodes: Vec<Value> = cluster
@@ -43,8 +43,18 @@ fn stored(cluster: &Cluster) -> Value {
         .map(|service| service["spec"].clone())
         .collect();
     let tokens = ["worker", "manager"].map(|role| cluster.hoist_ok(0, &["join-token", role, "-q"]));
+    // `cluster inspect` prints JSON without being asked.
+    let inspect: Value = serde_json::from_str(&cluster.hoist_ok(0, &["cluster", "inspect"]))
+        .expect("cluster inspect");
+    let ca = cluster.json(0, &["cluster", "ca"]).expect("cluster ca");
+    assert!(
+        inspect["settings"].is_object() && ca["digest"].is_string(),
+        "settings and CA digest read: {inspect} {ca}"
+    );
     serde_json::json!({
         "cluster": info["cluster_id"],
+        "settings": [inspect["cluster_id"], inspect["created_at_ms"], inspect["settings"]],
+        "ca": [ca["digest"], ca["cert_pem"], ca["rotating"], ca["retired"]],
         "nodes": nodes,
         "services": services,
         "tokens": tokens,
@@ -375,6 +385,29 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             ],
             "28081",
         ),
+        (
+            vec![
+                "service",
+                "create",
+                "--name",
+                "x",
+                "--replicas",
+                "10001",
+                "--",
+                "sleep",
+                "1",
+            ],
+            "maximum of 10000",
+        ),
+        (
+            vec!["cluster", "update", "--max-replicas", "0"],
+            "--max-replicas 0",
+        ),
+        (
+            vec!["cluster", "update", "--task-history-limit", "65"],
+            "--task-history-limit 65",
+        ),
+        (vec!["cluster", "update"], "nothing to update"),
         (vec!["service", "scale", "web=abc"], "web=abc"),
         (vec!["service", "scale", "nosuch=3"], "nosuch"),
         (
