@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hoist_testkit::{tls_request, wait_for, Cluster, ClusterOptions};
+use hoist_testkit::{tls_request, tls_stream_as, wait_for, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 fn bin() -> &'static Path {
@@ -183,12 +183,16 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     assert_eq!(status_of(&response), 200, "{response}");
 
     // 2. A heartbeat claiming the trap's address (the worker's beats come from its own
-    //    IP, the test's from another), and an oversized one.
+    //    IP, the test's from another), sent while the worker is frozen: its own next
+    //    beat cannot put the real address back before the stored one is read.
     let beat = |addr: &str, drivers: usize| {
         json!({"addr": addr, "engine": {"drivers": vec!["process"; drivers]},
                "cert_role": "worker", "raft_running": false})
         .to_string()
     };
+    // The pause lasts well under the heartbeat grace (3 beats), so the worker is not
+    // taken for down.
+    cluster.pause(1);
     let response = tls_request(
         &manager_addr,
         "POST",
@@ -197,6 +201,73 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         Some(&worker_identity),
     );
     assert_eq!(status_of(&response), 200, "{response}");
+    let recorded_addr = |cluster: &Cluster| {
+        cluster
+            .node_ls(0)
+            .expect("node ls")
+            .iter()
+            .find(|node| node["hostname"] == cluster.nodes[1].name.as_str())
+            .expect("the worker")["addr"]
+            .clone()
+    };
+    assert_eq!(
+        recorded_addr(&cluster),
+        cluster.nodes[1].addr(),
+        "the crafted heartbeat address was stored"
+    );
+
+    // 3. A second assignment stream for the worker. The worker is frozen, so whether
+    //    its own stream is open cannot change meanwhile: if it is, the test's first one
+    //    is the second; if not, the test opens the first and holds it, then a second.
+    let open_stream = || {
+        let mut stream = tls_stream_as(&manager_addr, Some(&worker_identity))
+            .expect("a TLS session with the worker's certificate");
+        stream
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let request = "POST /v1/dispatcher/assignments HTTP/1.1\r\nHost: hoist\r\n\
+                       Connection: close\r\n\
+                       Content-Type: application/json\r\nContent-Length: 4\r\n\r\nnull";
+        stream.write_all(request.as_bytes()).expect("the request");
+        // Only the head (and what came with it): a granted stream never ends.
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        // A refusal is short: read its body too, for the message.
+        let mut response = head.clone();
+        if status_of(&head) != 200 {
+            let mut rest = String::new();
+            let _ = stream.read_to_string(&mut rest);
+            response.push_str(&rest);
+        }
+        (status_of(&head), response, stream)
+    };
+    let (first, first_response, held) = open_stream();
+    let refusal = match first {
+        409 => {
+            eprintln!("the worker's own stream was open: the test's first was the second");
+            first_response
+        }
+        200 => {
+            eprintln!("the worker's own stream was closed: the test held the first");
+            let (second, second_response, _) = open_stream();
+            assert_eq!(second, 409, "{second_response}");
+            second_response
+        }
+        _ => panic!("the first assignment stream: {first_response}"),
+    };
+    assert!(refusal.contains("one per node"), "{refusal}");
+    drop(held);
+    cluster.resume(1);
+
+    // An oversized heartbeat is refused whole.
     let response = tls_request(
         &manager_addr,
         "POST",
@@ -218,17 +289,6 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         Some(&worker_identity),
     );
     assert_eq!(status_of(&response), 400, "{response}");
-
-    // 3. A second assignment stream while the worker's own is open.
-    let response = tls_request(
-        &manager_addr,
-        "POST",
-        "/v1/dispatcher/assignments",
-        Some("null"),
-        Some(&worker_identity),
-    );
-    assert_eq!(status_of(&response), 409, "{response}");
-    assert!(response.contains("one per node"), "{response}");
 
     // 4. A GET that asks to rotate rotates nothing; a join from an address that is not
     //    the one claimed is refused.

@@ -31,7 +31,7 @@ pub use check::{Snapshot, Violations};
 pub use faults::{
     fault_seed, fault_seed_or, run_scenario, FaultProxy, PartitionMode, Report, Scenario, Size,
 };
-pub use tls::{tls_get, tls_request, tls_stream, FakeTlsServer};
+pub use tls::{tls_get, tls_request, tls_stream, tls_stream_as, FakeTlsServer};
 pub use workload::{Cli, History, Op, OpKind, OpResult, Recorder, Workload, WorkloadConfig};
 
 /// The port every test daemon listens on; addresses differ by IP instead.

@@ -247,16 +247,34 @@ impl Drop for FakeTlsServer {
 pub fn tls_stream(
     addr: &str,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_stream_as(addr, None)
+}
+
+/// A TLS session to `addr` presenting the certificate of a node's `identity.json` (none
+/// with `None`), trusting whatever the server presents: for tests that hold a response
+/// open (an assignment stream) while they do something else.
+pub fn tls_stream_as(
+    addr: &str,
+    identity_json: Option<&str>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let schemes = provider
         .signature_verification_algorithms
         .supported_schemes();
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)));
+    let config = match identity_json {
+        None => builder.with_no_client_auth(),
+        Some(json) => {
+            let (chain, key) = identity_parts(json);
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(std::io::Error::other)?
+        }
+    };
     let stream = TcpStream::connect(addr)?;
     let name = ServerName::try_from("node.hoist.internal").map_err(std::io::Error::other)?;
     let mut connection =
