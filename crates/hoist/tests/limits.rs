@@ -586,10 +586,30 @@ fn metric_sum(cluster: &Cluster, name: &str) -> u64 {
         .sum()
 }
 
-/// 1,000 idle connections from one client address to the `tcp` port of a daemon with
-/// 256 descriptors: the mesh holds its per-source share (half of its 64) and closes the
-/// rest at once; `hoist node ls` answers, another client's HTTP requests succeed, no
-/// endpoint is ejected, and the idle connections are closed by the 3 s idle timeout.
+/// What the mesh may hold open on a daemon with 256 descriptors: a reserve of 128 for the
+/// control plane, and two descriptors per forwarded connection out of the rest.
+const MESH_WIDE_CAP: usize = 64;
+/// One client address's share: half of the mesh-wide cap.
+const PER_SOURCE_CAP: usize = MESH_WIDE_CAP / 2;
+/// Client addresses the second flood comes from, and its connections from each: too few
+/// for any address to reach its share.
+const FLOOD_SOURCES: usize = 25;
+const FLOOD_PER_SOURCE: usize = 20;
+const _: () = assert!(FLOOD_PER_SOURCE < PER_SOURCE_CAP);
+
+/// The loopback address of flood source `index` (an address no node of any test uses as
+/// a client).
+fn flood_source(index: usize) -> String {
+    format!("127.0.{}.{}", 200 + index / 200, 1 + index % 200)
+}
+
+/// 1,000 idle connections to the `tcp` port of a daemon with 256 descriptors. The first
+/// 500 from one client address: the mesh holds its per-source share (half of its 64) and
+/// closes the rest at once, and another client's HTTP requests succeed. The other 500
+/// from 25 other addresses, 20 each, so none can reach its share: the mesh-wide cap
+/// (what the descriptor reserve leaves) is what holds them, `hoist node ls` still answers, no endpoint is ejected,
+/// and the idle connections are closed by the 3 s idle timeout, after which other
+/// clients are served again.
 fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
     create_mesh_services(cluster);
     let ip = cluster.nodes[0].ip;
@@ -603,27 +623,27 @@ fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
         // Before the first connect: each held connection is idle from its own start.
         let opened_at = Instant::now();
         let mut idle = Vec::new();
-        for _ in 0..1000 {
+        for _ in 0..500 {
             // A refused connection is closed by the server after the handshake; one the
             // kernel could not even queue fails here. Both count as turned away.
             if let Ok(stream) = connect_from("127.0.0.1", &tcp_port).await {
                 idle.push(stream);
             }
         }
-        eprintln!("1000 connections attempted in {:?}", opened_at.elapsed());
+        eprintln!("500 connections attempted in {:?}", opened_at.elapsed());
         // The mesh closes what is over its caps at once; what it holds stays open.
         let mut held = 0;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
             held = still_open(&idle);
-            if held <= 32 {
+            if held <= PER_SOURCE_CAP {
                 break;
             }
         }
         eprintln!("{held} of {} idle connections held open", idle.len());
         assert!(
-            (1..=32).contains(&held),
+            (1..=PER_SOURCE_CAP).contains(&held),
             "{held} of {} idle connections held open",
             idle.len()
         );
@@ -652,6 +672,77 @@ fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
             0
         );
 
+        // 500 more from 25 other addresses, 20 each, taking turns: no address can reach
+        // its share, so what closes the rest is the mesh-wide cap.
+        let spread_at = Instant::now();
+        let mut spread = Vec::new();
+        for attempt in 0..FLOOD_SOURCES * FLOOD_PER_SOURCE {
+            let source = attempt % FLOOD_SOURCES;
+            if let Ok(stream) = connect_from(&flood_source(source), &tcp_port).await {
+                spread.push((source, stream));
+            }
+        }
+        eprintln!(
+            "500 connections from {FLOOD_SOURCES} addresses attempted in {:?}",
+            spread_at.elapsed()
+        );
+        let spread_streams = |spread: &[(usize, tokio::net::TcpStream)]| {
+            let mut buf = [0u8; 64];
+            spread
+                .iter()
+                .filter(|(_, stream)| {
+                    matches!(stream.try_read(&mut buf), Err(err) if err.kind() == ErrorKind::WouldBlock)
+                })
+                .map(|(source, _)| *source)
+                .collect::<Vec<usize>>()
+        };
+        let mut spread_held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            spread_held = spread_streams(&spread);
+            if spread_held.len() + still_open(&idle) <= MESH_WIDE_CAP {
+                break;
+            }
+        }
+        let first_held = still_open(&idle);
+        let total_held = first_held + spread_held.len();
+        eprintln!(
+            "{total_held} connections held open: {first_held} from 127.0.0.1, {} from {} of the {FLOOD_SOURCES} other addresses",
+            spread_held.len(),
+            spread_held.iter().collect::<std::collections::BTreeSet<_>>().len()
+        );
+        assert!(
+            total_held <= MESH_WIDE_CAP,
+            "{total_held} connections held open, over the mesh-wide {MESH_WIDE_CAP}"
+        );
+        // More than one address's share is held, so the per-source cap alone is not
+        // what holds them...
+        assert!(
+            total_held > PER_SOURCE_CAP,
+            "only {total_held} connections held open"
+        );
+        // ...and, as no flood address can reach its share, those closed at once were
+        // closed by the mesh-wide cap.
+        assert!(
+            spread_held.len() < spread.len(),
+            "{} of {} connections from {FLOOD_SOURCES} addresses held open",
+            spread_held.len(),
+            spread.len()
+        );
+        let open_metric = metric_sum(cluster, "hoist_mesh_port_open_connections");
+        assert!(
+            open_metric <= MESH_WIDE_CAP as u64,
+            "hoist_mesh_port_open_connections says {open_metric}"
+        );
+        // The descriptors in reserve keep the control plane working.
+        let nodes = cluster.node_ls(0).expect("node ls answers with the mesh full");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+            0
+        );
+
         // The idle timeout (3 s) closes every held connection, and none before it.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut first_close = None;
@@ -660,7 +751,7 @@ fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
             if open < held && first_close.is_none() {
                 first_close = Some(opened_at.elapsed());
             }
-            if open == 0 {
+            if open == 0 && spread_streams(&spread).is_empty() {
                 break;
             }
             assert!(
@@ -679,5 +770,13 @@ fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
             0
         );
         cluster.node_ls(0).expect("node ls answers afterwards");
+        // Room again: another client is served.
+        for attempt in 0..5 {
+            let status = get_from("127.0.0.2", &http_port).await;
+            assert!(
+                status.starts_with("HTTP/1.1 200"),
+                "HTTP request {attempt} after the idle timeout: {status}"
+            );
+        }
     });
 }
