@@ -93,8 +93,9 @@ fn wait_agreement(cluster: &Cluster, managers: &[usize], what: &str) -> usize {
     })
 }
 
-/// A write through every manager, each seen by all of them.
+/// A write through every manager (a label on the first of them), each seen by all.
 fn writes_work(cluster: &Cluster, managers: &[usize], label: &str) {
+    let target = cluster.nodes[managers[0]].name.clone();
     for (n, index) in managers.iter().enumerate() {
         let value = format!("{label}{n}");
         prompt_ok(
@@ -105,7 +106,7 @@ fn writes_work(cluster: &Cluster, managers: &[usize], label: &str) {
                 "update",
                 "--label-add",
                 &format!("w={value}"),
-                "node-1",
+                &target,
             ],
             Duration::from_secs(20),
         );
@@ -114,7 +115,7 @@ fn writes_work(cluster: &Cluster, managers: &[usize], label: &str) {
                 .node_ls(*reader)
                 .unwrap_or_default()
                 .into_iter()
-                .find(|node| node["hostname"] == "node-1")
+                .find(|node| node["hostname"] == target.as_str())
                 .unwrap_or(Value::Null);
             assert_eq!(
                 seen["labels"]["w"], value,
@@ -190,8 +191,29 @@ fn demoting_the_leader_hands_leadership_over_and_returns_promptly() {
         Duration::from_secs(20),
     );
     let both = [last[0], leader];
-    wait_agreement(&cluster, &both, "the re-promoted manager joined the group");
+    let current = wait_agreement(&cluster, &both, "the re-promoted manager joined the group");
     writes_work(&cluster, &both, "promoted-");
+
+    // Removing the leader itself (`rm --force` run on it) hands over the same way.
+    let name = cluster.nodes[current].name.clone();
+    prompt_ok(
+        &cluster,
+        current,
+        &["node", "rm", "--force", &name],
+        Duration::from_secs(20),
+    );
+    let survivor: Vec<usize> = both.iter().copied().filter(|i| *i != current).collect();
+    wait_agreement(
+        &cluster,
+        &survivor,
+        "the other manager leads after the removal",
+    );
+    let listed = cluster.node_ls(survivor[0]).unwrap();
+    assert!(
+        listed.iter().all(|node| node["hostname"] != name.as_str()),
+        "{listed:?}"
+    );
+    writes_work(&cluster, &survivor, "after-rm-");
 }
 
 #[test]

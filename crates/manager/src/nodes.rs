@@ -237,7 +237,10 @@ impl Manager {
 
     /// Removes a node for good. A node that is still Ready needs `force`; a manager must
     /// keep the quorum, and without `force` must be demoted first (as in Swarm).
-    pub async fn remove_node(&self, reference: &str, force: bool) -> Result<()> {
+    ///
+    /// Removing the leader itself (`--force`) hands over as a demotion does: it leaves
+    /// the group, steps down, and returns the managers that must record the removal.
+    pub async fn remove_node(&self, reference: &str, force: bool) -> Result<Option<Vec<String>>> {
         let node = self.find(reference).await?;
         let membership = self.raft().membership();
         let is_voter = membership.voters.contains_key(&node.id.0);
@@ -251,8 +254,18 @@ impl Manager {
             self.require_leader()?;
             let state = self.read(ClusterState::clone).await?;
             check_quorum_after_removal(&state, &membership, node.id, "remove")?;
+            let _demoting = DemotingGuard::new(self, node.id);
             if is_voter || membership.learners.contains_key(&node.id.0) {
                 self.raft().remove_voter(node.id.0).await?;
+            }
+            if node.id == self.node_id() {
+                let managers = membership
+                    .voters
+                    .iter()
+                    .filter(|(id, _)| **id != node.id.0)
+                    .map(|(_, addr)| addr.clone())
+                    .collect();
+                return Ok(Some(managers));
             }
         } else if node.status == NodeStatus::Ready && !force {
             return Err(ManagerError::Refused(format!(
@@ -266,7 +279,7 @@ impl Manager {
         })
         .await?;
         tracing::info!(node = %node.id, hostname = %node.hostname, "node removed");
-        Ok(())
+        Ok(None)
     }
 
     pub async fn info(&self, hostname: &str, cert_not_after: Option<i64>) -> Result<InfoResponse> {

@@ -635,7 +635,13 @@ async fn node_demote(
     match manager.demote(&node).await {
         Ok(Demotion::Done(view)) => Ok(Json(*view).into_response()),
         Ok(Demotion::HandedOver { managers }) => {
-            hand_over_demotion(&member, &managers, &format!("/v1/nodes/{node}/demote")).await
+            hand_over(
+                &member,
+                &managers,
+                reqwest::Method::POST,
+                &format!("/v1/nodes/{node}/demote"),
+            )
+            .await
         }
         Err(ManagerError::NotLeader {
             leader_addr: Some(leader),
@@ -666,7 +672,17 @@ async fn node_rm(
 ) -> Result<Response, ApiError> {
     let (member, manager) = manager_of(&daemon)?;
     match manager.remove_node(&node, query.force).await {
-        Ok(()) => Ok(Json(serde_json::json!({})).into_response()),
+        Ok(None) => Ok(Json(serde_json::json!({})).into_response()),
+        Ok(Some(managers)) => {
+            // The leader removed itself from the group: the others record the removal.
+            hand_over(
+                &member,
+                &managers,
+                reqwest::Method::DELETE,
+                &format!("/v1/nodes/{node}?force=true"),
+            )
+            .await
+        }
         Err(ManagerError::NotLeader {
             leader_addr: Some(leader),
         }) => {
@@ -680,17 +696,18 @@ async fn node_rm(
     }
 }
 
-/// How long a leader that demoted itself waits for the remaining managers to elect a
-/// leader and commit the role change (an election takes a second or two).
+/// How long a leader that demoted (or removed) itself waits for the remaining managers
+/// to elect a leader and commit the change (an election takes a second or two).
 const HAND_OVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Finishes a demotion of this manager, which has just left the Raft group and stepped
-/// down: sends it to the remaining managers until the one that leads commits it (a
-/// follower that knows the leader redirects with 421; one that does not yet is asked
-/// again).
-async fn hand_over_demotion(
+/// Finishes a demotion or removal of this manager, which has just left the Raft group
+/// and stepped down: sends it to the remaining managers until the one that leads
+/// commits it (a follower that knows the leader redirects with 421; one that does not
+/// yet is asked again).
+async fn hand_over(
     member: &Member,
     managers: &[String],
+    method: reqwest::Method,
     path: &str,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + HAND_OVER_DEADLINE;
@@ -700,10 +717,13 @@ async fn hand_over_demotion(
             let mut target = addr.clone();
             // One redirect: a follower names the leader it knows.
             for _ in 0..2 {
-                let response = member
+                let mut request = member
                     .http()
-                    .post(format!("https://{target}{path}"))
-                    .json(&serde_json::Value::Null)
+                    .request(method.clone(), format!("https://{target}{path}"));
+                if method == reqwest::Method::POST {
+                    request = request.json(&serde_json::Value::Null);
+                }
+                let response = request
                     .timeout(std::time::Duration::from_secs(10))
                     .send()
                     .await;
@@ -745,7 +765,7 @@ async fn hand_over_demotion(
             return Err(ApiError::new(
                 503,
                 format!(
-                    "this manager left the raft group and stepped down, but the remaining managers did not record the demotion in {}s ({last}); run `hoist node demote` again on one of them",
+                    "this manager left the raft group and stepped down, but the remaining managers did not record the change in {}s ({last}); run the command again on one of them",
                     HAND_OVER_DEADLINE.as_secs()
                 ),
             ));
