@@ -161,12 +161,20 @@ fn demoting_the_leader_hands_leadership_over_and_returns_promptly() {
     assert_ne!(next, leader);
     writes_work(&cluster, &rest, "after-demote-");
     // The demoted node is a worker: no control API, no raft of its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
     wait_for(
         "the old leader refuses control commands",
-        Duration::from_secs(30),
+        Duration::from_secs(31),
         || {
             let output = cluster.hoist(leader, &["node", "ls"]);
             let stderr = String::from_utf8_lossy(&output.stderr);
+            if Instant::now() > deadline {
+                panic!(
+                    "the old leader still answers: {stderr}{}\n--- its log ---\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    cluster.log_tail(leader, 60)
+                );
+            }
             (!output.status.success() && stderr.contains("not a manager")).then_some(())
         },
     );
