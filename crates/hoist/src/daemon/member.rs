@@ -1010,6 +1010,16 @@ impl Daemon {
                         .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
                     bail!("{message}");
                 }
+                Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
+                    // The cluster no longer wants this node as a manager (a demotion
+                    // committed meanwhile): the next heartbeat answer says so, and asking
+                    // again until the deadline would only hold up the session.
+                    let text = response.text().await.unwrap_or_default();
+                    bail!(
+                        "the manager at {addr} did not add this node: {}",
+                        hoist_api::ErrorBody::message_of(text)
+                    );
+                }
                 Ok(response) if response.status() == reqwest::StatusCode::MISDIRECTED_REQUEST => {
                     let body: Option<NotLeaderBody> = response.json().await.ok();
                     if let Some(leader) = body.and_then(|body| body.leader_addr) {
