@@ -75,6 +75,26 @@ pub fn tls_get(addr: &str, path: &str, identity_json: Option<&str>) -> String {
     tls_request(addr, "GET", path, None, identity_json)
 }
 
+/// A client that trusts whatever the server presents and presents the certificate of a
+/// node's `identity.json` (none with `None`).
+fn trusting_client_as(identity_json: Option<&str>) -> Result<ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)));
+    Ok(match identity_json {
+        None => builder.with_no_client_auth(),
+        Some(json) => {
+            let (chain, key) = identity_parts(json);
+            builder.with_client_auth_cert(chain, key)?
+        }
+    })
+}
+
 /// Sends one request (`body` as JSON when given) to `addr` over TLS, presenting the
 /// identity in `identity_json` if given; the raw response as [`tls_get`] returns it.
 pub fn tls_request(
@@ -84,24 +104,7 @@ pub fn tls_request(
     body: Option<&str>,
     identity_json: Option<&str>,
 ) -> String {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let schemes = provider
-        .signature_verification_algorithms
-        .supported_schemes();
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)));
-    let config = match identity_json {
-        None => builder.with_no_client_auth(),
-        Some(json) => {
-            let (chain, key) = identity_parts(json);
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client identity")
-        }
-    };
+    let config = trusting_client_as(identity_json).expect("a client configuration");
     let stream = match TcpStream::connect(addr) {
         Ok(stream) => stream,
         Err(err) => return format!("connect failed: {err}"),
@@ -257,24 +260,7 @@ pub fn tls_stream_as(
     addr: &str,
     identity_json: Option<&str>,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let schemes = provider
-        .signature_verification_algorithms
-        .supported_schemes();
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything(schemes)));
-    let config = match identity_json {
-        None => builder.with_no_client_auth(),
-        Some(json) => {
-            let (chain, key) = identity_parts(json);
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(std::io::Error::other)?
-        }
-    };
+    let config = trusting_client_as(identity_json).map_err(std::io::Error::other)?;
     let stream = TcpStream::connect(addr)?;
     let name = ServerName::try_from("node.hoist.internal").map_err(std::io::Error::other)?;
     let mut connection =
