@@ -8,12 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{copy_tree, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// What a cluster holds that no refused input may change: the cluster, its settings, its
 /// CA, its nodes, each service's spec and the join tokens.
@@ -98,7 +95,7 @@ fn unix_request(
 
 /// Starts a daemon on `data_dir` and expects it to exit non-zero: its stderr.
 fn daemon_refuses(data_dir: &Path, listen: &str) -> String {
-    let mut child = Command::new(bin())
+    let mut child = Command::new(hoist_bin!())
         .args(["daemon", "--data-dir"])
         .arg(data_dir)
         .args(["--listen-addr", listen])
@@ -155,13 +152,13 @@ fn one_line(text: &str) -> String {
 #[test]
 fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             ..Default::default()
         },
     );
-    let fresh = Cluster::spawn(bin(), 1);
+    let fresh = Cluster::spawn(hoist_bin!(), 1);
     cluster.hoist_ok(
         0,
         &[

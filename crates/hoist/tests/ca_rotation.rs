@@ -1,14 +1,10 @@
 //! `hoist cluster ca --rotate`: every node moves to a new CA through a cross-signed
 //! transition and keeps working; afterwards a certificate of the old CA is refused.
 
-use std::path::Path;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{tls_request, wait_for, Cluster, ClusterOptions};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 fn identity(cluster: &Cluster, index: usize) -> serde_json::Value {
     let text = std::fs::read_to_string(cluster.nodes[index].data_dir.join("identity.json"))
@@ -19,7 +15,7 @@ fn identity(cluster: &Cluster, index: usize) -> serde_json::Value {
 #[test]
 fn after_a_ca_rotation_every_node_keeps_working_and_the_old_ca_is_refused() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 2,
             workers: 1,
@@ -27,7 +23,7 @@ fn after_a_ca_rotation_every_node_keeps_working_and_the_old_ca_is_refused() {
             ..Default::default()
         },
     );
-    let outsiders = Cluster::spawn(bin(), 2);
+    let outsiders = Cluster::spawn(hoist_bin!(), 2);
     cluster.hoist_ok(
         0,
         &[

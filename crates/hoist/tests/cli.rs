@@ -5,23 +5,19 @@
 //! `--force-new-cluster`, and a process task given a target port its command never
 //! reads is warned about.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// Runs `hoist ARGS` against node `index` with stdout a pipe whose reader is already
 /// gone (what `| head -0` leaves), and returns (exit code, stderr).
 fn into_closed_pipe(cluster: &Cluster, index: usize, args: &[&str]) -> (Option<i32>, String) {
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let output = Command::new(bin())
+    let output = Command::new(hoist_bin!())
         .args(args)
         .env(
             "HOIST_HOST",
@@ -45,7 +41,7 @@ fn stdout_of(cluster: &Cluster, index: usize, args: &[&str]) -> String {
 #[test]
 fn the_cli_tells_the_truth() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 2,
             workers: 1,

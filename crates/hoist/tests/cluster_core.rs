@@ -1,15 +1,11 @@
 //! Cluster core acceptance: real daemon processes on loopback addresses, real signals.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// What every manager must agree on about a node.
 fn summary(nodes: &[Value]) -> BTreeSet<String> {
@@ -39,7 +35,7 @@ fn now_ms() -> u64 {
 #[test]
 fn three_managers_and_two_workers_agree_on_the_node_list() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 2,
@@ -82,7 +78,7 @@ fn three_managers_and_two_workers_agree_on_the_node_list() {
 #[test]
 fn a_killed_leader_is_replaced_and_rejoins_with_all_state() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 0,
@@ -147,7 +143,7 @@ fn a_killed_leader_is_replaced_and_rejoins_with_all_state() {
 #[test]
 fn killing_every_manager_loses_nothing() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 1,
@@ -198,7 +194,7 @@ fn killing_every_manager_loses_nothing() {
 #[test]
 fn a_killed_worker_is_down_within_period_times_grace_and_ready_after_restart() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -231,8 +227,8 @@ fn a_killed_worker_is_down_within_period_times_grace_and_ready_after_restart() {
 
 #[test]
 fn bad_tokens_forged_cas_and_wrong_certificates_are_refused_and_change_nothing() {
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
-    let outsiders = Cluster::spawn(bin(), 2);
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    let outsiders = Cluster::spawn(hoist_bin!(), 2);
     let manager_addr = cluster.nodes[0].addr();
     let before = summary(&cluster.node_ls(0).unwrap());
 
@@ -293,7 +289,7 @@ fn bad_tokens_forged_cas_and_wrong_certificates_are_refused_and_change_nothing()
     assert!(body.starts_with("HTTP/1.1 403"), "{body}");
     assert!(body.contains("presented a worker certificate"), "{body}");
     // A certificate from another cluster's CA fails the handshake.
-    let other = Cluster::start(bin(), ClusterOptions::default());
+    let other = Cluster::start(hoist_bin!(), ClusterOptions::default());
     let foreign_identity =
         std::fs::read_to_string(other.nodes[0].data_dir.join("identity.json")).unwrap();
     let body = raw_tls_get(&manager_addr, "/v1/nodes", Some(&foreign_identity));
@@ -315,7 +311,7 @@ fn raw_tls_get(addr: &str, path: &str, identity: Option<&str>) -> String {
 #[test]
 fn demoting_or_removing_a_manager_that_would_lose_quorum_is_refused() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 1,
@@ -361,7 +357,7 @@ fn demoting_or_removing_a_manager_that_would_lose_quorum_is_refused() {
 #[test]
 fn a_worker_is_promoted_and_demoted() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -396,7 +392,7 @@ fn a_worker_is_promoted_and_demoted() {
 #[test]
 fn certificates_renew_themselves_before_they_expire() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 2,
             workers: 1,
@@ -440,7 +436,7 @@ fn certificates_renew_themselves_before_they_expire() {
 #[test]
 fn a_lagging_manager_catches_up_from_a_snapshot_after_log_compaction() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 0,

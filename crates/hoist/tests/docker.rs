@@ -2,16 +2,12 @@
 //! note) where no engine runs, unless HOIST_REQUIRE_DOCKER=1, which `.ci/run` sets when
 //! /var/run/docker.sock exists: then a missing engine fails the test.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 fn docker_available() -> bool {
     let answers = Command::new("docker")
@@ -56,8 +52,8 @@ impl Image {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        std::fs::copy(bin(), root.join("hoist")).unwrap();
-        let ldd = Command::new("ldd").arg(bin()).output().expect("ldd");
+        std::fs::copy(hoist_bin!(), root.join("hoist")).unwrap();
+        let ldd = Command::new("ldd").arg(hoist_bin!()).output().expect("ldd");
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
             let path = line
                 .split_whitespace()
@@ -168,7 +164,7 @@ fn containers_answer_through_the_mesh_are_replaced_and_adopted() {
     let tag = format!("hoist-hello:test-{}", std::process::id());
     let mut image = Image::build(&tag, None);
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -278,7 +274,7 @@ fn a_bind_mounted_folder_is_served_by_every_replica() {
     let tag = format!("hoist-hello:test-mount-{}", std::process::id());
     let mut image = Image::build(&tag, None);
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -339,7 +335,7 @@ fn an_image_that_cannot_be_pulled_is_a_clear_task_error() {
     if !docker_available() {
         return;
     }
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     let image = Image {
         tag: "hoist-no-such-image:nowhere".into(),
         node_ids: node_ids(&cluster),
@@ -373,7 +369,7 @@ fn an_unhealthy_container_is_replaced() {
         &tag,
         Some("HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hoist\", \"no-such-command\"]"),
     );
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     image.node_ids = node_ids(&cluster);
     cluster.hoist_ok(
         0,

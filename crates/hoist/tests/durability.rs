@@ -7,11 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// Every file and directory under `dir` (links are not followed), with its mode.
 fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
@@ -88,7 +85,7 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
         libc::umask(0o022);
     }
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             extra_daemon_args: vec!["--raft-snapshot-interval".into(), "10".into()],
             ..Default::default()
@@ -220,7 +217,7 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
 /// to refuse to start) and returns its exit status and everything it printed.
 fn start_refused(cluster: &Cluster, index: usize) -> (std::process::ExitStatus, String) {
     let node = &cluster.nodes[index];
-    let mut child = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(hoist_bin!())
         .args(["daemon", "--data-dir"])
         .arg(&node.data_dir)
         .args([
@@ -257,7 +254,7 @@ fn raft_voters(cluster: &Cluster, index: usize) -> Option<usize> {
 #[test]
 fn a_voter_without_its_store_is_refused_by_itself_and_by_the_leader() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             ..Default::default()
@@ -436,14 +433,14 @@ fn a_full_disk_makes_the_daemon_exit_with_the_cause() {
         );
         return;
     }
-    let mut cluster = Cluster::spawn(bin(), 1);
+    let mut cluster = Cluster::spawn(hoist_bin!(), 1);
     cluster.kill(0);
     let node = &cluster.nodes[0];
     let _disk = SmallDisk::mount(&node.data_dir, "4m");
     let log_path = node.data_dir.with_extension("own.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut daemon = OwnDaemon(
-        std::process::Command::new(bin())
+        std::process::Command::new(hoist_bin!())
             .args(["daemon", "--data-dir"])
             .arg(&node.data_dir)
             .args([

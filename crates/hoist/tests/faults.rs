@@ -8,20 +8,16 @@
 //! choices of victims and timings. The long form is
 //! `cargo build --release -p hoist && cargo run --release -p hoist-bench -- faults --seeds 5 --kills 30`.
 
-use std::path::Path;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{fault_seed_or, run_scenario, Scenario, Size};
 
 /// The short form's seed: fixed, so that CI runs are comparable and replayable.
 const SEED: u64 = 20261202;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
-
 fn no_violations(scenario: Scenario) {
     let seed = fault_seed_or(SEED);
-    let report = run_scenario(bin(), scenario, seed, Size::short());
+    let report = run_scenario(hoist_bin!(), scenario, seed, Size::short());
     eprintln!("{}", report.render());
     assert_eq!(
         report.violations(),

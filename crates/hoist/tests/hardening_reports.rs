@@ -12,12 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{tls_request, tls_stream_as, wait_for, Cluster, ClusterOptions};
 use serde_json::{json, Value};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// The status code of a raw HTTP response ("HTTP/1.1 409 Conflict" -> 409).
 fn status_of(response: &str) -> u16 {
@@ -86,7 +83,7 @@ fn log_of(cluster: &Cluster, index: usize) -> String {
 #[test]
 fn crafted_worker_reports_are_dropped_and_never_dialled() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -105,7 +102,7 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     // And one on the manager's own IP: "another node's address".
     let manager_trap = Trap::new(cluster.nodes[0].ip);
 
-    let hello = bin().display().to_string();
+    let hello = hoist_bin!().display().to_string();
     cluster.hoist_ok(
         0,
         &[
@@ -417,7 +414,7 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         labels.iter().all(|node| node["labels"] == json!({})),
         "{labels:?}"
     );
-    let daemon = std::process::Command::new(bin())
+    let daemon = std::process::Command::new(hoist_bin!())
         .args(["daemon", "--data-dir"])
         .arg(cluster.nodes[1].data_dir.join("never"))
         .args(["--hostname", "evil\u{7}name"])
@@ -448,7 +445,7 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 
 #[test]
 fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     let name = cluster.nodes[0].name.clone();
     let settings = |cluster: &Cluster| {
         let view: Value =

@@ -6,11 +6,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{tls_stream, Cluster, ClusterOptions};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// A field of `/proc/PID/status` in KiB (VmHWM: the peak resident set).
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -175,7 +172,7 @@ fn binary_under_fd_limit(dir: &Path) -> std::path::PathBuf {
         &script,
         format!(
             "#!/bin/sh\nexec prlimit --nofile=256:256 {} \"$@\"\n",
-            bin().display()
+            hoist_bin!().display()
         ),
     )
     .expect("writing the wrapper");
@@ -509,7 +506,7 @@ fn task_output_is_rotated_at_its_cap_and_long_lines_cut(cluster: &Cluster) {
 
 /// `hello` services behind a `tcp` port (18080) and an `http` port (18081).
 fn create_mesh_services(cluster: &Cluster) {
-    let hello = bin().display().to_string();
+    let hello = hoist_bin!().display().to_string();
     for (name, publish) in [
         ("tcp-hello", "18080:80"),
         ("http-hello", "published=18081,target=80,protocol=http"),

@@ -1,15 +1,11 @@
 //! Membership changes that must not split the cluster: demoting the leader, demoting
 //! and promoting again the manager that forced a new cluster, and a join that fails.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 /// Runs a command that must succeed within `limit` (no command may hang).
 fn prompt_ok(cluster: &Cluster, index: usize, args: &[&str], limit: Duration) -> String {
@@ -136,7 +132,7 @@ fn role_of(cluster: &Cluster, asked: usize, hostname: &str) -> Option<String> {
 #[test]
 fn demoting_the_leader_hands_leadership_over_and_returns_promptly() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             heartbeat_period: "500ms",
@@ -227,7 +223,7 @@ fn demoting_the_leader_hands_leadership_over_and_returns_promptly() {
 #[test]
 fn the_manager_that_forced_a_new_cluster_is_demoted_and_promoted_without_a_split() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 2,
             workers: 1,
@@ -281,7 +277,7 @@ fn the_manager_that_forced_a_new_cluster_is_demoted_and_promoted_without_a_split
 
 #[test]
 fn a_join_that_fails_leaves_no_node_behind() {
-    let cluster = Cluster::spawn(bin(), 2);
+    let cluster = Cluster::spawn(hoist_bin!(), 2);
     cluster.hoist_ok(0, &["init"]);
     let token = cluster
         .hoist_ok(0, &["join-token", "worker", "-q"])

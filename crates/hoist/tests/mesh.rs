@@ -8,15 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{process_runs_task, wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
-
 fn create(cluster: &Cluster, name: &str, replicas: u32, publish: &str) {
-    let bin = bin().display().to_string();
+    let bin = hoist_bin!().display().to_string();
     let replicas = replicas.to_string();
     cluster.hoist_ok(
         0,
@@ -102,7 +99,7 @@ fn within_ten_percent(counts: &BTreeMap<String, usize>, total: usize) {
 #[test]
 fn any_node_reaches_every_task_and_requests_spread_evenly() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 3,
@@ -135,7 +132,7 @@ fn any_node_reaches_every_task_and_requests_spread_evenly() {
 #[test]
 fn a_host_mode_port_answers_only_where_a_task_runs() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -223,7 +220,7 @@ fn unix_get(socket: &Path, path: &str) -> String {
 #[test]
 fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -314,7 +311,7 @@ fn a_replica_killed_under_load_fails_no_l7_request_and_leaves_l4_within_a_second
 #[test]
 fn a_long_request_completes_when_its_service_is_scaled_down() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -333,8 +330,8 @@ fn a_long_request_completes_when_its_service_is_scaled_down() {
 
 #[test]
 fn one_http_port_fronts_several_services_by_host() {
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
-    let bin_text = bin().display().to_string();
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    let bin_text = hoist_bin!().display().to_string();
     for (name, host) in [("site-a", "a.test"), ("site-b", "b.test")] {
         let route = format!("host={host}");
         cluster.hoist_ok(
@@ -431,7 +428,7 @@ fn the_kernel_data_path_reaches_every_task_and_drops_a_killed_one() {
         return;
     }
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 3,

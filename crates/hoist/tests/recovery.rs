@@ -1,15 +1,11 @@
 //! Disaster recovery: force-new-cluster on a surviving manager, backup and restore.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 fn sleeper(cluster: &Cluster, index: usize, name: &str) {
     cluster.hoist_ok(
@@ -57,7 +53,7 @@ fn service_summary(listed: &[Value]) -> BTreeSet<String> {
 #[test]
 fn force_new_cluster_on_a_survivor_keeps_every_service_and_refuses_the_old_managers() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 1,
@@ -135,7 +131,7 @@ fn force_new_cluster_on_a_survivor_keeps_every_service_and_refuses_the_old_manag
 
 #[test]
 fn force_new_cluster_without_local_state_is_refused() {
-    let cluster = Cluster::spawn(bin(), 1);
+    let cluster = Cluster::spawn(hoist_bin!(), 1);
     let err = cluster.hoist_err(0, &["init", "--force-new-cluster"]);
     assert!(err.contains("no state to recover"), "{err}");
 }
@@ -143,7 +139,7 @@ fn force_new_cluster_without_local_state_is_refused() {
 #[test]
 fn a_backup_restored_on_a_fresh_daemon_gives_the_same_services_and_nodes() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -200,7 +196,7 @@ fn a_backup_restored_on_a_fresh_daemon_gives_the_same_services_and_nodes() {
     // A garbage file is refused with its name.
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "not a backup").unwrap();
-    let other = Cluster::spawn(bin(), 1);
+    let other = Cluster::spawn(hoist_bin!(), 1);
     let err = other.hoist_err(0, &["restore", &bad.path().display().to_string()]);
     assert!(err.contains("is not a hoist backup"), "{err}");
 }

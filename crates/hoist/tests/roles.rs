@@ -3,14 +3,10 @@
 //! authorizes a call is the one the cluster records now, not the one a certificate
 //! still carries.
 
-use std::path::Path;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{tls_request, wait_for, Cluster, ClusterOptions, FakeTlsServer};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 fn identity(cluster: &Cluster, index: usize) -> String {
     std::fs::read_to_string(cluster.nodes[index].data_dir.join("identity.json"))
@@ -223,14 +219,14 @@ fn every_mounted_manager_only_route_is_in_the_table() {
 #[test]
 fn a_worker_certificate_passes_for_no_manager_neither_to_a_joining_node_nor_on_any_manager_route() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
             ..Default::default()
         },
     );
-    let outsiders = Cluster::spawn(bin(), 1);
+    let outsiders = Cluster::spawn(hoist_bin!(), 1);
     let manager_addr = cluster.nodes[0].addr();
     let worker_identity = identity(&cluster, 1);
     let token = cluster
@@ -305,7 +301,7 @@ fn a_worker_certificate_passes_for_no_manager_neither_to_a_joining_node_nor_on_a
 #[test]
 fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_listener() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 2,
             workers: 1,

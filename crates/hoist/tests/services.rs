@@ -2,18 +2,14 @@
 //! processes through the process driver.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
-
 fn hello(cluster: &Cluster, name: &str, replicas: u32, extra: &[&str]) {
-    let bin = bin().display().to_string();
+    let bin = hoist_bin!().display().to_string();
     let replicas = replicas.to_string();
     let mut args = vec![
         "service",
@@ -116,7 +112,7 @@ fn max_minus_min(counts: &BTreeMap<String, usize>, nodes: &[&str]) -> usize {
 #[test]
 fn replicas_spread_over_distinct_nodes_and_stay_even_when_scaled() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 4,
@@ -157,7 +153,7 @@ fn replicas_spread_over_distinct_nodes_and_stay_even_when_scaled() {
 #[test]
 fn an_unsatisfiable_constraint_waits_with_its_reason_until_a_matching_node_joins() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -186,7 +182,7 @@ fn an_unsatisfiable_constraint_waits_with_its_reason_until_a_matching_node_joins
         .hoist_ok(0, &["join-token", "worker", "-q"])
         .trim()
         .to_string();
-    let mut extra = Cluster::spawn(bin(), 1);
+    let mut extra = Cluster::spawn(hoist_bin!(), 1);
     extra.hoist_ok(0, &["join", "--token", &token, &cluster.nodes[0].addr()]);
     let joined = extra.nodes[0].name.clone();
     let joined_id = wait_for("the new node listed", Duration::from_secs(20), || {
@@ -210,7 +206,7 @@ fn an_unsatisfiable_constraint_waits_with_its_reason_until_a_matching_node_joins
 #[test]
 fn a_killed_worker_is_replaced_and_the_spread_comes_back_without_dropping_below_desired() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 3,
@@ -269,7 +265,7 @@ fn a_killed_worker_is_replaced_and_the_spread_comes_back_without_dropping_below_
 #[test]
 fn a_drained_node_empties_and_gets_its_share_back_when_active() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -297,7 +293,7 @@ fn a_drained_node_empties_and_gets_its_share_back_when_active() {
 
 #[test]
 fn a_failing_command_is_tried_three_times_under_on_failure_with_two_attempts() {
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     cluster.hoist_ok(
         0,
         &[
@@ -348,7 +344,7 @@ fn a_failing_command_is_tried_three_times_under_on_failure_with_two_attempts() {
 #[test]
 fn killing_the_leader_during_a_scale_converges_with_no_slot_running_twice() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 3,
             workers: 2,
@@ -375,7 +371,7 @@ fn killing_the_leader_during_a_scale_converges_with_no_slot_running_twice() {
 #[test]
 fn a_worker_cut_off_beyond_the_grace_stops_its_replaced_tasks_when_it_returns() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,
@@ -417,7 +413,7 @@ fn a_worker_cut_off_beyond_the_grace_stops_its_replaced_tasks_when_it_returns() 
 
 #[test]
 fn bad_service_input_is_refused_and_stores_nothing() {
-    let cluster = Cluster::start(bin(), ClusterOptions::default());
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     hello(&cluster, "web", 1, &["-p", "18080:80"]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--replicas", "-1"], "--replicas"),
@@ -452,7 +448,7 @@ fn bad_service_input_is_refused_and_stores_nothing() {
 #[test]
 fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
     let mut cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 1,
@@ -494,7 +490,7 @@ fn a_restarted_worker_adopts_its_running_tasks_instead_of_duplicating_them() {
 #[test]
 fn a_worker_removed_by_force_stops_its_tasks_and_its_mesh() {
     let cluster = Cluster::start(
-        bin(),
+        hoist_bin!(),
         ClusterOptions {
             managers: 1,
             workers: 2,

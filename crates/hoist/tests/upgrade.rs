@@ -7,12 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use hoist_testkit::hoist_bin;
 use hoist_testkit::{copy_tree, wait_for, Cluster};
 use serde_json::Value;
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_hoist"))
-}
 
 fn fixture() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/a85ac81")
@@ -86,7 +83,7 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
     copy_tree(&fixture(), source.path());
     refresh_certificates_if_expiring(source.path());
     let mut cluster = Cluster::from_data_dirs(
-        bin(),
+        hoist_bin!(),
         source.path(),
         &[
             ("n1", "fx1", addr(1)),

@@ -27,6 +27,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The `hoist` binary under test, for integration tests of the `hoist` crate: Cargo
+/// tells only that crate's test builds where it is, at compile time, so this expands
+/// in the caller.
+#[macro_export]
+macro_rules! hoist_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_hoist"))
+    };
+}
+
 pub use check::{Snapshot, Violations};
 pub use faults::{
     fault_seed, fault_seed_or, run_scenario, FaultProxy, PartitionMode, Report, Scenario, Size,
