@@ -8,7 +8,6 @@
 //! choices of victims and timings. The long form is
 //! `cargo build --release -p hoist && cargo run --release -p hoist-bench -- faults --seeds 5 --kills 30`.
 
-
 use hoist_testkit::hoist_bin;
 use hoist_testkit::{fault_seed_or, run_scenario, Scenario, Size};
 
