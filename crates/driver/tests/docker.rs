@@ -5,10 +5,9 @@
 //! owner), a missing image that cannot be pulled, and health gating.
 //!
 //! No registry is needed. Each test builds its own image, `FROM scratch`, from
-//! this test binary itself plus the shared libraries `ldd` lists for it: the
-//! `workload_*` functions below are the workload's roles, selected in the
-//! container with libtest's own `--exact <name>` filter. On the host those
-//! functions see no `HOIST_DOCKER_TEST_WORKLOAD` and return at once.
+//! the crate's `hoist-test-workload` binary (`src/bin/hoist-test-workload.rs`) plus
+//! the shared libraries `ldd` lists for it; the binary's first argument picks the
+//! workload's role (`serve`, `exit`, `sleep`, `probe`).
 //!
 //! Without an engine (`/var/run/docker.sock` absent and `DOCKER_HOST` unset)
 //! each test prints a note and passes, unless `HOIST_REQUIRE_DOCKER=1`, which
@@ -17,7 +16,7 @@
 //! even on a failed assertion, so tests run in parallel and leave nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,101 +33,12 @@ use hoist_driver::{
 /// Long enough for a loaded CI machine, short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Set in the test image only: the `workload_*` roles run only in a container.
-const WORKLOAD_ENV: &str = "HOIST_DOCKER_TEST_WORKLOAD";
-
 /// The port the workload listens on inside its container.
 const TARGET_PORT: u16 = 8080;
 
-// ---------------------------------------------------------------------------
-// The workload's roles (they run inside the test containers).
-
-fn in_container() -> bool {
-    std::env::var_os(WORKLOAD_ENV).is_some()
-}
-
-/// Serves one line describing itself to every connection, until killed.
-#[test]
-fn workload_serve() {
-    if !in_container() {
-        return;
-    }
-    if std::env::var_os("HOIST_TEST_IGNORE_TERM").is_some() {
-        // SAFETY: installing SIG_IGN has no preconditions.
-        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-    }
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "-".to_owned());
-    let port: u16 = var("PORT").parse().expect("PORT");
-    let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
-    println!("serving on {port}");
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let data = std::fs::read_to_string("/data/hello.txt")
-            .map(|text| text.trim().to_owned())
-            .unwrap_or_else(|_| "-".to_owned());
-        let writable = std::fs::write("/data/written-by-task", "x").is_ok();
-        let reply = format!(
-            "task={} service={} node={} port={port} data={data} writable={writable}\n",
-            var("HOIST_TASK"),
-            var("HOIST_SERVICE"),
-            var("HOIST_NODE"),
-        );
-        let _ = stream.write_all(reply.as_bytes());
-    }
-}
-
-/// Writes a stderr line, then numbered stdout lines, and exits with
-/// `HOIST_TEST_EXIT_CODE`.
-#[test]
-fn workload_exit() {
-    if !in_container() {
-        return;
-    }
-    eprintln!("complaint on stderr");
-    // The engine reads stdout and stderr separately; the pause keeps the stderr
-    // line before the stdout ones in the log.
-    std::thread::sleep(Duration::from_millis(300));
-    for n_line in 1..=5 {
-        println!("line {n_line}");
-    }
-    let code = std::env::var("HOIST_TEST_EXIT_CODE")
-        .ok()
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(3);
-    std::process::exit(code);
-}
-
-/// Runs without listening on anything.
-#[test]
-fn workload_sleep() {
-    if !in_container() {
-        return;
-    }
-    println!("sleeping");
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
-
-/// The image's health probe: succeeds when something listens on `PORT`.
-#[test]
-fn workload_probe() {
-    if !in_container() {
-        return;
-    }
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(TARGET_PORT);
-    if TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::process::exit(1);
-    }
-}
-
-/// The argv that runs one role of this binary in the test image.
+/// The argv that runs one role of the workload binary in the test image.
 fn role(name: &str) -> Vec<String> {
-    // The image's ENTRYPOINT is the test binary with its libtest flags; the role is
-    // the argument (CMD) that picks the workload.
+    // The image's ENTRYPOINT is the workload binary; the role is the argument (CMD).
     vec![name.to_owned()]
 }
 
@@ -268,11 +178,11 @@ async fn fixture(test: &str, healthcheck: bool) -> Option<Fixture> {
     })
 }
 
-/// Builds the test image from an in-memory context: this binary as `/workload`,
+/// Builds the test image from an in-memory context: the workload binary as `/workload`,
 /// the shared libraries it needs at their own paths, nothing else.
 async fn build_image(docker: &Docker, tag: &str, healthcheck: bool) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let libraries = shared_libraries(&exe);
+    let exe = Path::new(env!("CARGO_BIN_EXE_hoist-test-workload"));
+    let libraries = shared_libraries(exe);
     let library_dirs: BTreeSet<String> = libraries
         .iter()
         .filter_map(|lib| Some(lib.parent()?.to_string_lossy().into_owned()))
@@ -280,15 +190,15 @@ async fn build_image(docker: &Docker, tag: &str, healthcheck: bool) {
     let mut dockerfile = format!(
         "FROM scratch\n\
          COPY rootfs/ /\n\
-         ENV {WORKLOAD_ENV}=1 LD_LIBRARY_PATH={}\n\
-         ENTRYPOINT [\"/workload\", \"--exact\", \"--nocapture\", \"--test-threads=1\", \"-q\"]\n\
-         CMD [\"workload_serve\"]\n",
+         ENV LD_LIBRARY_PATH={}\n\
+         ENTRYPOINT [\"/workload\"]\n\
+         CMD [\"serve\"]\n",
         library_dirs.into_iter().collect::<Vec<_>>().join(":")
     );
     if healthcheck {
         dockerfile.push_str(
             "HEALTHCHECK --interval=1s --timeout=3s --retries=2 \
-             CMD [\"/workload\", \"--exact\", \"-q\", \"--test-threads=1\", \"workload_probe\"]\n",
+             CMD [\"/workload\", \"probe\"]\n",
         );
     }
     let mut context = tar::Builder::new(Vec::new());
@@ -302,7 +212,7 @@ async fn build_image(docker: &Docker, tag: &str, healthcheck: bool) {
     add("Dockerfile", dockerfile.as_bytes(), 0o644);
     add(
         "rootfs/workload",
-        &std::fs::read(&exe).expect("read test binary"),
+        &std::fs::read(exe).expect("read the workload binary"),
         0o755,
     );
     for library in &libraries {
@@ -314,6 +224,9 @@ async fn build_image(docker: &Docker, tag: &str, healthcheck: bool) {
         t: Some(tag.to_owned()),
         rm: true,
         forcerm: true,
+        // Tests build the same layers in parallel and each removes its image when it
+        // ends: a build that reused another test's cached layer would lose its parent.
+        nocache: true,
         ..BuildImageOptions::default()
     };
     let mut steps = docker.build_image(
@@ -347,7 +260,7 @@ impl Fixture {
         format!("{}-{name}", self.unique)
     }
 
-    /// A spec running the image's default role (`workload_serve`) on port 8080,
+    /// A spec running the image's default role (`serve`) on port 8080,
     /// or `command` when given.
     fn spec(&self, task_id: &str, command: Vec<String>) -> RunSpec {
         RunSpec {
@@ -547,7 +460,7 @@ async fn stop_kills_after_the_grace_period() {
     };
     let driver = fx.driver().await;
     let task_id = fx.task_id("stubborn");
-    let mut spec = fx.spec(&task_id, role("workload_serve"));
+    let mut spec = fx.spec(&task_id, role("serve"));
     spec.env
         .insert("HOIST_TEST_IGNORE_TERM".to_owned(), "1".to_owned());
     driver.start(&spec).await.expect("start");
@@ -571,7 +484,7 @@ async fn failing_container_reports_its_exit_code_and_output() {
     };
     let driver = fx.driver().await;
     let task_id = fx.task_id("fails");
-    let mut spec = fx.spec(&task_id, role("workload_exit"));
+    let mut spec = fx.spec(&task_id, role("exit"));
     spec.env
         .insert("HOIST_TEST_EXIT_CODE".to_owned(), "3".to_owned());
     let task = driver.start(&spec).await.expect("start");
@@ -761,13 +674,10 @@ async fn start_waits_for_health_and_fails_on_unhealthy() {
 
     let sick_id = fx.task_id("sick");
     let started = Instant::now();
-    let err = tokio::time::timeout(
-        DEADLINE,
-        driver.start(&fx.spec(&sick_id, role("workload_sleep"))),
-    )
-    .await
-    .expect("start gives up in time")
-    .expect_err("never healthy");
+    let err = tokio::time::timeout(DEADLINE, driver.start(&fx.spec(&sick_id, role("sleep"))))
+        .await
+        .expect("start gives up in time")
+        .expect_err("never healthy");
     assert!(
         matches!(err, DriverError::Unhealthy { ref task_id, .. } if *task_id == sick_id),
         "{err:?} after {:?}",
