@@ -307,19 +307,15 @@ fn is_retryable(method: &Method, body: &Incoming) -> bool {
     ) && body.is_end_stream()
 }
 
-async fn forward(
+/// The request's headers as the endpoint must see them: hop-by-hop ones removed (but
+/// an upgrade's kept), a Host for HTTP/2 clients, and the forwarding headers.
+fn prepare_upstream_headers(
+    parts: &mut hyper::http::request::Parts,
+    client_upgrade: Option<&ClientUpgrade>,
     context: &ConnectionContext,
-    service: &Arc<ServiceRuntime>,
-    request: Request<Incoming>,
-) -> Response<DownstreamBody> {
-    let shared = &context.shared;
-    let config = &shared.config;
-    let mut request = request;
-    let mut client_upgrade = ClientUpgrade::of(&mut request);
-    let (mut parts, body) = request.into_parts();
-    let retryable = is_retryable(&parts.method, &body);
+) {
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(upgrade) = &client_upgrade {
+    if let Some(upgrade) = client_upgrade {
         // Hop-by-hop, but the endpoint must see them to switch protocols.
         parts
             .headers
@@ -337,6 +333,134 @@ async fn forward(
         }
     }
     add_forwarding_headers(&mut parts.headers, &context.client);
+}
+
+/// An endpoint's answer, with what it holds until the client has read it.
+struct Answer {
+    response: Response<Incoming>,
+    pooled: PooledSender,
+    in_flight: InFlight,
+}
+
+/// The endpoint's response as the client gets it: a protocol switch becomes a tunnel
+/// (only if the client asked for it), anything else is streamed back holding the
+/// endpoint's connection and in-flight count until its body ends.
+fn relay_response(
+    context: &ConnectionContext,
+    service: &Arc<ServiceRuntime>,
+    endpoint: &Arc<EndpointRuntime>,
+    answer: Answer,
+    mut client_upgrade: Option<ClientUpgrade>,
+) -> Response<DownstreamBody> {
+    let Answer {
+        response,
+        pooled,
+        in_flight,
+    } = answer;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade.take() else {
+            let message = format!(
+                "endpoint {} of service {} switched protocols unasked",
+                endpoint.id,
+                service.service_name()
+            );
+            return error_response(StatusCode::BAD_GATEWAY, message);
+        };
+        return switch_protocols(context, response, pooled, in_flight, client);
+    }
+    let (mut response_parts, response_body) = response.into_parts();
+    strip_hop_by_hop(&mut response_parts.headers);
+    // hyper never polls a body that is empty from the start (HEAD, 204, 304, length 0),
+    // so give such a connection back now.
+    let pooled = if response_body.is_end_stream() {
+        pooled.release();
+        None
+    } else {
+        Some(pooled)
+    };
+    Response::from_parts(
+        response_parts,
+        DownstreamBody::Upstream {
+            body: response_body,
+            in_flight: Some(in_flight),
+            pooled,
+        },
+    )
+}
+
+/// This node is out of descriptors: not the endpoint's fault, so nothing is ejected,
+/// and no other endpoint would do better.
+fn out_of_descriptors(
+    context: &ConnectionContext,
+    service: &Arc<ServiceRuntime>,
+    endpoint: &Arc<EndpointRuntime>,
+    error: &std::io::Error,
+) -> Response<DownstreamBody> {
+    tracing::warn!(
+        service_id = %service.service_id,
+        endpoint = %endpoint.id,
+        client = %context.peer,
+        %error,
+        "no descriptor left on this node to reach an endpoint"
+    );
+    let message = format!(
+        "this node has no file descriptor left to reach service {}",
+        service.service_name()
+    );
+    error_response(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+/// The endpoint did not answer in time. Not retried: the endpoint may be working on it,
+/// and repeating a slow request elsewhere doubles the load exactly when things are slow.
+fn timed_out(
+    config: &crate::model::MeshConfig,
+    service: &Arc<ServiceRuntime>,
+    endpoint: &Arc<EndpointRuntime>,
+    now_ms: u64,
+) -> Response<DownstreamBody> {
+    endpoint.record_failure(
+        now_ms,
+        config.ejection_time,
+        config.eject_after_failures,
+        false,
+    );
+    let message = format!(
+        "endpoint {} of service {} did not answer within {:?}",
+        endpoint.id,
+        service.service_name(),
+        config.upstream_timeout
+    );
+    error_response(StatusCode::GATEWAY_TIMEOUT, message)
+}
+
+/// The request one attempt sends to an endpoint.
+fn upstream_request(
+    method: Method,
+    path_and_query: &PathAndQuery,
+    headers: HeaderMap,
+    body: Option<Incoming>,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body.map_or(UpstreamBody::Empty, UpstreamBody::Client));
+    *request.method_mut() = method;
+    // Origin form (`/path?query`): the connection is already to the endpoint, and the
+    // Host header carries the name the client asked for.
+    *request.uri_mut() = Uri::from(path_and_query.clone());
+    *request.headers_mut() = headers;
+    request
+}
+
+async fn forward(
+    context: &ConnectionContext,
+    service: &Arc<ServiceRuntime>,
+    request: Request<Incoming>,
+) -> Response<DownstreamBody> {
+    let shared = &context.shared;
+    let config = &shared.config;
+    let mut request = request;
+    let client_upgrade = ClientUpgrade::of(&mut request);
+    let (mut parts, body) = request.into_parts();
+    let retryable = is_retryable(&parts.method, &body);
+    prepare_upstream_headers(&mut parts, client_upgrade.as_ref(), context);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -357,16 +481,12 @@ async fn forward(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        let mut upstream_request = Request::new(
-            client_body
-                .take()
-                .map_or(UpstreamBody::Empty, UpstreamBody::Client),
+        let upstream_request = upstream_request(
+            parts.method.clone(),
+            &path_and_query,
+            headers,
+            client_body.take(),
         );
-        *upstream_request.method_mut() = parts.method.clone();
-        // Origin form (`/path?query`): the connection is already to the endpoint, and
-        // the Host header carries the name the client asked for.
-        *upstream_request.uri_mut() = Uri::from(path_and_query.clone());
-        *upstream_request.headers_mut() = headers;
 
         let in_flight = endpoint.begin();
         endpoint.metrics.requests_total.fetch_add(1, Relaxed);
@@ -385,51 +505,15 @@ async fn forward(
             Ok(Ok((response, pooled))) => {
                 endpoint.metrics.latency.observe(started.elapsed());
                 endpoint.record_success();
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let Some(client) = client_upgrade.take() else {
-                        let message = format!(
-                            "endpoint {} of service {} switched protocols unasked",
-                            endpoint.id,
-                            service.service_name()
-                        );
-                        return error_response(StatusCode::BAD_GATEWAY, message);
-                    };
-                    return switch_protocols(context, response, pooled, in_flight, client);
-                }
-                let (mut response_parts, response_body) = response.into_parts();
-                strip_hop_by_hop(&mut response_parts.headers);
-                // hyper never polls a body that is empty from the start (HEAD, 204,
-                // 304, length 0), so give such a connection back now.
-                let pooled = if response_body.is_end_stream() {
-                    pooled.release();
-                    None
-                } else {
-                    Some(pooled)
+                let answer = Answer {
+                    response,
+                    pooled,
+                    in_flight,
                 };
-                return Response::from_parts(
-                    response_parts,
-                    DownstreamBody::Upstream {
-                        body: response_body,
-                        in_flight: Some(in_flight),
-                        pooled,
-                    },
-                );
+                return relay_response(context, service, &endpoint, answer, client_upgrade);
             }
             Ok(Err(upstream::SendError::Connect(error))) if limits::is_local_exhaustion(&error) => {
-                // This node is out of descriptors: not the endpoint's fault, so nothing
-                // is ejected, and no other endpoint would do better.
-                tracing::warn!(
-                    service_id = %service.service_id,
-                    endpoint = %endpoint.id,
-                    client = %context.peer,
-                    %error,
-                    "no descriptor left on this node to reach an endpoint"
-                );
-                let message = format!(
-                    "this node has no file descriptor left to reach service {}",
-                    service.service_name()
-                );
-                return error_response(StatusCode::SERVICE_UNAVAILABLE, message);
+                return out_of_descriptors(context, service, &endpoint, &error);
             }
             Ok(Err(error)) => {
                 // A refused or unanswered connect ejects at once; other failures (reset,
@@ -454,23 +538,7 @@ async fn forward(
                 drop(in_flight);
                 tried.push(endpoint);
             }
-            Err(()) => {
-                // Not retried: the endpoint may be working on it, and repeating a slow
-                // request elsewhere doubles the load exactly when things are slow.
-                endpoint.record_failure(
-                    now_ms,
-                    config.ejection_time,
-                    config.eject_after_failures,
-                    false,
-                );
-                let message = format!(
-                    "endpoint {} of service {} did not answer within {:?}",
-                    endpoint.id,
-                    service.service_name(),
-                    config.upstream_timeout
-                );
-                return error_response(StatusCode::GATEWAY_TIMEOUT, message);
-            }
+            Err(()) => return timed_out(config, service, &endpoint, now_ms),
         }
     }
     if tried.is_empty() {

@@ -250,24 +250,60 @@ impl Mesh {
             return Err(MeshError::ShutDown);
         }
         let mut report = UpdateReport::default();
-        if !state.sweeper_started {
-            state.sweeper_started = true;
-            self.shared.tracker.spawn(
-                self.shared
-                    .coarse_timer
-                    .clone()
-                    .run_sweeper(self.shared.shutdown.clone()),
-            );
-            if self.shared.kernel.is_some() {
-                self.shared.tracker.spawn(kernel_resync_loop(
-                    Arc::clone(&self.shared),
-                    Arc::clone(&self.views),
-                ));
-            }
+        self.start_background_once(&mut state);
+        self.update_service_entries(&mut state, &services);
+
+        // Group by published port, keeping the caller's order within a port so equal
+        // routes resolve the same way every time.
+        let mut wanted: BTreeMap<u16, (Protocol, Vec<&ServiceRoute>)> = BTreeMap::new();
+        for service in &services {
+            wanted
+                .entry(service.published)
+                .or_insert_with(|| (service.protocol, Vec::new()))
+                .1
+                .push(service);
+        }
+        close_unwanted_listeners(&mut state, &wanted, &mut report).await;
+        for (published, (protocol, port_services)) in wanted {
+            self.serve_port(&mut state, published, protocol, &port_services, &mut report)
+                .await;
         }
 
+        self.refresh_views(&state);
+        if let Err(error) = sync_kernel(&self.shared, &self.views).await {
+            tracing::warn!(%error, "kernel data path not updated; the mesh's listeners serve its ports");
+            report.failed.push(error);
+        }
+        Ok(report)
+    }
+
+    /// The sweeper of the coarse clock, and the kernel path's resync loop, start with
+    /// the first set of services.
+    fn start_background_once(&self, state: &mut MeshState) {
+        if state.sweeper_started {
+            return;
+        }
+        state.sweeper_started = true;
+        self.shared.tracker.spawn(
+            self.shared
+                .coarse_timer
+                .clone()
+                .run_sweeper(self.shared.shutdown.clone()),
+        );
+        if self.shared.kernel.is_some() {
+            self.shared.tracker.spawn(kernel_resync_loop(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.views),
+            ));
+        }
+    }
+
+    /// Updates the runtime of every service still served in place (its endpoints keep
+    /// their counters), creates the new ones, and stops the health checks of the
+    /// services that left.
+    fn update_service_entries(&self, state: &mut MeshState, services: &[ServiceRoute]) {
         let mut previous = std::mem::take(&mut state.services);
-        for service in &services {
+        for service in services {
             let entry = match previous.remove(&service.service_id) {
                 Some(mut entry) => {
                     entry
@@ -297,85 +333,55 @@ impl Mesh {
             }
             tracing::info!(%service_id, "service left the mesh");
         }
+    }
 
-        // Group by published port, keeping the caller's order within a port so equal
-        // routes resolve the same way every time.
-        let mut wanted: BTreeMap<u16, (Protocol, Vec<&ServiceRoute>)> = BTreeMap::new();
-        for service in &services {
-            wanted
-                .entry(service.published)
-                .or_insert_with(|| (service.protocol, Vec::new()))
-                .1
-                .push(service);
-        }
-
-        let to_close: Vec<u16> = state
-            .listeners
+    /// Gives an open port its new routes, or opens it; a port that cannot be opened is
+    /// reported, not an error of the whole update.
+    async fn serve_port(
+        &self,
+        state: &mut MeshState,
+        published: u16,
+        protocol: Protocol,
+        port_services: &[&ServiceRoute],
+        report: &mut UpdateReport,
+    ) {
+        let runtimes: Vec<Arc<ServiceRuntime>> = port_services
             .iter()
-            .filter(|(published, listener)| {
-                wanted
-                    .get(published)
-                    .is_none_or(|(protocol, _)| *protocol != listener.shared.protocol)
-            })
-            .map(|(published, _)| *published)
+            .filter_map(|service| state.services.get(&service.service_id))
+            .map(|entry| Arc::clone(&entry.runtime))
             .collect();
-        for published in to_close {
-            if let Some(listener) = state.listeners.remove(&published) {
-                listener.stop.cancel();
-                // Wait for the accept loop to drop its socket, so the port is really
-                // closed (and free to rebind) when this call returns.
-                let _ = listener.accept_task.await;
-                tracing::info!(published, "published port closed");
-                report.closed.push(published);
+        let routes = match protocol {
+            Protocol::Tcp => match runtimes.into_iter().next() {
+                Some(runtime) => PortRoutes::Tcp(runtime),
+                None => return,
+            },
+            Protocol::Http => PortRoutes::Http {
+                rules: route::build_rules(port_services.len(), |service_idx| {
+                    &port_services[service_idx].routes
+                }),
+                services: runtimes,
+            },
+        };
+        if let Some(listener) = state.listeners.get(&published) {
+            listener.shared.set_routes(routes);
+            return;
+        }
+        match self.open_listener(published, protocol, routes).await {
+            Ok(listener) => {
+                tracing::info!(
+                    published,
+                    protocol = protocol.as_str(),
+                    addr = %listener.shared.local_addr,
+                    "published port open"
+                );
+                state.listeners.insert(published, listener);
+                report.opened.push(published);
+            }
+            Err(error) => {
+                tracing::warn!(published, %error, "published port could not be opened");
+                report.failed.push(error);
             }
         }
-
-        for (published, (protocol, port_services)) in wanted {
-            let runtimes: Vec<Arc<ServiceRuntime>> = port_services
-                .iter()
-                .filter_map(|service| state.services.get(&service.service_id))
-                .map(|entry| Arc::clone(&entry.runtime))
-                .collect();
-            let routes = match protocol {
-                Protocol::Tcp => match runtimes.into_iter().next() {
-                    Some(runtime) => PortRoutes::Tcp(runtime),
-                    None => continue,
-                },
-                Protocol::Http => PortRoutes::Http {
-                    rules: route::build_rules(port_services.len(), |service_idx| {
-                        &port_services[service_idx].routes
-                    }),
-                    services: runtimes,
-                },
-            };
-            if let Some(listener) = state.listeners.get(&published) {
-                listener.shared.set_routes(routes);
-                continue;
-            }
-            match self.open_listener(published, protocol, routes).await {
-                Ok(listener) => {
-                    tracing::info!(
-                        published,
-                        protocol = protocol.as_str(),
-                        addr = %listener.shared.local_addr,
-                        "published port open"
-                    );
-                    state.listeners.insert(published, listener);
-                    report.opened.push(published);
-                }
-                Err(error) => {
-                    tracing::warn!(published, %error, "published port could not be opened");
-                    report.failed.push(error);
-                }
-            }
-        }
-
-        self.refresh_views(&state);
-        if let Err(error) = sync_kernel(&self.shared, &self.views).await {
-            tracing::warn!(%error, "kernel data path not updated; the mesh's listeners serve its ports");
-            report.failed.push(error);
-        }
-        Ok(report)
     }
 
     /// Replaces the endpoints of one service without touching its routes or listeners:
@@ -823,6 +829,34 @@ async fn accept_loop(
                 }
                 pause = (pause * 2).min(MAX_PAUSE);
             }
+        }
+    }
+}
+
+/// Closes the listeners of ports no longer published (or published with another
+/// protocol), waiting for each accept loop to drop its socket so the port is really
+/// closed, and free to rebind, when this returns.
+async fn close_unwanted_listeners(
+    state: &mut MeshState,
+    wanted: &BTreeMap<u16, (Protocol, Vec<&ServiceRoute>)>,
+    report: &mut UpdateReport,
+) {
+    let to_close: Vec<u16> = state
+        .listeners
+        .iter()
+        .filter(|(published, listener)| {
+            wanted
+                .get(published)
+                .is_none_or(|(protocol, _)| *protocol != listener.shared.protocol)
+        })
+        .map(|(published, _)| *published)
+        .collect();
+    for published in to_close {
+        if let Some(listener) = state.listeners.remove(&published) {
+            listener.stop.cancel();
+            let _ = listener.accept_task.await;
+            tracing::info!(published, "published port closed");
+            report.closed.push(published);
         }
     }
 }

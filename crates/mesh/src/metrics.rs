@@ -62,24 +62,12 @@ pub(crate) struct EndpointMetrics {
     pub latency: Histogram,
 }
 
-/// Writes every metric family for a snapshot of the services and listeners.
-pub(crate) fn render(
-    services: &[Arc<ServiceRuntime>],
-    listeners: &[Arc<ListenerShared>],
+/// The per-endpoint counter and gauge families.
+fn render_endpoint_counters(
+    out: &mut String,
+    endpoints: &[(&ServiceRuntime, Arc<EndpointRuntime>)],
     now_ms: u64,
-) -> String {
-    let mut out = String::with_capacity(4096);
-    let endpoints: Vec<(&ServiceRuntime, Arc<EndpointRuntime>)> = services
-        .iter()
-        .flat_map(|service| {
-            service
-                .endpoints()
-                .iter()
-                .map(|endpoint| (service.as_ref(), Arc::clone(endpoint)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-
+) {
     type Counter = fn(&EndpointRuntime, u64) -> u64;
     let families: [(&str, &str, &str, Counter); 6] = [
         (
@@ -121,18 +109,21 @@ pub(crate) fn render(
     ];
     for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (service, endpoint) in &endpoints {
+        for (service, endpoint) in endpoints {
             let labels = endpoint_labels(service, endpoint);
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(endpoint, now_ms));
         }
     }
+}
 
+/// The per-endpoint latency histograms.
+fn render_latency(out: &mut String, endpoints: &[(&ServiceRuntime, Arc<EndpointRuntime>)]) {
     let name = "hoist_mesh_endpoint_latency_seconds";
     let _ = writeln!(
         out,
         "# HELP {name} L4: time to connect; L7: time to the response head.\n# TYPE {name} histogram"
     );
-    for (service, endpoint) in &endpoints {
+    for (service, endpoint) in endpoints {
         let labels = endpoint_labels(service, endpoint);
         let histogram = &endpoint.metrics.latency;
         let mut cumulative = 0;
@@ -151,7 +142,28 @@ pub(crate) fn render(
             histogram.count.load(Relaxed)
         );
     }
+}
 
+/// Writes every metric family for a snapshot of the services and listeners.
+pub(crate) fn render(
+    services: &[Arc<ServiceRuntime>],
+    listeners: &[Arc<ListenerShared>],
+    now_ms: u64,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let endpoints: Vec<(&ServiceRuntime, Arc<EndpointRuntime>)> = services
+        .iter()
+        .flat_map(|service| {
+            service
+                .endpoints()
+                .iter()
+                .map(|endpoint| (service.as_ref(), Arc::clone(endpoint)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    render_endpoint_counters(&mut out, &endpoints, now_ms);
+    render_latency(&mut out, &endpoints);
     let name = "hoist_mesh_service_no_endpoint_total";
     let _ = writeln!(
         out,
