@@ -149,274 +149,334 @@ fn one_line(text: &str) -> String {
     line.chars().take(140).collect()
 }
 
-#[test]
-fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
-    let cluster = Cluster::start(
-        hoist_bin!(),
-        ClusterOptions {
-            managers: 1,
-            ..Default::default()
-        },
-    );
-    let fresh = Cluster::spawn(hoist_bin!(), 1);
-    cluster.hoist_ok(
-        0,
+/// Stands for a 300-character name in [`FLAG_CASES`].
+const LONG_NAME: &str = "{long-name}";
+
+/// Flags and specs, through the CLI: (arguments, words the error must contain).
+const FLAG_CASES: &[(&[&str], &str)] = &[
+    (
         &[
             "service",
             "create",
-            "--detach",
             "--name",
-            "web",
+            "x",
             "--replicas",
-            "2",
-            "-p",
-            "28081:8080",
+            "-1",
             "--",
             "sleep",
-            "3600",
+            "1",
         ],
-    );
-    let before = stored(&cluster);
-    let mut rows = Vec::new();
-
-    // Flags and specs, through the CLI: (arguments, words the error must contain).
-    let long_name = "a".repeat(300);
-    let flag_cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--replicas",
-                "-1",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "--replicas -1",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--replicas",
-                "abc",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "'abc'",
-        ),
-        (
-            vec![
-                "service", "create", "--name", "x", "-p", "99999:80", "--", "sleep", "1",
-            ],
-            "99999",
-        ),
-        (
-            vec![
-                "service", "create", "--name", "x", "-p", "8080:0", "--", "sleep", "1",
-            ],
-            "port 0",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "-p",
-                "8080:80/udp",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "udp",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--mount",
-                "type=volume,source=v,target=/d",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "volume",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--mount",
-                "type=tmpfs,target=/d",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "tmpfs",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--mount",
-                "type=bind,source=rel,target=/d",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "absolute",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--constraint",
-                "node.role==king",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "king",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--constraint",
-                "garbage",
-                "--",
-                "sleep",
-                "1",
-            ],
+        "--replicas -1",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--replicas",
+            "abc",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "'abc'",
+    ),
+    (
+        &[
+            "service", "create", "--name", "x", "-p", "99999:80", "--", "sleep", "1",
+        ],
+        "99999",
+    ),
+    (
+        &[
+            "service", "create", "--name", "x", "-p", "8080:0", "--", "sleep", "1",
+        ],
+        "port 0",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "-p",
+            "8080:80/udp",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "udp",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--mount",
+            "type=volume,source=v,target=/d",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "volume",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--mount",
+            "type=tmpfs,target=/d",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "tmpfs",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--mount",
+            "type=bind,source=rel,target=/d",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "absolute",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--constraint",
+            "node.role==king",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "king",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--constraint",
             "garbage",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--restart-delay",
-                "5 parsecs",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "parsecs",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--restart-condition",
-                "sometimes",
-                "--",
-                "sleep",
-                "1",
-            ],
+            "--",
+            "sleep",
+            "1",
+        ],
+        "garbage",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--restart-delay",
+            "5 parsecs",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "parsecs",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--restart-condition",
             "sometimes",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--reserve-memory",
-                "12QB",
-                "--",
-                "sleep",
-                "1",
-            ],
+            "--",
+            "sleep",
+            "1",
+        ],
+        "sometimes",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--reserve-memory",
             "12QB",
-        ),
-        (
-            vec![
-                "service", "create", "--name", "x", "-e", "=value", "--", "sleep", "1",
-            ],
-            "=value",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "bad name!",
-                "--",
-                "sleep",
-                "1",
-            ],
+            "--",
+            "sleep",
+            "1",
+        ],
+        "12QB",
+    ),
+    (
+        &[
+            "service", "create", "--name", "x", "-e", "=value", "--", "sleep", "1",
+        ],
+        "=value",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
             "bad name!",
-        ),
-        (
-            vec![
-                "service", "create", "--name", &long_name, "--", "sleep", "1",
-            ],
-            "63 characters",
-        ),
-        (
-            vec!["service", "create", "--name", "web", "--", "sleep", "1"],
-            "already exists",
-        ),
-        (
-            vec![
-                "service", "create", "--name", "y", "-p", "28081:80", "--", "sleep", "1",
-            ],
-            "28081",
-        ),
-        (
-            vec![
-                "service",
-                "create",
-                "--name",
-                "x",
-                "--replicas",
-                "10001",
-                "--",
-                "sleep",
-                "1",
-            ],
-            "maximum of 10000",
-        ),
-        (
-            vec!["cluster", "update", "--max-replicas", "0"],
-            "--max-replicas 0",
-        ),
-        (
-            vec!["cluster", "update", "--task-history-limit", "65"],
-            "--task-history-limit 65",
-        ),
-        (vec!["cluster", "update"], "nothing to update"),
-        (vec!["service", "scale", "web=abc"], "web=abc"),
-        (vec!["service", "scale", "nosuch=3"], "nosuch"),
-        (
-            vec!["node", "update", "--availability", "sideways", "node-1"],
-            "sideways",
-        ),
-        (vec!["node", "rm", "nosuch"], "nosuch"),
-        (vec!["node", "promote", "nosuch"], "nosuch"),
-        (vec!["join-token", "admin"], "admin"),
-        (vec!["init"], "already part of a cluster"),
-    ];
-    for (args, expect) in flag_cases {
+            "--",
+            "sleep",
+            "1",
+        ],
+        "bad name!",
+    ),
+    (
+        &["service", "create", "--name", LONG_NAME, "--", "sleep", "1"],
+        "63 characters",
+    ),
+    (
+        &["service", "create", "--name", "web", "--", "sleep", "1"],
+        "already exists",
+    ),
+    (
+        &[
+            "service", "create", "--name", "y", "-p", "28081:80", "--", "sleep", "1",
+        ],
+        "28081",
+    ),
+    (
+        &[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--replicas",
+            "10001",
+            "--",
+            "sleep",
+            "1",
+        ],
+        "maximum of 10000",
+    ),
+    (
+        &["cluster", "update", "--max-replicas", "0"],
+        "--max-replicas 0",
+    ),
+    (
+        &["cluster", "update", "--task-history-limit", "65"],
+        "--task-history-limit 65",
+    ),
+    (&["cluster", "update"], "nothing to update"),
+    (&["service", "scale", "web=abc"], "web=abc"),
+    (&["service", "scale", "nosuch=3"], "nosuch"),
+    (
+        &["node", "update", "--availability", "sideways", "node-1"],
+        "sideways",
+    ),
+    (&["node", "rm", "nosuch"], "nosuch"),
+    (&["node", "promote", "nosuch"], "nosuch"),
+    (&["join-token", "admin"], "admin"),
+    (&["init"], "already part of a cluster"),
+];
+
+/// HTTP bodies, headers and paths on the control socket: (method, path, content type,
+/// body, status, words the answer must contain).
+const HTTP_CASES: &[HttpCase] = &[
+    (
+        "POST",
+        "/v1/services",
+        "application/json",
+        b"{",
+        400,
+        "JSON",
+    ),
+    (
+        "POST",
+        "/v1/services",
+        "application/json",
+        br#"{"name":5}"#,
+        422,
+        "spec",
+    ),
+    (
+        "POST",
+        "/v1/services",
+        "text/plain",
+        br#"{"name":"z"}"#,
+        415,
+        "application/json",
+    ),
+    (
+        "GET",
+        "/v1/nodes/%ff",
+        "application/json",
+        b"",
+        400,
+        "UTF-8",
+    ),
+    (
+        "POST",
+        "/v1/services/web/scale",
+        "application/json",
+        br#"{"replicas":-3}"#,
+        422,
+        "-3",
+    ),
+    (
+        "POST",
+        "/v1/services/web/scale",
+        "application/json",
+        br#"{"replicas":1e30}"#,
+        422,
+        "floating point",
+    ),
+    (
+        "POST",
+        "/v1/nodes/node-1/update",
+        "application/json",
+        br#"{"availability":"sideways"}"#,
+        422,
+        "sideways",
+    ),
+    (
+        "POST",
+        "/v1/join-tokens/worker?rotate=maybe",
+        "application/json",
+        b"",
+        400,
+        "rotate",
+    ),
+    (
+        "DELETE",
+        "/v1/services/%00",
+        "application/json",
+        b"",
+        404,
+        "not found",
+    ),
+];
+
+fn try_flags(cluster: &Cluster, rows: &mut Vec<Row>) {
+    let long_name = "a".repeat(300);
+    for (args, expect) in FLAG_CASES {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|arg| {
+                if *arg == LONG_NAME {
+                    long_name.as_str()
+                } else {
+                    arg
+                }
+            })
+            .collect();
         let err = cluster.hoist_err(0, &args);
         assert!(err.contains(expect), "`hoist {}`: {err}", args.join(" "));
         rows.push(Row {
@@ -424,8 +484,10 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             outcome: one_line(&err),
         });
     }
+}
 
-    // Join tokens, from a daemon in no cluster.
+/// Join tokens, from a daemon in no cluster.
+fn try_tokens(cluster: &Cluster, fresh: &Cluster, rows: &mut Vec<Row>) {
     let worker_token = cluster.hoist_ok(0, &["join-token", "worker", "-q"]);
     let worker_token = worker_token.trim();
     let digest = worker_token.split('-').nth(2).expect("a digest");
@@ -470,12 +532,12 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             .is_none_or(|info| info["cluster_id"].as_str().unwrap_or("").is_empty()),
         "a refused join left the daemon in a cluster"
     );
+}
 
-    // Backup files.
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let garbage = dir.path().join("garbage.json");
+fn try_backups(fresh: &Cluster, dir: &Path, rows: &mut Vec<Row>) {
+    let garbage = dir.join("garbage.json");
     std::fs::write(&garbage, "garbage").expect("writing");
-    let future = dir.path().join("future.json");
+    let future = dir.join("future.json");
     let mut backup: Value = serde_json::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/a85ac81/backup.json"),
@@ -497,85 +559,11 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             outcome: one_line(&err),
         });
     }
+}
 
-    // HTTP bodies, headers and paths on the control socket: (method, path, content
-    // type, body, status, words the answer must contain).
+fn try_http(cluster: &Cluster, rows: &mut Vec<Row>) {
     let socket = &cluster.nodes[0].socket;
-    let http_cases: Vec<HttpCase> = vec![
-        (
-            "POST",
-            "/v1/services",
-            "application/json",
-            b"{",
-            400,
-            "JSON",
-        ),
-        (
-            "POST",
-            "/v1/services",
-            "application/json",
-            br#"{"name":5}"#,
-            422,
-            "spec",
-        ),
-        (
-            "POST",
-            "/v1/services",
-            "text/plain",
-            br#"{"name":"z"}"#,
-            415,
-            "application/json",
-        ),
-        (
-            "GET",
-            "/v1/nodes/%ff",
-            "application/json",
-            b"",
-            400,
-            "UTF-8",
-        ),
-        (
-            "POST",
-            "/v1/services/web/scale",
-            "application/json",
-            br#"{"replicas":-3}"#,
-            422,
-            "-3",
-        ),
-        (
-            "POST",
-            "/v1/services/web/scale",
-            "application/json",
-            br#"{"replicas":1e30}"#,
-            422,
-            "floating point",
-        ),
-        (
-            "POST",
-            "/v1/nodes/node-1/update",
-            "application/json",
-            br#"{"availability":"sideways"}"#,
-            422,
-            "sideways",
-        ),
-        (
-            "POST",
-            "/v1/join-tokens/worker?rotate=maybe",
-            "application/json",
-            b"",
-            400,
-            "rotate",
-        ),
-        (
-            "DELETE",
-            "/v1/services/%00",
-            "application/json",
-            b"",
-            404,
-            "not found",
-        ),
-    ];
-    for (method, path, content_type, body, status, expect) in http_cases {
+    for &(method, path, content_type, body, status, expect) in HTTP_CASES {
         let (got, answer) = unix_request(socket, method, path, content_type, body);
         assert_eq!(got, status, "{method} {path}: {answer}");
         assert!(answer.contains(expect), "{method} {path}: {answer}");
@@ -587,14 +575,16 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             outcome: format!("{got} {}", one_line(&answer)),
         });
     }
+}
 
-    // Files on disk: a copy of the manager's data directory with one file damaged.
+/// Files on disk: a copy of the manager's data directory with one file damaged.
+fn try_damaged_files(cluster: &Cluster, dir: &Path, rows: &mut Vec<Row>) {
     for (file, content) in [
         ("node.json", "{\"garbage\":"),
         ("identity.json", "{\"garbage\":"),
         ("node.json", ""),
     ] {
-        let copy = dir.path().join(format!("copy-{file}-{}", content.len()));
+        let copy = dir.join(format!("copy-{file}-{}", content.len()));
         copy_tree(&cluster.nodes[0].data_dir, &copy);
         let _ = std::fs::remove_file(copy.join("hoist.sock"));
         std::fs::write(copy.join(file), content).expect("damaging the copy");
@@ -605,6 +595,44 @@ fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
             outcome: one_line(err.lines().last().unwrap_or("")),
         });
     }
+}
+
+#[test]
+fn bad_input_is_refused_by_name_and_changes_nothing_stored() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            ..Default::default()
+        },
+    );
+    let fresh = Cluster::spawn(hoist_bin!(), 1);
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "28081:8080",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    let before = stored(&cluster);
+    let mut rows = Vec::new();
+
+    try_flags(&cluster, &mut rows);
+    try_tokens(&cluster, &fresh, &mut rows);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    try_backups(&fresh, dir.path(), &mut rows);
+    try_http(&cluster, &mut rows);
+    try_damaged_files(&cluster, dir.path(), &mut rows);
 
     assert_eq!(
         stored(&cluster),
