@@ -5,6 +5,11 @@
 //! when the assignment says so or when it is no longer assigned here (it was replaced
 //! while this node was cut off), so a slot never runs twice once the node has caught
 //! up. A restarted worker first adopts the tasks its driver still runs.
+//!
+//! What to do is decided in `plan.rs` (pure); this file performs it: driver calls,
+//! reports, and the watchers of exits and health. Every task it spawns is tracked, so
+//! that when the node stops the work under way gets a grace period to finish and the
+//! watchers end (the workloads themselves keep running, to be adopted on restart).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,24 +20,15 @@ use hoist_api::{limits, AssignmentSet, StatusReportRequest};
 use hoist_driver::{BindMount, Driver, RunSpec, TaskExit};
 use hoist_state::TaskReport;
 use hoist_types::service::MountKind;
-use hoist_types::task::{DesiredState, Task, TaskEndpoint, TaskState, TaskStatus};
+use hoist_types::task::{Task, TaskEndpoint, TaskState, TaskStatus};
 use hoist_types::{NodeId, TaskId};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
+use crate::plan::{self, Command, Phase, StopReason};
 use crate::SessionState;
-
-/// Files of tasks that ended are kept this long after they leave the assignment set,
-/// so `service logs` can still show why a task failed.
-const KEEP_ENDED_TASK_FILES: Duration = Duration::from_secs(600);
-
-/// What the runner knows of one local task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Starting,
-    Running,
-    Stopping,
-    Ended { at: Instant },
-}
 
 struct LocalTask {
     /// The driver that runs it.
@@ -47,8 +43,24 @@ struct LocalTask {
     discard: bool,
 }
 
+impl LocalTask {
+    fn new(driver: Arc<dyn Driver>, phase: Phase) -> LocalTask {
+        LocalTask {
+            driver,
+            phase,
+            stop_requested: false,
+            unhealthy: false,
+            discard: false,
+        }
+    }
+}
+
 /// How often a running task's own health check is looked at.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
+
+/// How long the runner's own tasks (starts, stops and removals under way) get to finish
+/// when the node stops; the watchers of exits and health end at once.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Who this node is, for the tasks' environment and endpoints.
 #[derive(Debug, Clone)]
@@ -69,6 +81,11 @@ pub struct Agent {
     drivers: Arc<Vec<Arc<dyn Driver>>>,
     tasks: Arc<Mutex<HashMap<TaskId, LocalTask>>>,
     reports: mpsc::UnboundedSender<TaskReport>,
+    /// Every task the runner spawns, so that stopping the node can wait for them.
+    spawned: TaskTracker,
+    /// Ends the watchers (exits, health) when the node stops: the workloads outlive the
+    /// daemon and are adopted when it starts again.
+    stopping: CancellationToken,
 }
 
 fn now_ms() -> u64 {
@@ -91,6 +108,8 @@ impl Agent {
                 drivers: Arc::new(drivers),
                 tasks: Arc::new(Mutex::new(HashMap::new())),
                 reports,
+                spawned: TaskTracker::new(),
+                stopping: CancellationToken::new(),
             },
             receiver,
         )
@@ -119,6 +138,20 @@ impl Agent {
             .cloned()
     }
 
+    /// Ends the watchers and lets the starts, stops and removals under way finish, for
+    /// at most `grace`. Returns whether they all did.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stopping.cancel();
+        self.spawned.close();
+        let finished = tokio::time::timeout(grace, self.spawned.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(node = %self.config.node_id, n_tasks = self.spawned.len(), ?grace, "the task runner's work did not finish in time");
+        }
+        finished
+    }
+
     /// Finds the tasks the drivers still run from before a restart.
     pub async fn adopt(&self) {
         for driver in self.drivers.iter() {
@@ -139,77 +172,71 @@ impl Agent {
                 continue;
             };
             tracing::info!(task = %task_id, driver = driver.name(), "adopted a running task");
-            self.lock().insert(
-                task_id,
-                LocalTask {
-                    driver: driver.clone(),
-                    phase: Phase::Running,
-                    stop_requested: false,
-                    unhealthy: false,
-                    discard: false,
-                },
-            );
+            self.lock()
+                .insert(task_id, LocalTask::new(driver.clone(), Phase::Running));
             self.watch_exit(task_id, handle.exit.clone());
             self.watch_health(task_id, driver.clone(), 10_000);
         }
     }
 
-    /// Brings the local tasks in line with `set`.
+    /// What the plan needs of this node's own state, read now.
+    fn local_state(&self) -> plan::LocalState {
+        let tasks = self
+            .lock()
+            .iter()
+            .map(|(task_id, local)| {
+                (
+                    *task_id,
+                    plan::LocalTask {
+                        phase: local.phase,
+                        discard: local.discard,
+                    },
+                )
+            })
+            .collect();
+        plan::LocalState {
+            node_name: self.config.node_name.clone(),
+            drivers: self.driver_names(),
+            tasks,
+            now: Instant::now(),
+            now_ms: now_ms(),
+        }
+    }
+
+    /// Brings the local tasks in line with `set`: the plan decides, this performs.
     pub fn apply(&self, set: &AssignmentSet) {
-        let assigned: HashMap<TaskId, &Task> =
-            set.tasks.iter().map(|task| (task.id, task)).collect();
-        for task in &set.tasks {
-            if task.desired_state == DesiredState::Remove {
-                if let Some(local) = self.lock().get_mut(&task.id) {
+        for command in plan::plan(&set.tasks, &self.local_state()) {
+            self.perform(command);
+        }
+    }
+
+    fn perform(&self, command: Command) {
+        match command {
+            Command::Discard { task_id } => {
+                if let Some(local) = self.lock().get_mut(&task_id) {
                     local.discard = true;
                 }
             }
-            let phase = self.lock().get(&task.id).map(|local| local.phase);
-            match (task.desired_state, phase) {
-                (DesiredState::Running, None) => self.start(task.clone()),
-                (DesiredState::Running, Some(Phase::Running)) => {
-                    // Adopted, or the leader missed our report: say again that it runs.
-                    if task.status.state != TaskState::Running {
-                        self.report_running(task.id, None);
-                    }
-                }
-                (DesiredState::Running, Some(_)) => {}
-                (_, Some(Phase::Starting | Phase::Running)) => {
-                    self.stop(task.id, task.spec.stop_grace_period_ms)
-                }
-                (_, None) => {
-                    self.report(
-                        task.id,
-                        TaskStatus::new(
-                            TaskState::Shutdown,
-                            "shut down before it started",
-                            now_ms(),
-                        ),
-                    );
-                }
-                (_, Some(Phase::Stopping | Phase::Ended { .. })) => {}
-            }
-        }
-        // Tasks no longer assigned here were replaced or removed meanwhile.
-        let stale: Vec<(TaskId, Phase, bool, Arc<dyn Driver>)> = self
-            .lock()
-            .iter()
-            .filter(|(task_id, _)| !assigned.contains_key(task_id))
-            .map(|(task_id, local)| (*task_id, local.phase, local.discard, local.driver.clone()))
-            .collect();
-        for (task_id, phase, discard, driver) in stale {
-            match phase {
-                Phase::Starting | Phase::Running => {
+            Command::Start { task } => self.start(*task),
+            Command::ReportRunning { task_id } => self.report_running(task_id, None),
+            Command::Report { task_id, status } => self.report(task_id, status),
+            Command::Stop {
+                task_id,
+                grace_ms,
+                why,
+            } => {
+                if why == StopReason::Unassigned {
                     tracing::info!(task = %task_id, "stopping a task no longer assigned to this node");
-                    self.stop(task_id, 10_000);
                 }
-                Phase::Ended { at } if discard || at.elapsed() > KEEP_ENDED_TASK_FILES => {
-                    self.lock().remove(&task_id);
-                    tokio::spawn(async move {
-                        let _ = driver.remove(&task_id.to_string()).await;
-                    });
-                }
-                _ => {}
+                self.stop(task_id, grace_ms);
+            }
+            Command::Forget { task_id } => {
+                let Some(local) = self.lock().remove(&task_id) else {
+                    return;
+                };
+                self.spawned.spawn(async move {
+                    let _ = local.driver.remove(&task_id.to_string()).await;
+                });
             }
         }
     }
@@ -261,81 +288,24 @@ impl Agent {
         }
     }
 
+    /// Records the task as starting, reports it so and starts it; the plan has checked
+    /// that this node offers its driver and can run its mounts.
     fn start(&self, task: Task) {
         let Some(driver) = self.driver_named(&task.spec.driver) else {
-            let mut status = TaskStatus::new(TaskState::Rejected, "no such driver here", now_ms());
-            status.err = Some(format!(
-                "driver {:?} is not available on node {} (it offers: {})",
-                task.spec.driver,
-                self.config.node_name,
-                self.driver_names().join(", ")
-            ));
-            self.report(task.id, status);
+            tracing::warn!(task = %task.id, driver = %task.spec.driver, "no such driver here; not started");
             return;
         };
-        // A spec stored by an older version may hold a mount no driver runs: the task
-        // would start without it, so it is refused instead.
-        if let Some(mount) = task
-            .spec
-            .mounts
-            .iter()
-            .find(|mount| !mount.kind.is_supported())
-        {
-            let mut status = TaskStatus::new(TaskState::Rejected, "unsupported mount", now_ms());
-            status.err = Some(format!(
-                "{} mounts are not supported yet (only type=bind is): {mount}",
-                mount.kind.as_str()
-            ));
-            self.report(task.id, status);
-            return;
-        }
-        self.lock().insert(
-            task.id,
-            LocalTask {
-                driver: driver.clone(),
-                phase: Phase::Starting,
-                stop_requested: false,
-                unhealthy: false,
-                discard: false,
-            },
-        );
+        self.lock()
+            .insert(task.id, LocalTask::new(driver.clone(), Phase::Starting));
         self.report(
             task.id,
             TaskStatus::new(TaskState::Starting, "starting", now_ms()),
         );
         let agent = self.clone();
-        tokio::spawn(async move {
+        self.spawned.spawn(async move {
             let spec = agent.run_spec(&task);
             match driver.start(&spec).await {
-                Ok(handle) => {
-                    let endpoints: Vec<TaskEndpoint> = handle
-                        .endpoints
-                        .iter()
-                        .map(|endpoint| TaskEndpoint {
-                            target_port: endpoint.target_port,
-                            addr: format!("{}:{}", agent.config.endpoint_host, endpoint.host_port),
-                        })
-                        .collect();
-                    let stop_requested = {
-                        let mut tasks = agent.lock();
-                        match tasks.get_mut(&task.id) {
-                            Some(local) => {
-                                if local.phase == Phase::Starting {
-                                    local.phase = Phase::Running;
-                                }
-                                local.stop_requested
-                            }
-                            None => true,
-                        }
-                    };
-                    tracing::info!(task = %task.id, service = %task.service_id, "task running");
-                    agent.report_running(task.id, Some(endpoints));
-                    agent.watch_exit(task.id, handle.exit.clone());
-                    agent.watch_health(task.id, driver.clone(), task.spec.stop_grace_period_ms);
-                    if stop_requested {
-                        agent.stop(task.id, task.spec.stop_grace_period_ms);
-                    }
-                }
+                Ok(handle) => agent.started(&task, driver, handle),
                 Err(err) => {
                     tracing::warn!(task = %task.id, error = %err, "task failed to start");
                     if let Some(local) = agent.lock().get_mut(&task.id) {
@@ -350,6 +320,42 @@ impl Agent {
         });
     }
 
+    /// The driver started `task`: it runs, unless it was told to stop meanwhile.
+    fn started(&self, task: &Task, driver: Arc<dyn Driver>, handle: hoist_driver::RunningTask) {
+        let endpoints = self.endpoints(&handle);
+        let stop_requested = {
+            let mut tasks = self.lock();
+            match tasks.get_mut(&task.id) {
+                Some(local) => {
+                    if local.phase == Phase::Starting {
+                        local.phase = Phase::Running;
+                    }
+                    local.stop_requested
+                }
+                None => true,
+            }
+        };
+        tracing::info!(task = %task.id, service = %task.service_id, "task running");
+        self.report_running(task.id, Some(endpoints));
+        self.watch_exit(task.id, handle.exit.clone());
+        self.watch_health(task.id, driver, task.spec.stop_grace_period_ms);
+        if stop_requested {
+            self.stop(task.id, task.spec.stop_grace_period_ms);
+        }
+    }
+
+    /// Where a task serves, as other nodes dial it.
+    fn endpoints(&self, handle: &hoist_driver::RunningTask) -> Vec<TaskEndpoint> {
+        handle
+            .endpoints
+            .iter()
+            .map(|endpoint| TaskEndpoint {
+                target_port: endpoint.target_port,
+                addr: format!("{}:{}", self.config.endpoint_host, endpoint.host_port),
+            })
+            .collect()
+    }
+
     fn report_running(&self, task_id: TaskId, endpoints: Option<Vec<TaskEndpoint>>) {
         let mut status = TaskStatus::new(TaskState::Running, "started", now_ms());
         match endpoints {
@@ -358,20 +364,10 @@ impl Agent {
                 // Adopted: ask the driver where it serves.
                 let agent = self.clone();
                 let driver = self.lock().get(&task_id).map(|local| local.driver.clone());
-                tokio::spawn(async move {
+                self.spawned.spawn(async move {
                     let Some(driver) = driver else { return };
                     if let Ok(handle) = driver.inspect(&task_id.to_string()).await {
-                        status.endpoints = handle
-                            .endpoints
-                            .iter()
-                            .map(|endpoint| TaskEndpoint {
-                                target_port: endpoint.target_port,
-                                addr: format!(
-                                    "{}:{}",
-                                    agent.config.endpoint_host, endpoint.host_port
-                                ),
-                            })
-                            .collect();
+                        status.endpoints = agent.endpoints(&handle);
                     }
                     agent.report(task_id, status);
                 });
@@ -385,9 +381,12 @@ impl Agent {
     /// replaced; a task without a health check is never stopped here.
     fn watch_health(&self, task_id: TaskId, driver: Arc<dyn Driver>, grace_ms: u64) {
         let agent = self.clone();
-        tokio::spawn(async move {
+        self.spawned.spawn(async move {
             loop {
-                tokio::time::sleep(HEALTH_POLL).await;
+                tokio::select! {
+                    _ = agent.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(HEALTH_POLL) => {}
+                }
                 let phase = agent.lock().get(&task_id).map(|local| local.phase);
                 if phase != Some(Phase::Running) {
                     return;
@@ -414,8 +413,12 @@ impl Agent {
 
     fn watch_exit(&self, task_id: TaskId, exit: hoist_driver::ExitWatch) {
         let agent = self.clone();
-        tokio::spawn(async move {
-            let how = exit.wait().await;
+        self.spawned.spawn(async move {
+            let how = tokio::select! {
+                // The workload outlives the daemon; the next one adopts it.
+                _ = agent.stopping.cancelled() => return,
+                how = exit.wait() => how,
+            };
             let (stop_requested, unhealthy) = {
                 let mut tasks = agent.lock();
                 match tasks.get_mut(&task_id) {
@@ -452,8 +455,7 @@ impl Agent {
             local.phase = Phase::Stopping;
             local.driver.clone()
         };
-        let driver = driver;
-        tokio::spawn(async move {
+        self.spawned.spawn(async move {
             if let Err(err) = driver
                 .stop(&task_id.to_string(), Duration::from_millis(grace_ms))
                 .await
@@ -575,6 +577,7 @@ pub async fn run_reporter(
 ) {
     // Latest report per task; an older state is never sent after a newer one.
     let mut pending: Vec<TaskReport> = Vec::new();
+    let mut backoff = Backoff::default();
     loop {
         if pending.is_empty() {
             tokio::select! {
@@ -592,7 +595,7 @@ pub async fn run_reporter(
         }
         let leader = session.borrow().leader_addr.clone();
         let Some(leader) = leader else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(backoff.next()).await;
             continue;
         };
         // The leader takes a bounded batch; a longer backlog goes in several.
@@ -608,6 +611,7 @@ pub async fn run_reporter(
             .await;
         match sent {
             Ok(response) if response.status().is_success() => {
+                backoff.reset();
                 pending.drain(..n_sent);
             }
             Ok(response) if refuses_the_batch(response.status()) => {
@@ -616,15 +620,16 @@ pub async fn run_reporter(
                 let status = response.status();
                 let message = response.text().await.unwrap_or_default();
                 tracing::warn!(%status, %message, n_reports = n_sent, "status reports refused by the leader; dropped");
+                backoff.reset();
                 pending.drain(..n_sent);
             }
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "status report refused; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(backoff.next()).await;
             }
             Err(err) => {
                 tracing::debug!(error = %err, "status report failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(backoff.next()).await;
             }
         }
         if *shutdown.borrow() {
@@ -634,15 +639,27 @@ pub async fn run_reporter(
 }
 
 /// Follows the leader's assignment stream and hands each set to the runner, and the
-/// published routes to whoever serves them (the node's mesh).
+/// published routes to whoever serves them (the node's mesh). When `shutdown` turns
+/// true, the runner's own work gets [`SHUTDOWN_GRACE`] to finish.
 pub async fn run_assignments(
     http: impl Fn() -> reqwest::Client + Send + 'static,
     agent: Agent,
     routes: watch::Sender<Vec<hoist_api::PublishedRoute>>,
+    session: watch::Receiver<SessionState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    follow_assignments(http, &agent, routes, session, shutdown).await;
+    agent.shutdown(SHUTDOWN_GRACE).await;
+}
+
+async fn follow_assignments(
+    http: impl Fn() -> reqwest::Client + Send + 'static,
+    agent: &Agent,
+    routes: watch::Sender<Vec<hoist_api::PublishedRoute>>,
     mut session: watch::Receiver<SessionState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use futures::StreamExt;
+    let mut backoff = Backoff::default();
     loop {
         if *shutdown.borrow() {
             return;
@@ -652,7 +669,7 @@ pub async fn run_assignments(
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = session.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(backoff.next()) => {}
             }
             continue;
         };
@@ -663,44 +680,10 @@ pub async fn run_assignments(
             .await;
         match response {
             Ok(response) if response.status().is_success() => {
-                let mut lines = hoist_api::body_lines(response, hoist_api::MAX_ASSIGNMENT_LINE);
-                loop {
-                    let line = tokio::select! {
-                        _ = shutdown.changed() => return,
-                        line = tokio::time::timeout(STREAM_SILENCE, lines.next()) => line,
-                    };
-                    let line = match line {
-                        Err(_) => {
-                            tracing::warn!(leader = %leader, silent_for = ?STREAM_SILENCE, "assignment stream silent; following it again");
-                            break;
-                        }
-                        Ok(line) => line,
-                    };
-                    let line = match line {
-                        Some(Ok(line)) => line,
-                        Some(Err(err)) => {
-                            // Cut at the cap (or broken): follow the stream again.
-                            tracing::warn!(error = %err, "assignment stream ended");
-                            break;
-                        }
-                        None => break,
-                    };
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str::<AssignmentSet>(&line) {
-                        Ok(set) => {
-                            agent.apply(&set);
-                            routes.send_if_modified(|current| {
-                                let changed = *current != set.routes;
-                                if changed {
-                                    *current = set.routes.clone();
-                                }
-                                changed
-                            });
-                        }
-                        Err(err) => tracing::warn!(error = %err, "bad assignment set"),
-                    }
+                backoff.reset();
+                let lines = hoist_api::body_lines(response, hoist_api::MAX_ASSIGNMENT_LINE);
+                if follow_stream(lines, &leader, agent, &routes, &mut shutdown).await {
+                    return;
                 }
             }
             Ok(response) => {
@@ -710,7 +693,57 @@ pub async fn run_assignments(
         }
         tokio::select! {
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
+}
+
+/// Applies each assignment set of one stream until it ends (`false`) or `shutdown`
+/// turns true (`true`).
+async fn follow_stream<E: std::fmt::Display>(
+    mut lines: impl futures::Stream<Item = Result<String, E>> + Unpin,
+    leader: &str,
+    agent: &Agent,
+    routes: &watch::Sender<Vec<hoist_api::PublishedRoute>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    use futures::StreamExt;
+    loop {
+        let line = tokio::select! {
+            _ = shutdown.changed() => return true,
+            line = tokio::time::timeout(STREAM_SILENCE, lines.next()) => line,
+        };
+        let line = match line {
+            Err(_) => {
+                tracing::warn!(leader = %leader, silent_for = ?STREAM_SILENCE, "assignment stream silent; following it again");
+                return false;
+            }
+            Ok(line) => line,
+        };
+        let line = match line {
+            Some(Ok(line)) => line,
+            Some(Err(err)) => {
+                // Cut at the cap (or broken): follow the stream again.
+                tracing::warn!(error = %err, "assignment stream ended");
+                return false;
+            }
+            None => return false,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<AssignmentSet>(&line) {
+            Ok(set) => {
+                agent.apply(&set);
+                routes.send_if_modified(|current| {
+                    let changed = *current != set.routes;
+                    if changed {
+                        *current = set.routes.clone();
+                    }
+                    changed
+                });
+            }
+            Err(err) => tracing::warn!(error = %err, "bad assignment set"),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! dispatcher's answers.
 
 mod agent;
+mod backoff;
+mod plan;
 mod session;
 
 pub use agent::{run_assignments, run_reporter, Agent, AgentConfig};
