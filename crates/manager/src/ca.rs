@@ -78,7 +78,7 @@ impl Manager {
         let manager = self.clone();
         let node_id = peer.node_id;
         let renewed_digest = digest.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let change = Change::NoteCaRenewal {
                 node_id,
                 digest: renewed_digest,

@@ -168,7 +168,7 @@ impl Manager {
         if propose {
             let manager = self.clone();
             let node_id = peer.node_id;
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let at_ms = now_ms();
                 if needs_description {
                     let change = Change::SetNodeDescription {
@@ -223,7 +223,11 @@ impl Manager {
 
     /// Marks nodes Down when their beats stop, for as long as this node leads. Returns
     /// when `shutdown` turns true.
-    pub async fn run_node_watch(&self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_node_watch(&self, shutdown: watch::Receiver<bool>) {
+        self.tracked(self.node_watch(shutdown)).await
+    }
+
+    async fn node_watch(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let period = self
                 .local(|state| state.settings.heartbeat_period_ms)
@@ -266,7 +270,7 @@ impl Manager {
             };
             for node_id in expired {
                 let manager = self.clone();
-                tokio::spawn(async move {
+                self.spawn(async move {
                     let change = Change::SetNodeStatus {
                         node_id,
                         status: NodeStatus::Down,

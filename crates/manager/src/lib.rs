@@ -6,6 +6,9 @@
 //! ([`ManagerError`]); the daemon maps them onto HTTP. It does not run workloads, and it
 //! does not know the wire format or who called (the daemon authenticates callers and
 //! passes their verified identity in).
+//!
+//! What it runs in the background (proposals the dispatcher makes on the side, the
+//! leader's loops) is tracked: [`Manager::shutdown`] waits for it within a grace.
 
 mod ca;
 mod cluster;
@@ -16,12 +19,14 @@ mod orchestrate;
 mod renewals;
 mod services;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoist_raft::{ProposeError, RaftNode};
 use hoist_state::{Change, ChangeOutcome, ClusterState};
 use hoist_types::NodeId;
+use tokio_util::task::TaskTracker;
 
 pub use dispatcher::Dispatcher;
 pub use join::{bootstrap_cluster, Bootstrap, BootstrapConfig};
@@ -80,6 +85,9 @@ struct Inner {
     raft: RaftNode,
     dispatcher: Dispatcher,
     renewals: renewals::RenewLimiter,
+    /// The proposals the dispatcher makes in the background and the leader's loops, so
+    /// that stopping the manager can wait for them rather than cut them off.
+    tasks: TaskTracker,
 }
 
 impl Manager {
@@ -90,6 +98,7 @@ impl Manager {
                 dispatcher: Dispatcher::new(),
                 raft,
                 renewals: Default::default(),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -104,6 +113,30 @@ impl Manager {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.inner.dispatcher
+    }
+
+    /// Runs `work` in the background, tracked so that [`Manager::shutdown`] waits for it.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(work);
+    }
+
+    /// Runs a loop the owner spawned, tracked so that [`Manager::shutdown`] waits for it.
+    async fn tracked<T>(&self, work: impl Future<Output = T>) -> T {
+        self.inner.tasks.track_future(work).await
+    }
+
+    /// Waits, for at most `grace`, for the background proposals and the leader's loops
+    /// (which end once their `shutdown` signal turns true) to finish. Returns whether
+    /// they all did.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.tasks.close();
+        let finished = tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(node = %self.inner.node_id, n_tasks = self.inner.tasks.len(), ?grace, "the manager's tasks did not finish in time");
+        }
+        finished
     }
 
     /// Proposes a change through Raft (forwarded to the leader if need be).

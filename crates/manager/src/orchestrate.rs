@@ -46,7 +46,12 @@ fn decision_edit(decision: Decision) -> TaskEdit {
 }
 
 /// One pass over the state: the edits to propose, and when to look again at the latest.
-pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskEdit>, Option<u64>) {
+/// New tasks take their ids from `new_task_id` (random ones in the loop).
+pub(crate) fn plan(
+    state: &hoist_state::ClusterState,
+    now_ms: u64,
+    new_task_id: impl FnMut() -> TaskId,
+) -> (Vec<TaskEdit>, Option<u64>) {
     let mut input = ReconcileInput::new(
         state.services.values(),
         state.tasks.values(),
@@ -54,7 +59,7 @@ pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskE
     );
     input.history_per_slot = state.settings.task_history_limit as usize;
     input.max_replicas = state.settings.max_replicas;
-    let reconciliation = reconcile(&input, now_ms, TaskId::random);
+    let reconciliation = reconcile(&input, now_ms, new_task_id);
     if !reconciliation.actions.is_empty() {
         for action in &reconciliation.actions {
             tracing::debug!(task = %action.task_id(), reason = action.reason(), "orchestrator");
@@ -97,7 +102,11 @@ pub(crate) fn plan(state: &hoist_state::ClusterState, now_ms: u64) -> (Vec<TaskE
 
 impl Manager {
     /// Runs the orchestrator and scheduler while this node leads, until `shutdown`.
-    pub async fn run_orchestrator(&self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_orchestrator(&self, shutdown: watch::Receiver<bool>) {
+        self.tracked(self.orchestrate(shutdown)).await
+    }
+
+    async fn orchestrate(&self, mut shutdown: watch::Receiver<bool>) {
         let mut versions = self.raft().state().subscribe();
         loop {
             if *shutdown.borrow() {
@@ -106,7 +115,7 @@ impl Manager {
             let mut wait = IDLE_TICK;
             if self.is_leader() {
                 let now = now_ms();
-                let (edits, wake_at) = self.local(|state| plan(state, now));
+                let (edits, wake_at) = self.local(|state| plan(state, now, TaskId::random));
                 if let Some(wake_at) = wake_at {
                     wait = wait.min(Duration::from_millis(wake_at.saturating_sub(now).max(10)));
                 }
@@ -132,6 +141,10 @@ impl Manager {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "orchestrate_tests.rs"]
+mod table_tests;
 
 #[cfg(test)]
 mod tests {
@@ -205,7 +218,7 @@ mod tests {
         }
         let mut n_changes = 0;
         loop {
-            let (edits, _) = plan(&state, 1_000);
+            let (edits, _) = plan(&state, 1_000, TaskId::random);
             if edits.is_empty() {
                 break;
             }
