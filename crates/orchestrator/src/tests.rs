@@ -1,10 +1,12 @@
 //! Orchestrator tests from small fixtures, and a tiny simulated cluster (`Sim`) that
-//! applies actions the way the leader is documented to, places tasks with the real
-//! scheduler, and plays the workers, to follow a service over several passes.
+//! applies actions as the leader does (through hoist-state's `apply`, the real state
+//! transitions), places tasks with the real scheduler, and plays the workers (their
+//! reports go through `apply` too), to follow a service over several passes.
 
 use std::collections::BTreeMap;
 
 use hoist_scheduler::{ClusterView, Decision};
+use hoist_state::{Change, ClusterState, TaskEdit, TaskReport};
 use hoist_types::node::{EngineInfo, Resources};
 use hoist_types::service::{
     Constraint, PublishedPort, Rebalance, RestartCondition, RestartPolicy, ServiceSpec,
@@ -49,9 +51,9 @@ fn replicated(replicas: u64) -> ServiceSpec {
 struct Sim {
     now_ms: u64,
     next_id: u64,
-    services: BTreeMap<ServiceId, Service>,
-    tasks: BTreeMap<TaskId, Task>,
-    nodes: BTreeMap<NodeId, Node>,
+    /// Services and nodes are set up by the tests directly; tasks change only through
+    /// `apply`.
+    state: ClusterState,
     history_per_slot: usize,
 }
 
@@ -60,15 +62,18 @@ impl Sim {
         Sim {
             now_ms: 1_000,
             next_id: 1,
-            services: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            nodes: (1..=n_nodes).map(|id| (NodeId(id), node(id))).collect(),
+            state: ClusterState {
+                // Changes apply only to an initialized cluster.
+                cluster_id: "sim".into(),
+                nodes: (1..=n_nodes).map(|id| (NodeId(id), node(id))).collect(),
+                ..ClusterState::default()
+            },
             history_per_slot: HISTORY_PER_SLOT,
         }
     }
 
     fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
-        let id = ServiceId(self.services.len() as u64 + 1);
+        let id = ServiceId(self.state.services.len() as u64 + 1);
         let service = Service {
             id,
             spec,
@@ -76,26 +81,26 @@ impl Sim {
             created_at_ms: self.now_ms,
             updated_at_ms: self.now_ms,
         };
-        self.services.insert(id, service);
+        self.state.services.insert(id, service);
         id
     }
 
     fn update_service(&mut self, id: ServiceId, change: impl FnOnce(&mut ServiceSpec)) {
-        let service = self.services.get_mut(&id).unwrap();
+        let service = self.state.services.get_mut(&id).unwrap();
         change(&mut service.spec);
         service.version += 1;
     }
 
     fn node_mut(&mut self, id: u64) -> &mut Node {
-        self.nodes.get_mut(&NodeId(id)).unwrap()
+        self.state.nodes.get_mut(&NodeId(id)).unwrap()
     }
 
     /// One orchestrator pass, applied as documented on `Action`.
     fn reconcile(&mut self) -> Reconciliation {
         let mut input = ReconcileInput::new(
-            self.services.values(),
-            self.tasks.values(),
-            self.nodes.values(),
+            self.state.services.values(),
+            self.state.tasks.values(),
+            self.state.nodes.values(),
         );
         input.history_per_slot = self.history_per_slot;
         let next_id = &mut self.next_id;
@@ -103,74 +108,145 @@ impl Sim {
             *next_id += 1;
             TaskId(*next_id)
         });
+        let edits = result
+            .actions
+            .iter()
+            .map(|action| self.edit(action))
+            .collect();
+        self.apply_edits(edits);
         for action in &result.actions {
             match action {
-                Action::CreateTask { task } => {
-                    assert!(self.tasks.insert(task.id, (**task).clone()).is_none());
-                }
+                Action::CreateTask { task } => assert!(self.state.tasks.contains_key(&task.id)),
                 Action::SetDesired {
                     task_id, desired, ..
-                } => {
-                    let task = self.tasks.get_mut(task_id).unwrap();
-                    assert!(task.desired_state.can_move_to(*desired));
-                    task.desired_state = *desired;
-                }
+                } => assert_eq!(self.state.tasks[task_id].desired_state, *desired),
                 Action::DeleteTask { task_id, .. } => {
-                    assert!(self.tasks.remove(task_id).is_some());
+                    assert!(!self.state.tasks.contains_key(task_id))
                 }
             }
         }
         result
     }
 
+    /// The edit the leader proposes for `action`, checked against the state first.
+    fn edit(&self, action: &Action) -> TaskEdit {
+        match action {
+            Action::CreateTask { task } => {
+                assert!(!self.state.tasks.contains_key(&task.id));
+                TaskEdit::Create { task: task.clone() }
+            }
+            Action::SetDesired {
+                task_id, desired, ..
+            } => {
+                let task = self.state.tasks.get(task_id).unwrap();
+                assert!(task.desired_state.can_move_to(*desired));
+                TaskEdit::SetDesired {
+                    task_id: *task_id,
+                    desired: *desired,
+                }
+            }
+            Action::DeleteTask { task_id, .. } => {
+                assert!(self.state.tasks.contains_key(task_id));
+                TaskEdit::Delete { task_id: *task_id }
+            }
+        }
+    }
+
+    fn apply_edits(&mut self, edits: Vec<TaskEdit>) {
+        if edits.is_empty() {
+            return;
+        }
+        let at_ms = self.now_ms;
+        self.state
+            .apply(&Change::EditTasks { edits, at_ms })
+            .unwrap();
+    }
+
+    /// What `node_id` reports, applied as the leader applies it; every report must
+    /// take (the simulated workers report only moves the state allows).
+    fn report(&mut self, node_id: NodeId, reports: Vec<TaskReport>) {
+        if reports.is_empty() {
+            return;
+        }
+        self.state
+            .apply(&Change::ReportTaskStatus {
+                node_id,
+                reports: reports.clone(),
+            })
+            .unwrap();
+        for report in reports {
+            assert_eq!(self.state.tasks[&report.task_id].status, report.status);
+        }
+    }
+
     /// One scheduler pass over the pending tasks, applied as documented on `Decision`.
     fn schedule(&mut self) {
         let view = ClusterView::new(
-            self.nodes.values(),
-            self.services.values(),
-            self.tasks.values(),
+            self.state.nodes.values(),
+            self.state.services.values(),
+            self.state.tasks.values(),
         );
-        let decisions = hoist_scheduler::schedule(&view, self.tasks.values());
-        for decision in decisions {
-            let task = self.tasks.get_mut(&decision.task_id()).unwrap();
-            match decision {
-                Decision::Assign { node_id, .. } => {
-                    task.node_id = Some(node_id);
-                    task.status = TaskStatus::new(TaskState::Assigned, "assigned", self.now_ms);
-                    task.pending_reason = None;
+        let edits: Vec<TaskEdit> = hoist_scheduler::schedule(&view, self.state.tasks.values())
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::Assign { task_id, node_id } => TaskEdit::Assign { task_id, node_id },
+                Decision::Pending { task_id, reason } => {
+                    TaskEdit::SetPendingReason { task_id, reason }
                 }
-                Decision::Pending { reason, .. } => task.pending_reason = Some(reason),
-            }
+            })
+            .collect();
+        let assigned: Vec<(TaskId, NodeId)> = edits
+            .iter()
+            .filter_map(|edit| match edit {
+                TaskEdit::Assign { task_id, node_id } => Some((*task_id, *node_id)),
+                _ => None,
+            })
+            .collect();
+        self.apply_edits(edits);
+        for (task_id, node_id) in assigned {
+            let task = &self.state.tasks[&task_id];
+            assert_eq!(task.node_id, Some(node_id));
+            assert_eq!(task.status.state, TaskState::Assigned);
         }
     }
 
     /// Workers on reachable nodes start what they were assigned and stop what they were
     /// asked to stop.
     fn workers(&mut self) {
-        for task in self.tasks.values_mut() {
-            let Some(node) = task.node_id.and_then(|id| self.nodes.get(&id)) else {
+        let mut reports: BTreeMap<NodeId, Vec<TaskReport>> = BTreeMap::new();
+        for task in self.state.tasks.values() {
+            let Some(node) = task.node_id.and_then(|id| self.state.nodes.get(&id)) else {
                 continue;
             };
             if node.status == NodeStatus::Down || task.status.state.is_terminal() {
                 continue;
             }
-            if task.desired_state != DesiredState::Running {
-                task.status = TaskStatus::new(TaskState::Shutdown, "stopped", self.now_ms);
+            let status = if task.desired_state != DesiredState::Running {
+                TaskStatus::new(TaskState::Shutdown, "stopped", self.now_ms)
             } else if (TaskState::Assigned..TaskState::Running).contains(&task.status.state) {
-                task.status = TaskStatus::new(TaskState::Running, "started", self.now_ms);
-            }
+                TaskStatus::new(TaskState::Running, "started", self.now_ms)
+            } else {
+                continue;
+            };
+            reports.entry(node.id).or_default().push(TaskReport {
+                task_id: task.id,
+                status,
+            });
+        }
+        for (node_id, reports) in reports {
+            self.report(node_id, reports);
         }
     }
 
     /// Orchestrator, scheduler, workers, until nothing changes; returns the passes.
     fn settle(&mut self) -> usize {
         for pass in 0..50 {
-            let before = self.tasks.clone();
+            let before = self.state.tasks.clone();
             self.reconcile();
             self.schedule();
             self.workers();
             self.now_ms += 100;
-            if self.tasks == before {
+            if self.state.tasks == before {
                 return pass;
             }
         }
@@ -178,22 +254,28 @@ impl Sim {
     }
 
     fn exit(&mut self, task_id: TaskId, state: TaskState, exit_code: i32) {
-        let task = self.tasks.get_mut(&task_id).unwrap();
-        task.status = TaskStatus {
+        let node_id = self.state.tasks[&task_id].node_id.unwrap();
+        let status = TaskStatus {
             exit_code: Some(exit_code),
             ..TaskStatus::new(state, "exited", self.now_ms)
         };
+        self.report(node_id, vec![TaskReport { task_id, status }]);
     }
 
     fn running(&self) -> Vec<&Task> {
-        self.tasks
+        self.state
+            .tasks
             .values()
             .filter(|task| task.is_running())
             .collect()
     }
 
     fn live(&self) -> Vec<&Task> {
-        self.tasks.values().filter(|task| task.is_live()).collect()
+        self.state
+            .tasks
+            .values()
+            .filter(|task| task.is_live())
+            .collect()
     }
 
     /// Running tasks per node id, for nodes that have some.
@@ -212,7 +294,7 @@ impl Sim {
     }
 
     fn service(&self, id: ServiceId) -> &Service {
-        &self.services[&id]
+        &self.state.services[&id]
     }
 }
 
@@ -287,9 +369,9 @@ fn equal_inputs_give_equal_outputs() {
     let mut sim = Sim::new(3);
     sim.add_service(replicated(4));
     let input = ReconcileInput::new(
-        sim.services.values(),
-        sim.tasks.values(),
-        sim.nodes.values(),
+        sim.state.services.values(),
+        sim.state.tasks.values(),
+        sim.state.nodes.values(),
     );
     let run = || {
         let mut next = 0;
@@ -312,7 +394,7 @@ fn scale_down_shuts_the_highest_slots_then_forgets_them() {
     let result = sim.reconcile();
     let stopped: Vec<u64> = shutdowns(&result)
         .iter()
-        .map(|id| sim.tasks[id].slot)
+        .map(|id| sim.state.tasks[id].slot)
         .collect();
     assert_eq!(stopped, vec![4, 5]);
     assert!(creates(&result).is_empty());
@@ -320,7 +402,7 @@ fn scale_down_shuts_the_highest_slots_then_forgets_them() {
     let result = sim.reconcile();
     assert_eq!(deletes(&result).len(), 2);
     assert_eq!(sim.running_slots(), vec![1, 2, 3]);
-    assert_eq!(sim.tasks.len(), 3);
+    assert_eq!(sim.state.tasks.len(), 3);
 }
 
 #[test]
@@ -351,7 +433,7 @@ fn a_task_on_a_down_node_is_replaced_at_once() {
     assert_eq!(sim.running_slots(), vec![1, 2, 3]);
     assert!(sim.running().iter().all(|t| t.node_id != Some(NodeId(2))));
     // The old task stays as history: its node may come back and report it.
-    assert!(sim.tasks.contains_key(&on_n2.id));
+    assert!(sim.state.tasks.contains_key(&on_n2.id));
 }
 
 #[test]
@@ -388,14 +470,14 @@ fn a_removed_node_s_tasks_are_replaced_and_forgotten() {
         .find(|t| t.node_id == Some(NodeId(2)))
         .unwrap()
         .id;
-    sim.nodes.remove(&NodeId(2));
+    sim.state.nodes.remove(&NodeId(2));
     let result = sim.reconcile();
     assert_eq!(shutdowns(&result), vec![on_n2]);
     assert_eq!(creates(&result).len(), 1);
     // Nobody will ever report on it: it is settled, kept as history like an ended task.
     sim.settle();
     assert_eq!(sim.running_slots(), vec![1, 2]);
-    assert!(!sim.tasks[&on_n2].is_live());
+    assert!(!sim.state.tasks[&on_n2].is_live());
 }
 
 #[test]
@@ -415,7 +497,12 @@ fn history_keeps_the_last_five_ended_tasks_per_slot() {
         sim.now_ms += MOVE_BACKOFF_MS;
         sim.settle();
     }
-    let of_slot: Vec<&Task> = sim.tasks.values().filter(|t| t.service_id == web).collect();
+    let of_slot: Vec<&Task> = sim
+        .state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == web)
+        .collect();
     let ended = of_slot
         .iter()
         .filter(|t| t.status.state.is_terminal())
@@ -595,7 +682,7 @@ fn global_services_run_one_task_per_eligible_node() {
         .all(|t| t.slot == 0 && t.status.state == TaskState::Pending));
     sim.settle();
     assert_eq!(sim.running_per_node(), BTreeMap::from([(1, 1), (5, 1)]));
-    let counts = service_replica_counts(sim.service(agent), sim.tasks.values());
+    let counts = service_replica_counts(sim.service(agent), sim.state.tasks.values());
     assert_eq!(
         counts,
         ReplicaCounts {
@@ -606,7 +693,7 @@ fn global_services_run_one_task_per_eligible_node() {
 
     // Node 3 reports in: it gets a task. A new node joins: it gets one too.
     sim.node_mut(3).status = NodeStatus::Ready;
-    sim.nodes.insert(NodeId(6), node(6));
+    sim.state.nodes.insert(NodeId(6), node(6));
     sim.settle();
     assert_eq!(
         sim.running_per_node(),
@@ -617,15 +704,19 @@ fn global_services_run_one_task_per_eligible_node() {
     sim.node_mut(1).availability = Availability::Drain;
     sim.node_mut(3).status = NodeStatus::Down;
     sim.node_mut(5).labels.insert("gpu".into(), "no".into());
-    sim.nodes.remove(&NodeId(6));
+    sim.state.nodes.remove(&NodeId(6));
     let result = sim.reconcile();
     assert_eq!(shutdowns(&result).len(), 4);
     assert!(creates(&result).is_empty());
     sim.settle();
     assert!(sim.live().is_empty());
     // The removed node's task is forgotten; the others stay as history.
-    assert!(sim.tasks.values().all(|t| t.node_id != Some(NodeId(6))));
-    assert_eq!(sim.tasks.len(), 3);
+    assert!(sim
+        .state
+        .tasks
+        .values()
+        .all(|t| t.node_id != Some(NodeId(6))));
+    assert_eq!(sim.state.tasks.len(), 3);
 }
 
 #[test]
@@ -697,7 +788,7 @@ fn a_returning_node_gets_its_share_back_one_move_at_a_time() {
         BTreeMap::from([(1, 2), (2, 2), (3, 2)])
     );
     assert_eq!(sim.running_slots(), vec![1, 2, 3, 4, 5, 6]);
-    let counts = service_replica_counts(sim.service(web), sim.tasks.values());
+    let counts = service_replica_counts(sim.service(web), sim.state.tasks.values());
     assert_eq!(
         counts,
         ReplicaCounts {
@@ -722,13 +813,13 @@ fn the_old_task_stops_only_once_the_moved_one_runs() {
     // Pending, then assigned: still no shutdown, and no second move.
     assert_eq!(sim.reconcile().actions, vec![]);
     sim.schedule();
-    assert_eq!(sim.tasks[&moved.id].status.state, TaskState::Assigned);
+    assert_eq!(sim.state.tasks[&moved.id].status.state, TaskState::Assigned);
     assert_eq!(sim.reconcile().actions, vec![]);
     sim.workers();
     let result = sim.reconcile();
     let stopped = shutdowns(&result);
     assert_eq!(stopped.len(), 1);
-    assert_eq!(sim.tasks[&stopped[0]].slot, moved.slot);
+    assert_eq!(sim.state.tasks[&stopped[0]].slot, moved.slot);
 }
 
 #[test]
@@ -864,7 +955,7 @@ fn moves_wait_after_a_failure() {
     sim.now_ms += DELAY;
     sim.settle();
     sim.node_mut(2).availability = Availability::Active;
-    let failed_at = sim.tasks[&failed].status.timestamp_ms;
+    let failed_at = sim.state.tasks[&failed].status.timestamp_ms;
     sim.now_ms = failed_at + 1;
     let result = sim.reconcile();
     assert!(creates(&result).is_empty());
@@ -879,7 +970,7 @@ fn a_removed_service_s_tasks_are_removed_then_deleted() {
     let mut sim = Sim::new(2);
     let web = sim.add_service(replicated(2));
     sim.settle();
-    sim.services.remove(&web);
+    sim.state.services.remove(&web);
     let result = sim.reconcile();
     assert!(result.actions.iter().all(|action| matches!(
         action,
@@ -891,7 +982,7 @@ fn a_removed_service_s_tasks_are_removed_then_deleted() {
     assert_eq!(result.actions.len(), 2);
     sim.workers();
     assert_eq!(deletes(&sim.reconcile()).len(), 2);
-    assert!(sim.tasks.is_empty());
+    assert!(sim.state.tasks.is_empty());
 }
 
 #[test]
@@ -899,7 +990,7 @@ fn replica_counts_count_slots_not_tasks() {
     let mut sim = Sim::new(2);
     let web = sim.add_service(replicated(3));
     assert_eq!(
-        service_replica_counts(sim.service(web), sim.tasks.values()),
+        service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 0,
             desired: 3
@@ -908,7 +999,7 @@ fn replica_counts_count_slots_not_tasks() {
     sim.node_mut(2).availability = Availability::Pause;
     sim.settle();
     assert_eq!(
-        service_replica_counts(sim.service(web), sim.tasks.values()),
+        service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 3,
             desired: 3
@@ -921,7 +1012,7 @@ fn replica_counts_count_slots_not_tasks() {
     sim.workers();
     assert_eq!(sim.running().len(), 4);
     assert_eq!(
-        service_replica_counts(sim.service(web), sim.tasks.values()),
+        service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 3,
             desired: 3
@@ -961,7 +1052,7 @@ fn a_cluster_settles_after_nodes_come_and_go() {
         );
     }
     // Bring every node back: the replicated service spreads 2/2/2/2 again.
-    for node in sim.nodes.values_mut() {
+    for node in sim.state.nodes.values_mut() {
         node.status = NodeStatus::Ready;
     }
     sim.settle();
@@ -987,9 +1078,9 @@ fn creations_per_pass(spec: ServiceSpec, max_new_tasks: usize, max_replicas: u64
     let mut per_pass = Vec::new();
     loop {
         let mut input = ReconcileInput::new(
-            sim.services.values(),
-            sim.tasks.values(),
-            sim.nodes.values(),
+            sim.state.services.values(),
+            sim.state.tasks.values(),
+            sim.state.nodes.values(),
         );
         input.max_new_tasks = max_new_tasks;
         input.max_replicas = max_replicas;
@@ -998,13 +1089,16 @@ fn creations_per_pass(spec: ServiceSpec, max_new_tasks: usize, max_replicas: u64
             *next_id += 1;
             TaskId(*next_id)
         });
-        let mut created = 0;
-        for action in result.actions {
-            if let Action::CreateTask { task } = action {
-                created += 1;
-                sim.tasks.insert(task.id, *task);
-            }
-        }
+        let creates: Vec<TaskEdit> = result
+            .actions
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::CreateTask { task } => Some(TaskEdit::Create { task }),
+                _ => None,
+            })
+            .collect();
+        let created = creates.len();
+        sim.apply_edits(creates);
         if created == 0 {
             return per_pass;
         }
@@ -1047,7 +1141,12 @@ fn the_history_limit_is_the_clusters_setting() {
         sim.now_ms += MOVE_BACKOFF_MS;
         sim.settle();
     }
-    let of_slot: Vec<&Task> = sim.tasks.values().filter(|t| t.service_id == web).collect();
+    let of_slot: Vec<&Task> = sim
+        .state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == web)
+        .collect();
     let ended = of_slot
         .iter()
         .filter(|t| t.status.state.is_terminal())
