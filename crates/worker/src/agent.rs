@@ -774,6 +774,67 @@ mod tests {
     }
     use hoist_types::task::{TaskEndpoint, TaskState};
 
+    /// A task of the process driver that sleeps, wanted running.
+    fn sleeping_task() -> Task {
+        let spec = hoist_types::service::ServiceSpec {
+            name: "sleeper".into(),
+            command: vec!["sleep".into(), "30".into()],
+            ..Default::default()
+        };
+        Task {
+            id: TaskId(7),
+            service_id: hoist_types::ServiceId(1),
+            slot: 1,
+            node_id: Some(NodeId(1)),
+            service_version: 1,
+            spec,
+            desired_state: hoist_types::task::DesiredState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "assigned", 0),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            attempt: 0,
+            origin: Default::default(),
+            pending_reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_watchers_in_time_and_leaves_the_workload_to_be_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(hoist_driver::ProcessDriver::new(dir.path().join("driver")).unwrap());
+        let (agent, mut reports) = Agent::new(
+            AgentConfig {
+                node_id: NodeId(1),
+                node_name: "n1".into(),
+                endpoint_host: "127.0.0.1".into(),
+                tasks_dir: dir.path().join("tasks"),
+            },
+            vec![driver.clone()],
+        );
+        agent.apply(&AssignmentSet {
+            tasks: vec![sleeping_task()],
+            routes: Vec::new(),
+        });
+        loop {
+            let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if report.status.state == TaskState::Running {
+                break;
+            }
+        }
+        // The exit and health watchers would wait for 30 s; they end at once.
+        assert!(agent.shutdown(Duration::from_secs(5)).await);
+        let listed = driver.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        driver
+            .stop(&listed[0].task_id, Duration::from_secs(1))
+            .await
+            .unwrap();
+        driver.remove(&listed[0].task_id).await.unwrap();
+    }
+
     #[test]
     fn reports_are_cut_to_what_the_leader_accepts() {
         let mut status = TaskStatus::new(TaskState::Failed, "é".repeat(5_000), 1);
