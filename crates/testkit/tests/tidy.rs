@@ -1,5 +1,6 @@
-//! Tidy checks over the workspace's sources: rules of the project's style that the
-//! compiler and clippy do not enforce. Reads files only; builds nothing.
+//! Tidy checks over the workspace's sources: rules of the project's style and
+//! architecture that the compiler and clippy do not enforce (module docs, which crate
+//! may depend on which). Reads files only; builds nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -64,5 +65,128 @@ fn every_source_file_opens_with_a_module_doc() {
         "these files do not open with a `//!` doc saying what they own and what they must \
          not touch:\n{}",
         missing.join("\n")
+    );
+}
+
+/// The names listed in one `[section]` of a Cargo.toml (`name = ...` or `name.workspace`).
+fn section_names(manifest: &str, section: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == section;
+            continue;
+        }
+        if !inside || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.split(['=', '.', ' ']).next() {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names
+}
+
+/// Which workspace crates each crate may use (ARCHITECTURE.md, "Invariants"). The pure
+/// crates come first; nothing but the binary, the test kit and the bench sits on top.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("types", &[]),
+    ("state", &["types"]),
+    ("scheduler", &["types"]),
+    ("orchestrator", &["types", "scheduler"]),
+    ("pki", &["types"]),
+    ("driver", &["types"]),
+    ("mesh", &[]),
+    ("raft", &["types", "state"]),
+    ("api", &["types", "state", "pki"]),
+    (
+        "manager",
+        &[
+            "types",
+            "state",
+            "raft",
+            "pki",
+            "api",
+            "orchestrator",
+            "scheduler",
+        ],
+    ),
+    ("worker", &["types", "state", "pki", "api", "driver"]),
+    ("cli", &["types", "api"]),
+    (
+        "hoist",
+        &[
+            "types", "state", "raft", "pki", "manager", "worker", "api", "cli", "driver", "mesh",
+        ],
+    ),
+    ("testkit", &["mesh", "types", "api"]),
+    ("bench", &["testkit", "api", "types"]),
+];
+
+/// Crates that make decisions as plain functions over data: no runtime, no I/O crates.
+const PURE: &[&str] = &["types", "state", "scheduler", "orchestrator"];
+const IO_CRATES: &[&str] = &[
+    "tokio", "hyper", "axum", "reqwest", "redb", "openraft", "bollard", "rustls", "nix",
+];
+
+fn manifest(krate: &str) -> String {
+    let path = workspace_crates().join(krate).join("Cargo.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn section_names_reads_plain_and_workspace_entries() {
+    let toml = "[package]\nname = \"x\"\n[dependencies]\n# why\nhoist-types.workspace = true\nserde = { version = \"1\" }\n\n[dev-dependencies]\ntempfile = \"3\"\n";
+    assert_eq!(
+        section_names(toml, "[dependencies]"),
+        ["hoist-types", "serde"]
+    );
+    assert_eq!(section_names(toml, "[dev-dependencies]"), ["tempfile"]);
+}
+
+#[test]
+fn crates_depend_only_on_the_layers_below_them() {
+    let mut crates: Vec<String> = std::fs::read_dir(workspace_crates())
+        .expect("the crates directory")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            entry
+                .path()
+                .join("Cargo.toml")
+                .exists()
+                .then(|| entry.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    crates.sort();
+    let mut wrong = Vec::new();
+    for krate in &crates {
+        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| name == krate) else {
+            wrong.push(format!(
+                "{krate}: not in the layering table (tests/tidy.rs and ARCHITECTURE.md)"
+            ));
+            continue;
+        };
+        let text = manifest(krate);
+        for dependency in section_names(&text, "[dependencies]") {
+            if let Some(internal) = dependency.strip_prefix("hoist-") {
+                if !allowed.contains(&internal) {
+                    wrong.push(format!("{krate} depends on {internal}"));
+                }
+            }
+            if PURE.contains(&krate.as_str()) && IO_CRATES.contains(&dependency.as_str()) {
+                wrong.push(format!("{krate} is pure but depends on {dependency}"));
+            }
+        }
+        for dependency in section_names(&text, "[dev-dependencies]") {
+            if dependency == "hoist-bench" {
+                wrong.push(format!("{krate} depends on the bench"));
+            }
+        }
+    }
+    assert!(crates.len() >= 15, "found only {crates:?}");
+    assert!(
+        wrong.is_empty(),
+        "the layering is broken:\n{}",
+        wrong.join("\n")
     );
 }
