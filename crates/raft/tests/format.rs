@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use hoist_raft::{open_store, read_full_state, StoreError};
 use hoist_state::persist::FORMAT_VERSION;
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 fn fixture_raft_dir(node: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,4 +103,35 @@ fn a_store_from_a_future_version_is_refused_naming_both_versions() {
         "a refused store's state changed"
     );
     assert!(matches!(open_store(&raft), Err(StoreError::Format { .. })));
+}
+
+/// Every log entry the a85ac81 managers stored reads and writes back as the same bytes:
+/// the persisted records reproduce the stored form exactly.
+#[test]
+fn the_log_entries_written_at_a85ac81_write_back_unchanged() {
+    let mut entries = 0;
+    for node in ["n1", "n2", "n3"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raft = dir.path().join("raft");
+        copy_dir(&fixture_raft_dir(node), &raft);
+        let db = redb::Database::open(raft.join("raft.redb")).expect("opening the store");
+        let txn = db.begin_read().expect("read");
+        let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("log");
+        let table = txn.open_table(log).expect("log table");
+        for item in table.iter().expect("iterating the log") {
+            let (index, value) = item.expect("an entry");
+            let stored = value.value();
+            let entry: openraft::Entry<hoist_raft::TypeConfig> =
+                serde_json::from_slice(stored).expect("the entry reads");
+            let written = serde_json::to_vec(&entry).expect("the entry writes");
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(stored),
+                "{node}: entry {}",
+                index.value()
+            );
+            entries += 1;
+        }
+    }
+    assert!(entries > 10, "only {entries} entries in the fixture's logs");
 }
