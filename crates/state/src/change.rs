@@ -11,11 +11,12 @@ use crate::cluster::{
     CaMaterial, CaRotation, ClusterSettings, ClusterState, JoinTokens, RetiredSecret,
     RETIRED_SECRETS_KEPT,
 };
+use crate::records::ChangeRecord;
 
-/// One replicated change. Part of the on-disk format: add variants, never reorder or
-/// repurpose them.
+/// One replicated change. Stored and sent as a [`ChangeRecord`], the persisted form:
+/// add variants (to both), never reorder or repurpose them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
+#[serde(into = "ChangeRecord", try_from = "ChangeRecord")]
 pub enum Change {
     /// `hoist init`: the cluster's identity, CA, tokens and first manager.
     InitCluster {
@@ -106,9 +107,9 @@ pub enum Change {
     NoteCaRenewal { node_id: NodeId, digest: String },
 }
 
-/// One edit of the task table (from the orchestrator or the scheduler).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "edit", rename_all = "snake_case")]
+/// One edit of the task table (from the orchestrator or the scheduler). Stored as a
+/// [`TaskEditRecord`](crate::records::TaskEditRecord) inside a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskEdit {
     /// Insert a new task (skipped if the id exists or its service is gone).
     Create { task: Box<Task> },

@@ -1,4 +1,7 @@
-//! The tables of the replicated state.
+//! The tables of the replicated state, as every manager holds them in memory.
+//!
+//! Their stored form (snapshots, backups) is `records::ClusterStateRecord`; this file
+//! does not decide how anything is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,8 +10,12 @@ use hoist_types::task::Task;
 use hoist_types::{Node, NodeId, Role, ServiceId, TaskId};
 use serde::{Deserialize, Serialize};
 
-/// Everything the managers agree on. Serialized whole for Raft snapshots and backups.
+use crate::records::ClusterStateRecord;
+
+/// Everything the managers agree on. Serialized whole for Raft snapshots and backups,
+/// as a [`ClusterStateRecord`], the persisted form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(into = "ClusterStateRecord", try_from = "ClusterStateRecord")]
 pub struct ClusterState {
     /// Empty until `hoist init` has been applied.
     pub cluster_id: String,
@@ -21,16 +28,14 @@ pub struct ClusterState {
     /// Nodes removed from the cluster: their certificates are refused even though they
     /// are still within their validity.
     pub removed_nodes: BTreeSet<NodeId>,
-    #[serde(default)]
     pub services: BTreeMap<ServiceId, Service>,
     /// Every task, including the recent history of each slot.
-    #[serde(default)]
     pub tasks: BTreeMap<TaskId, Task>,
     /// Bumped by every applied change, so watchers can tell a state from the next.
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CaMaterial {
     /// The CA that signs every certificate from now on.
     pub cert_pem: String,
@@ -39,15 +44,13 @@ pub struct CaMaterial {
     pub digest: String,
     /// `cluster ca --rotate` under way: the CA being replaced is still trusted until
     /// every node holds a certificate of this one.
-    #[serde(default)]
     pub rotation: Option<CaRotation>,
     /// Digests of the CAs rotated out, oldest first: no longer trusted anywhere.
-    #[serde(default)]
     pub retired: Vec<String>,
 }
 
 /// A CA rotation in progress (Swarm's `swarm ca --rotate`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaRotation {
     /// The CA being replaced.
     pub previous_cert_pem: String,
@@ -74,17 +77,16 @@ impl CaMaterial {
 
 /// The secrets of the two join tokens. The token text is derived from these and the CA
 /// digest; rotating replaces a secret, which invalidates the old token at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JoinTokens {
     pub worker_secret: String,
     pub manager_secret: String,
     /// Secrets replaced by a rotation, newest last, so that a join with one of them is
     /// told it was rotated rather than that it never existed.
-    #[serde(default)]
     pub retired: Vec<RetiredSecret>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetiredSecret {
     pub role: Role,
     pub secret: String,
@@ -93,9 +95,10 @@ pub struct RetiredSecret {
 /// How many rotated secrets are remembered.
 pub const RETIRED_SECRETS_KEPT: usize = 16;
 
-/// Cluster-wide settings, changed by `hoist init` and `hoist cluster update`. Part of the
-/// snapshot format: every field added after the first release has a serde default, so
-/// snapshots and log entries written before it still load.
+/// Cluster-wide settings, changed by `hoist init` and `hoist cluster update`. Stored as a
+/// [`ClusterSettingsRecord`](crate::records::ClusterSettingsRecord); this type's own
+/// serde form is the API's (`cluster inspect`), where every field added after the first
+/// release has a default so that a reply from an older daemon still reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {
     /// How often each node beats, in milliseconds (Swarm: 5 s).

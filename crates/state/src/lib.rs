@@ -10,6 +10,7 @@
 mod change;
 mod cluster;
 pub mod persist;
+pub mod records;
 
 pub use change::{Change, ChangeError, ChangeOutcome, TaskEdit, TaskReport};
 pub use cluster::{

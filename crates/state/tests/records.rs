@@ -270,8 +270,13 @@ fn settings() -> ClusterSettings {
     }
 }
 
-/// One of every change, and every task edit.
+/// One of every change, and every task edit, in the order of the golden file.
 fn changes() -> Vec<Change> {
+    [node_changes(), service_and_cluster_changes()].concat()
+}
+
+/// The changes of the cluster's identity and its nodes.
+fn node_changes() -> Vec<Change> {
     vec![
         Change::InitCluster {
             cluster_id: "1560c103ec6a6c33".into(),
@@ -321,6 +326,12 @@ fn changes() -> Vec<Change> {
             role: Role::Manager,
             new_secret: "q".repeat(32),
         },
+    ]
+}
+
+/// The changes of services, tasks and the cluster as a whole.
+fn service_and_cluster_changes() -> Vec<Change> {
+    vec![
         Change::CreateService { service: service() },
         Change::UpdateService {
             service_id: service().id,
@@ -478,4 +489,101 @@ fn kind(change: &Change) -> &'static str {
 fn every_change_has_a_golden_line() {
     let kinds: BTreeSet<&str> = changes().iter().map(kind).collect();
     assert_eq!(kinds.len(), 18, "{kinds:?}");
+}
+
+/// Reads `golden` as the record `R`, converts it to the domain type `D` and back, and
+/// checks that it writes the same JSON; returns the domain value.
+fn through_records<R, D>(golden: &serde_json::Value) -> D
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + From<D>,
+    D: TryFrom<R> + Clone,
+    <D as TryFrom<R>>::Error: std::fmt::Debug,
+{
+    let record: R = serde_json::from_value(golden.clone()).expect("the record reads");
+    let domain = D::try_from(record).expect("the record converts");
+    let again = R::from(domain.clone());
+    assert_eq!(
+        &serde_json::to_value(&again).expect("writes"),
+        golden,
+        "the record changed on its way through the domain type"
+    );
+    domain
+}
+
+#[test]
+fn every_record_kind_round_trips_through_its_domain_type() {
+    use hoist_state::records::{
+        ChangeRecord, ClusterStateRecord, NodeRecord, ServiceRecord, ServiceSpecRecord, TaskRecord,
+    };
+    let lines = golden_lines(include_str!("golden/changes.jsonl"));
+    for (line, sample) in lines.iter().zip(changes()) {
+        let record: ChangeRecord = serde_json::from_str(line).expect("a change record");
+        let change = Change::try_from(record).expect("converts");
+        assert_eq!(change, sample);
+        let written = serde_json::to_string(&ChangeRecord::from(change)).expect("writes");
+        assert_eq!(&written, line);
+    }
+    let value = |line: &str| -> serde_json::Value { serde_json::from_str(line).expect("json") };
+    let (init, add, create) = (value(lines[0]), value(lines[1]), value(lines[9]));
+    let (update, edits) = (value(lines[10]), value(lines[12]));
+    assert_eq!(
+        through_records::<NodeRecord, Node>(&init["first_manager"]),
+        node()
+    );
+    assert_eq!(
+        through_records::<NodeRecord, Node>(&add["node"]),
+        bare_node()
+    );
+    assert_eq!(
+        through_records::<ServiceRecord, Service>(&create["service"]),
+        service()
+    );
+    assert_eq!(
+        through_records::<ServiceSpecRecord, ServiceSpec>(&create["service"]["spec"]),
+        spec()
+    );
+    assert_eq!(
+        through_records::<ServiceSpecRecord, ServiceSpec>(&update["spec"]),
+        global_spec()
+    );
+    assert_eq!(
+        through_records::<TaskRecord, Task>(&edits["edits"][0]["task"]),
+        task()
+    );
+    assert_eq!(
+        through_records::<TaskRecord, Task>(&edits["edits"][1]["task"]),
+        bare_task()
+    );
+    let state = golden_lines(include_str!("golden/cluster_state.json"))[0];
+    let record: ClusterStateRecord = serde_json::from_str(state).expect("a state record");
+    let domain = ClusterState::try_from(record).expect("converts");
+    assert_eq!(domain, cluster_state());
+    let written = serde_json::to_string(&ClusterStateRecord::from(domain)).expect("writes");
+    assert_eq!(written, state);
+}
+
+/// A missing field means what it meant when the record was written, whatever the
+/// domain's defaults say today.
+#[test]
+fn missing_fields_take_the_stored_defaults() {
+    let spec: ServiceSpec =
+        match serde_json::from_str::<Change>(r#"{"type":"UpdateService","service_id":"00abcdef00000001","spec":{"name":"web"},"at_ms":1}"#)
+            .expect("a minimal spec reads")
+        {
+            Change::UpdateService { spec, .. } => spec,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(spec.driver.to_string(), "process");
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 1 });
+    assert_eq!(spec.stop_grace_period_ms, 10_000);
+    assert_eq!(spec.restart_policy.condition, RestartCondition::Any);
+    assert_eq!(spec.restart_policy.delay_ms, 5_000);
+    assert_eq!(spec.rebalance, Rebalance::Auto);
+}
+
+#[test]
+fn a_stored_constraint_that_no_longer_parses_is_refused_by_name() {
+    let line = r#"{"type":"UpdateService","service_id":"00abcdef00000001","spec":{"name":"web","constraints":["zone=b"]},"at_ms":1}"#;
+    let err = serde_json::from_str::<Change>(line).expect_err("refused");
+    assert!(err.to_string().contains("constraint"), "{err}");
 }
