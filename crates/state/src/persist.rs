@@ -16,15 +16,30 @@
 //! follower is never sent a snapshot or a change from a newer leader while the leader is
 //! still old.
 //!
-//! This module owns the version number and the conversions. It does not know where the
-//! bytes are stored or how they travel.
+//! What the bytes hold is defined by the records in [`crate::records`], not by the
+//! domain types: `Change` and `ClusterState` serialize through `ChangeRecord` and
+//! `ClusterStateRecord`, and the types in `hoist_types` serialize as themselves only in
+//! the API. The rule:
+//!
+//! - the records are the format; any change to a record's serialized form (a field
+//!   added, removed, renamed or retyped, an enum spelled otherwise, a default changed)
+//!   bumps [`FORMAT_VERSION`], keeps reading every older version (converted here or by
+//!   serde defaults in the records), and adds golden files of the new version beside the
+//!   old ones in `crates/state/tests/golden/`;
+//! - a rename or a new type in the domain (`hoist_types`, the state's tables) changes a
+//!   conversion in `records/` and nothing stored: the golden files of the current
+//!   version must still be written byte for byte.
+//!
+//! This module owns the version number and the conversions between versions. It does not
+//! know where the bytes are stored or how they travel.
 
 use serde::Serialize;
 
 use crate::ClusterState;
 
 /// The persisted format this build writes. Every change to what a snapshot, a log entry
-/// or a backup holds bumps it, and [`decode_snapshot`] learns to read the old one.
+/// or a backup holds (to a record in [`crate::records`]) bumps it, and
+/// [`decode_snapshot`] learns to read the old one.
 ///
 /// - 1: main up to a85ac81 (no version anywhere).
 /// - 2: snapshots and stores carry their version.
@@ -32,7 +47,8 @@ use crate::ClusterState;
 ///   `task_history_limit` (serde defaults fill them in older files), and the log gains
 ///   `Change::UpdateSettings`.
 /// - 4: CA history: `CaMaterial::rotation` and `retired` (serde defaults, so nothing
-///   converts), and the changes `RotateCa` and `NoteCaRenewal`.
+///   converts), and the changes `RotateCa` and `NoteCaRenewal`. Since then written from
+///   records of their own (`records/`), in the same form.
 pub const FORMAT_VERSION: u32 = 4;
 
 /// The version files without one were written in.
