@@ -120,6 +120,8 @@ pub enum TaskExit {
     /// It is gone but we could not learn how: it was adopted (not our child), or
     /// it ended while no worker was watching.
     Unknown,
+    /// The kernel's OOM killer ended it: it went over its memory limit.
+    OutOfMemory,
 }
 
 impl TaskExit {
@@ -138,6 +140,7 @@ impl std::fmt::Display for TaskExit {
                 Err(_) => write!(f, "killed by signal {signal}"),
             },
             TaskExit::Unknown => write!(f, "exited (status unknown)"),
+            TaskExit::OutOfMemory => write!(f, "killed: out of memory (over its memory limit)"),
         }
     }
 }

@@ -95,6 +95,14 @@ pub enum DriverError {
     #[error("task {task_id} did not become healthy: {reason}")]
     Unhealthy { task_id: String, reason: String },
 
+    /// The task asks for CPU or memory limits that cannot be put in place here.
+    #[error("task {task_id}: {source}")]
+    Limits {
+        task_id: String,
+        #[source]
+        source: crate::process::CgroupError,
+    },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

@@ -454,3 +454,111 @@ async fn bind_mounts_need_root_and_are_private_to_the_task() {
     assert_eq!(std::fs::read_dir(&target).expect("read_dir").count(), 0);
     assert!(!source.join("new").exists());
 }
+
+/// Whether this test can use the node's control groups; without root it cannot, and
+/// says so (a failure under `HOIST_REQUIRE_ROOT`, which `.ci/run` sets as root).
+fn cgroups_writable(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HOIST_REQUIRE_ROOT").is_none(),
+        "HOIST_REQUIRE_ROOT is set but this test does not run as root ({what})"
+    );
+    eprintln!("skipping {what}: cgroups need root (set HOIST_REQUIRE_ROOT to make this a failure)");
+    false
+}
+
+#[tokio::test]
+async fn a_task_over_its_memory_limit_is_killed_as_out_of_memory_and_its_cgroup_removed() {
+    if !cgroups_writable("memory limits") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = ProcessDriver::new(dir.path().join("driver")).expect("driver");
+    let mut guard = KillGuard::default();
+    let task_id = format!("oom-{}", std::process::id());
+    // The shell keeps the whole 200 MB substitution in memory: ten times the limit.
+    let mut run = spec(
+        dir.path(),
+        &task_id,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+    );
+    run.limits = Some(hoist_driver::Limits {
+        nano_cpus: None,
+        memory_bytes: Some(20 << 20),
+    });
+    let task = driver.start(&run).await.expect("start");
+    guard.watch(&task);
+    let exit = wait_exit(&driver, &task_id).await;
+    assert_eq!(exit, TaskExit::OutOfMemory, "{exit}");
+    assert!(exit.to_string().contains("out of memory"), "{exit}");
+    let group = Path::new("/sys/fs/cgroup/memory/hoist").join(&task_id);
+    let deadline = Instant::now() + DEADLINE;
+    while group.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} was not removed",
+            group.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cpu_and_memory_limited_task_runs_inside_its_cgroup() {
+    if !cgroups_writable("cpu limits") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = ProcessDriver::new(dir.path().join("driver")).expect("driver");
+    let mut guard = KillGuard::default();
+    let task_id = format!("limited-{}", std::process::id());
+    let mut run = spec(dir.path(), &task_id, "sleep 30");
+    run.limits = Some(hoist_driver::Limits {
+        nano_cpus: Some(500_000_000),
+        memory_bytes: Some(64 << 20),
+    });
+    let task = driver.start(&run).await.expect("start");
+    guard.watch(&task);
+    let pid = task.pid.expect("a pid");
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let inside = format!("/hoist/{task_id}");
+    assert!(
+        membership
+            .lines()
+            .any(|line| line.contains(":memory:") && line.ends_with(&inside)),
+        "{membership}"
+    );
+    assert!(
+        membership
+            .lines()
+            .any(|line| line.contains("cpu") && line.ends_with(&inside)),
+        "{membership}"
+    );
+    let read = |path: &str| std::fs::read_to_string(path).expect("a limit file");
+    assert_eq!(
+        read(&format!(
+            "/sys/fs/cgroup/cpu/hoist/{task_id}/cpu.cfs_quota_us"
+        ))
+        .trim(),
+        "50000"
+    );
+    assert_eq!(
+        read(&format!(
+            "/sys/fs/cgroup/memory/hoist/{task_id}/memory.limit_in_bytes"
+        ))
+        .trim(),
+        (64u64 << 20).to_string()
+    );
+    driver
+        .stop(&task_id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    let deadline = Instant::now() + DEADLINE;
+    while Path::new(&format!("/sys/fs/cgroup/cpu/hoist/{task_id}")).exists() {
+        assert!(Instant::now() < deadline, "the cpu group was not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -341,6 +341,9 @@ pub(crate) fn exit_of(container: &ContainerInspectResponse) -> Option<TaskExit> 
     if state.running == Some(true) || state.restarting == Some(true) {
         return None;
     }
+    if state.oom_killed == Some(true) {
+        return Some(TaskExit::OutOfMemory);
+    }
     Some(state.exit_code.map_or(TaskExit::Unknown, exit_from_code))
 }
 

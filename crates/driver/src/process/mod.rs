@@ -10,7 +10,9 @@
 //!
 //! Deliberately does not tie a task to the daemon's life (no `PR_SET_PDEATHSIG`,
 //! no `kill_on_drop`): a worker restart must leave tasks running. Knows nothing
-//! of services or scheduling; enforces no resource limits (that needs cgroups).
+//! of services or scheduling. CPU and memory limits go through a control group per
+//! limited task ([`cgroup`]); a task killed by the OOM killer there ends as
+//! [`TaskExit::OutOfMemory`].
 //!
 //! State layout, under the directory given to [`ProcessDriver::new`]:
 //! `tasks/<task_id>.json` (see [`record`]); `tasks/<task_id>.starting` while a start
@@ -18,6 +20,7 @@
 //! `<RunSpec::state_dir>/output.log`, rotated to `output.log.1`, ... at its cap
 //! (see [`rotate`]).
 
+mod cgroup;
 mod logs;
 mod procfs;
 mod record;
@@ -39,10 +42,13 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::Command;
 
+pub use cgroup::CgroupError;
+use cgroup::TaskCgroup;
+
 use crate::driver::ExitSender;
 use crate::{
-    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, LogLimits, LogLines, LogOptions, RunSpec,
-    RunningTask, TaskExit,
+    BoxFuture, Driver, DriverError, Endpoint, ExitWatch, Limits, LogLimits, LogLines, LogOptions,
+    RunSpec, RunningTask, TaskExit,
 };
 use record::{TaskRecord, RECORD_FORMAT};
 
@@ -97,6 +103,8 @@ struct Inner {
     tracked: Mutex<Tracked>,
     /// Each running task's output is kept under this (see `rotate`).
     log_limits: LogLimits,
+    /// Where the node mounts its control groups (`/sys/fs/cgroup`).
+    cgroup_root: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -149,8 +157,24 @@ impl ProcessDriver {
                 records_dir,
                 tracked: Mutex::new(Tracked::default()),
                 log_limits,
+                cgroup_root: PathBuf::from(cgroup::CGROUP_ROOT),
             }),
         })
+    }
+
+    /// Makes the control group that holds a task to its limits.
+    fn task_cgroup(&self, task_id: &str, limits: &Limits) -> Result<TaskCgroup, DriverError> {
+        let to_error = |source| DriverError::Limits {
+            task_id: task_id.to_owned(),
+            source,
+        };
+        let root = &self.inner.cgroup_root;
+        let layout = cgroup::detect(root).ok_or_else(|| {
+            to_error(CgroupError::Unavailable {
+                root: root.display().to_string(),
+            })
+        })?;
+        TaskCgroup::create(&layout, task_id, limits).map_err(to_error)
     }
 
     fn tracked(&self) -> MutexGuard<'_, Tracked> {
@@ -238,7 +262,9 @@ impl ProcessDriver {
                 self.inner.log_limits,
                 entry.exit.clone(),
             ));
-            tokio::spawn(watch_adopted(record, record_path, exit_tx));
+            let cgroup = cgroup::detect(&self.inner.cgroup_root)
+                .map(|layout| TaskCgroup::existing(&layout, &record.task_id));
+            tokio::spawn(watch_adopted(record, record_path, exit_tx, cgroup));
         }
         entry
     }
@@ -248,13 +274,14 @@ impl ProcessDriver {
         let task_id = spec.task_id.as_str();
         let _reservation = self.reserve(task_id).await?;
 
-        if let Some(limits) = &spec.limits {
-            tracing::warn!(
-                task_id,
-                ?limits,
-                "the process driver does not enforce resource limits"
-            );
-        }
+        let cgroup = match &spec.limits {
+            Some(limits) => Some(self.task_cgroup(task_id, limits)?),
+            None => None,
+        };
+        let procs_files = cgroup
+            .as_ref()
+            .map(TaskCgroup::procs_files)
+            .unwrap_or_default();
         if spec.image.is_some() {
             tracing::debug!(task_id, "the process driver ignores the image");
         }
@@ -296,7 +323,10 @@ impl ProcessDriver {
         // async-signal-safe calls are allowed: it makes raw syscalls on data
         // prepared before the fork and does not allocate.
         unsafe {
-            command.pre_exec(move || setup_child(&mounts));
+            command.pre_exec(move || {
+                cgroup::join_in_child(&procs_files)?;
+                setup_child(&mounts)
+            });
         }
         // Written before the spawn and removed once the record is saved: if this instance
         // dies in between, the next one finds the marker and kills the process it cannot
@@ -314,6 +344,9 @@ impl ProcessDriver {
             Ok(child) => self.record_spawned(spec, child, endpoints, log_path).await,
             Err(err) => Err(err),
         };
+        if let (Err(_), Some(group)) = (&recorded, &cgroup) {
+            group.remove();
+        }
         if let Err(err) = std::fs::remove_file(&starting_path) {
             // Harmless: the next instance finds the record and only drops the marker.
             tracing::warn!(task_id, path = %starting_path.display(), error = %err, "cannot remove task start marker");
@@ -336,7 +369,7 @@ impl ProcessDriver {
             self.inner.log_limits,
             entry.exit.clone(),
         ));
-        tokio::spawn(watch_child(child, record, record_path, exit_tx));
+        tokio::spawn(watch_child(child, record, record_path, exit_tx, cgroup));
         Ok(entry.running_task())
     }
 
@@ -580,10 +613,17 @@ async fn watch_child(
     mut record: TaskRecord,
     record_path: PathBuf,
     exit_tx: ExitSender,
+    cgroup: Option<TaskCgroup>,
 ) {
     let exit = match child.wait().await {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => TaskExit::Exited { code },
+            (None, Some(signal))
+                if signal == libc::SIGKILL
+                    && cgroup.as_ref().is_some_and(TaskCgroup::oom_killed) =>
+            {
+                TaskExit::OutOfMemory
+            }
             (None, Some(signal)) => TaskExit::Signaled { signal },
             (None, None) => TaskExit::Unknown,
         },
@@ -593,13 +633,36 @@ async fn watch_child(
         }
     };
     finish(&mut record, &record_path, exit, &exit_tx).await;
+    if let Some(group) = cgroup {
+        remove_cgroup_when_empty(group).await;
+    }
+}
+
+/// Removes a task's group once the leftovers `finish` killed are gone (the kernel
+/// refuses to remove a group that still holds a process).
+async fn remove_cgroup_when_empty(group: TaskCgroup) {
+    for _ in 0..50 {
+        if group.try_remove() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    group.remove();
 }
 
 /// Waits for a task left by an earlier driver instance; not our child, so its
 /// exit status cannot be read.
-async fn watch_adopted(mut record: TaskRecord, record_path: PathBuf, exit_tx: ExitSender) {
+async fn watch_adopted(
+    mut record: TaskRecord,
+    record_path: PathBuf,
+    exit_tx: ExitSender,
+    cgroup: Option<TaskCgroup>,
+) {
     procfs::wait_for_exit(record.pid, record.proc_start_ticks).await;
     finish(&mut record, &record_path, TaskExit::Unknown, &exit_tx).await;
+    if let Some(group) = cgroup {
+        remove_cgroup_when_empty(group).await;
+    }
 }
 
 async fn finish(record: &mut TaskRecord, record_path: &Path, exit: TaskExit, exit_tx: &ExitSender) {
