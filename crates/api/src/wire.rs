@@ -152,6 +152,9 @@ pub struct InfoResponse {
 pub struct HeartbeatRequest {
     pub addr: String,
     pub engine: EngineInfo,
+    /// The CPUs and memory the node has (absent from an older node: zero, unknown).
+    #[serde(default)]
+    pub resources: hoist_types::node::Resources,
     /// The role the node's current certificate carries.
     pub cert_role: Role,
     /// Whether the node runs a Raft member (managers only).
@@ -594,6 +597,7 @@ mod limit_tests {
         let beat = HeartbeatRequest {
             addr: "10.0.0.5:2377".into(),
             engine: EngineInfo::default(),
+            resources: Default::default(),
             cert_role: Role::Worker,
             raft_running: false,
         };

@@ -8,6 +8,7 @@ use hoist_api::{
     Client, ForceNewClusterResponse, InfoResponse, InitRequest, InitResponse, JoinClusterRequest,
     JoinClusterResponse, LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
 };
+use hoist_types::service::{format_cpus, format_memory};
 use hoist_types::{Availability, Role};
 
 use crate::output::{
@@ -474,6 +475,29 @@ fn print_node_pretty(view: &NodeView) -> anyhow::Result<()> {
             outln!(" - {key}={value}");
         }
     }
+    // Docker's `node inspect --pretty` spells the node's resources this way.
+    outln!("Resources:");
+    let known = |value: u64, text: String| {
+        if value == 0 {
+            "unknown".to_owned()
+        } else {
+            text
+        }
+    };
+    outln!(
+        " CPUs:\t\t\t{}",
+        known(
+            node.resources.nano_cpus,
+            format_cpus(node.resources.nano_cpus)
+        )
+    );
+    outln!(
+        " Memory:\t\t{}",
+        known(
+            node.resources.memory_bytes,
+            format_memory(node.resources.memory_bytes)
+        )
+    );
     outln!("Engine:");
     outln!(" Drivers:\t\t{}", node.engine.drivers.join(", "));
     if let Some(version) = &node.engine.docker_version {

@@ -158,7 +158,9 @@ impl Manager {
         let (trust_pem, ca_digest) = self.note_ca_renewal(peer);
         let raft_running = request.raft_running;
         let needs_status = node.status != NodeStatus::Ready;
-        let needs_description = node.addr != addr || node.engine != request.engine;
+        let needs_description = node.addr != addr
+            || node.engine != request.engine
+            || node.resources != request.resources;
         let request = HeartbeatRequest { addr, ..request };
         let propose = {
             let mut dispatcher = self.dispatcher().lock();
@@ -175,6 +177,7 @@ impl Manager {
                         node_id,
                         addr: request.addr,
                         engine: request.engine,
+                        resources: request.resources,
                         at_ms,
                     };
                     if let Err(err) = manager.propose(change).await {

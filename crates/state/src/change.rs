@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use hoist_types::node::Resources;
 use hoist_types::service::{Service, ServiceSpec};
 use hoist_types::task::{DesiredState, Task, TaskState, TaskStatus};
 use hoist_types::{Availability, EngineInfo, Node, NodeId, NodeStatus, Role, ServiceId, TaskId};
@@ -55,6 +56,8 @@ pub enum Change {
         node_id: NodeId,
         addr: String,
         engine: EngineInfo,
+        /// CPUs and memory the node has (zero: not reported, as by an older node).
+        resources: Resources,
         at_ms: u64,
     },
     /// `node rm` or `leave`: the node and its certificate are gone for good.
@@ -369,11 +372,13 @@ impl ClusterState {
                 node_id,
                 addr,
                 engine,
+                resources,
                 at_ms,
             } => {
                 if let Some(node) = self.nodes.get_mut(node_id) {
                     node.addr = addr.clone();
                     node.engine = engine.clone();
+                    node.resources = *resources;
                     node.updated_at_ms = *at_ms;
                 }
             }

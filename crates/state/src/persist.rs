@@ -49,7 +49,9 @@ use crate::ClusterState;
 /// - 4: CA history: `CaMaterial::rotation` and `retired` (serde defaults, so nothing
 ///   converts), and the changes `RotateCa` and `NoteCaRenewal`. Since then written from
 ///   records of their own (`records/`), in the same form.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: `Change::SetNodeDescription` carries the node's `resources` (CPUs and memory
+///   from its kernel; left out when not reported, so older entries read as before).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The version files without one were written in.
 pub const UNVERSIONED: u32 = 1;

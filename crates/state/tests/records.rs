@@ -316,6 +316,8 @@ fn node_changes() -> Vec<Change> {
             node_id: node().id,
             addr: "127.0.77.9:23771".into(),
             engine: node().engine,
+            // Not reported: the change is stored as before version 5.
+            resources: Resources::default(),
             at_ms: 6,
         },
         Change::RemoveNode {
@@ -586,4 +588,25 @@ fn a_stored_constraint_that_no_longer_parses_is_refused_by_name() {
     let line = r#"{"type":"UpdateService","service_id":"00abcdef00000001","spec":{"name":"web","constraints":["zone=b"]},"at_ms":1}"#;
     let err = serde_json::from_str::<Change>(line).expect_err("refused");
     assert!(err.to_string().contains("constraint"), "{err}");
+}
+
+/// Version 5: a node's description carries its CPUs and memory.
+#[test]
+fn a_node_description_with_resources_is_written_as_version_5_stores_it() {
+    let golden = golden_lines(include_str!("golden/changes_v5.jsonl"));
+    let change = Change::SetNodeDescription {
+        node_id: node().id,
+        addr: "127.0.77.9:23771".into(),
+        engine: EngineInfo {
+            drivers: vec!["process".into()],
+            docker_version: None,
+            storage_driver: None,
+        },
+        resources: Resources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 8 << 30,
+        },
+        at_ms: 8,
+    };
+    same_as_stored(&change, golden[0]);
 }

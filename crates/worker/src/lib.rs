@@ -8,6 +8,7 @@
 
 mod agent;
 mod backoff;
+pub mod host;
 mod plan;
 mod session;
 

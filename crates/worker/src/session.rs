@@ -71,6 +71,7 @@ async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
     let request = HeartbeatRequest {
         addr: host.advertise_addr(),
         engine: host.engine(),
+        resources: crate::host::resources(),
         cert_role,
         raft_running: host.raft_running(),
     };

@@ -1286,6 +1286,7 @@ async fn refused_by_peers(member: &Arc<Member>) -> Option<String> {
     let request = hoist_api::HeartbeatRequest {
         addr: member.advertise_addr.clone(),
         engine: EngineInfo::default(),
+        resources: Default::default(),
         cert_role: member.cert_role(),
         raft_running: false,
     };

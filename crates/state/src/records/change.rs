@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     try_convert_all, AvailabilityRecord, CaMaterialRecord, ClusterSettingsRecord,
     DesiredStateRecord, EngineInfoRecord, JoinTokensRecord, NodeIdRecord, NodeRecord,
-    NodeStatusRecord, RecordError, RoleRecord, ServiceIdRecord, ServiceRecord, ServiceSpecRecord,
-    TaskIdRecord, TaskRecord, TaskStatusRecord,
+    NodeStatusRecord, RecordError, ResourcesRecord, RoleRecord, ServiceIdRecord, ServiceRecord,
+    ServiceSpecRecord, TaskIdRecord, TaskRecord, TaskStatusRecord,
 };
 use crate::change::{Change, TaskEdit, TaskReport};
 
@@ -50,6 +50,9 @@ pub enum ChangeRecord {
         node_id: NodeIdRecord,
         addr: String,
         engine: EngineInfoRecord,
+        /// Since version 5: the CPUs and memory the node has.
+        #[serde(default, skip_serializing_if = "ResourcesRecord::is_unset")]
+        resources: ResourcesRecord,
         at_ms: u64,
     },
     RemoveNode {
@@ -292,7 +295,7 @@ change_conversions! {
     },
     SetNodeRole { node_id: into, role: into, at_ms: same },
     SetNodeStatus { node_id: into, status: into, message: same, at_ms: same },
-    SetNodeDescription { node_id: into, addr: same, engine: into, at_ms: same },
+    SetNodeDescription { node_id: into, addr: same, engine: into, resources: into, at_ms: same },
     RemoveNode { node_id: into, at_ms: same },
     RotateToken { role: into, new_secret: same },
     CreateService { service: try_into },

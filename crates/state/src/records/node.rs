@@ -72,6 +72,14 @@ pub struct ResourcesRecord {
     pub memory_bytes: u64,
 }
 
+impl ResourcesRecord {
+    /// Nothing reported: not written, so a change without resources is stored as it
+    /// was before version 5.
+    pub fn is_unset(&self) -> bool {
+        *self == ResourcesRecord::default()
+    }
+}
+
 impl From<Resources> for ResourcesRecord {
     fn from(resources: Resources) -> Self {
         ResourcesRecord {
