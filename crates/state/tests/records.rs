@@ -459,7 +459,10 @@ fn the_a85ac81_snapshot_is_written_as_the_previous_build_wrote_it() {
     let golden = golden_lines(include_str!("golden/a85ac81_snapshot_39.json"));
     let state = hoist_state::persist::decode_snapshot(FIXTURE_SNAPSHOT).expect("loads");
     let bytes = hoist_state::persist::encode_snapshot(&state).expect("encodes");
-    assert_eq!(String::from_utf8_lossy(&bytes), golden[0]);
+    // Written in version 4; since then only the version member says otherwise.
+    let current = format!("{{\"format\":{},", hoist_state::persist::FORMAT_VERSION);
+    let expected = golden[0].replacen("{\"format\":4,", &current, 1);
+    assert_eq!(String::from_utf8_lossy(&bytes), expected);
 }
 
 /// Names each change, with no catch-all: a new variant does not compile until it is
