@@ -76,6 +76,14 @@ fn service_names(cluster: &Cluster, index: usize) -> Vec<String> {
         .collect()
 }
 
+/// Mount specs the CLI refuses by name, with the kind of mount each names: no driver
+/// runs volumes or tmpfs yet.
+const UNSUPPORTED_MOUNTS: &[(&str, &str)] = &[
+    ("type=volume,source=data,target=/data", "volume"),
+    ("src=data,dst=/data", "volume"),
+    ("type=tmpfs,target=/scratch", "tmpfs"),
+];
+
 #[test]
 fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refused() {
     // The umask most machines have: without the daemon's own, everything below would
@@ -92,7 +100,17 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
         },
     );
     let data_dir = cluster.nodes[0].data_dir.clone();
-    // A task still gets the usual umask, not the daemon's.
+    a_task_gets_the_usual_umask(&cluster, &data_dir);
+    unsupported_mounts_are_refused(&cluster);
+    a_snapshot_is_archived(&cluster, &data_dir);
+    let backups = tempfile::tempdir().unwrap();
+    the_backup_and_the_data_dir_are_private(&cluster, &data_dir, backups.path());
+    a_link_at_the_backup_path_is_refused(&cluster, backups.path());
+    older_modes_are_tightened_at_start(&mut cluster, &data_dir);
+}
+
+/// A task still gets the usual umask, not the daemon's.
+fn a_task_gets_the_usual_umask(cluster: &Cluster, data_dir: &Path) {
     cluster.hoist_ok(
         0,
         &[
@@ -118,14 +136,12 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
             })
             .filter(|text| text.trim() == "0022")
     });
+}
 
-    // Mount types no driver runs are refused by name, from the CLI and from the API,
-    // and nothing is stored.
-    for (mount, kind) in [
-        ("type=volume,source=data,target=/data", "volume"),
-        ("src=data,dst=/data", "volume"),
-        ("type=tmpfs,target=/scratch", "tmpfs"),
-    ] {
+/// Mount types no driver runs are refused by name, from the CLI and from the API,
+/// and nothing is stored.
+fn unsupported_mounts_are_refused(cluster: &Cluster) {
+    for &(mount, kind) in UNSUPPORTED_MOUNTS {
         let err = cluster.hoist_err(
             0,
             &[
@@ -149,9 +165,11 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
         body.contains("tmpfs mounts are not supported yet"),
         "{body}"
     );
-    assert_eq!(service_names(&cluster, 0), vec!["web".to_string()]);
+    assert_eq!(service_names(cluster, 0), vec!["web".to_string()]);
+}
 
-    // Enough changes for a snapshot, archived beside the store.
+/// Enough changes for a snapshot, archived beside the store.
+fn a_snapshot_is_archived(cluster: &Cluster, data_dir: &Path) {
     let snapshots = data_dir.join("raft/snapshots");
     let mut round = 0;
     wait_for("a raft snapshot archived", Duration::from_secs(60), || {
@@ -164,8 +182,11 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
             .any(|entry| entry.path().extension().is_some_and(|ext| ext == "json"))
             .then_some(())
     });
-    let backups = tempfile::tempdir().unwrap();
-    let backup = backups.path().join("cluster.json");
+}
+
+/// A backup is written 0600, and nothing in the data directory is readable by others.
+fn the_backup_and_the_data_dir_are_private(cluster: &Cluster, data_dir: &Path, backups: &Path) {
+    let backup = backups.join("cluster.json");
     cluster.hoist_ok(0, &["backup", "--output", &backup.display().to_string()]);
     assert_eq!(
         std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
@@ -181,19 +202,23 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
     for name in must_exist {
         assert!(data_dir.join(name).exists(), "{name} is missing");
     }
-    assert_eq!(readable_by_others(&data_dir), Vec::<String>::new());
+    assert_eq!(readable_by_others(data_dir), Vec::<String>::new());
+}
 
-    // A symbolic link planted at the backup path is refused; its target is untouched.
-    let target = backups.path().join("elsewhere");
+/// A symbolic link planted at the backup path is refused; its target is untouched.
+fn a_link_at_the_backup_path_is_refused(cluster: &Cluster, backups: &Path) {
+    let target = backups.join("elsewhere");
     std::fs::write(&target, "precious").unwrap();
-    let planted = backups.path().join("planted.json");
+    let planted = backups.join("planted.json");
     std::os::unix::fs::symlink(&target, &planted).unwrap();
     let err = cluster.hoist_err(0, &["backup", "--output", &planted.display().to_string()]);
     assert!(err.contains("is a symbolic link"), "{err}");
     assert!(err.contains("planted.json"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+}
 
-    // What an older version left readable is tightened at the next start.
+/// What an older version left readable is tightened at the next start.
+fn older_modes_are_tightened_at_start(cluster: &mut Cluster, data_dir: &Path) {
     cluster.kill(0);
     for name in [
         "",
@@ -206,11 +231,11 @@ fn nothing_a_daemon_writes_is_readable_by_others_and_unsupported_mounts_are_refu
         let mode = if path.is_dir() { 0o755 } else { 0o644 };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    assert!(!readable_by_others(&data_dir).is_empty());
+    assert!(!readable_by_others(data_dir).is_empty());
     cluster.start_node(0);
-    assert_eq!(readable_by_others(&data_dir), Vec::<String>::new());
+    assert_eq!(readable_by_others(data_dir), Vec::<String>::new());
     cluster.wait_all_ready(0, Duration::from_secs(30));
-    assert_eq!(service_names(&cluster, 0), vec!["web".to_string()]);
+    assert_eq!(service_names(cluster, 0), vec!["web".to_string()]);
 }
 
 /// Runs node `index`'s daemon on its data directory outside the kit (it is expected
@@ -270,47 +295,52 @@ fn a_voter_without_its_store_is_refused_by_itself_and_by_the_leader() {
     let leader = wait_for("a leader", Duration::from_secs(30), || cluster.leader(0));
     let voter = (0..3).find(|index| *index != leader).unwrap();
     let store = cluster.nodes[voter].data_dir.join("raft/raft.redb");
-    let store_shown = store.display().to_string();
     cluster.kill(voter);
+    a_damaged_store_is_refused_by_the_node(&cluster, voter, &store);
+    the_others_keep_the_quorum_and_the_data(&cluster, leader);
+    a_blank_voter_is_refused_by_the_leader(&mut cluster, voter, leader);
+}
 
+/// A truncated, an empty and a missing store: each time the node refuses to start,
+/// names the file (and for a damaged one the ways back), and leaves it be.
+fn a_damaged_store_is_refused_by_the_node(cluster: &Cluster, voter: usize, store: &Path) {
+    let store_shown = store.display().to_string();
     // A truncated store: the node names the file and the ways back, and leaves it be.
-    let len = std::fs::metadata(&store).unwrap().len();
+    let len = std::fs::metadata(store).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&store)
+        .open(store)
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let (status, text) = start_refused(&cluster, voter);
+    let (status, text) = start_refused(cluster, voter);
     assert!(!status.success(), "{text}");
     assert!(text.contains(&store_shown), "{text}");
     assert!(text.contains("hoist node rm"), "{text}");
     assert!(text.contains("backup"), "{text}");
-    assert_eq!(std::fs::metadata(&store).unwrap().len(), len / 2);
+    assert_eq!(std::fs::metadata(store).unwrap().len(), len / 2);
 
     // A zero-length store, as a crash during creation or a careless copy leaves it.
-    std::fs::write(&store, b"").unwrap();
-    let (status, text) = start_refused(&cluster, voter);
+    std::fs::write(store, b"").unwrap();
+    let (status, text) = start_refused(cluster, voter);
     assert!(!status.success(), "{text}");
     assert!(text.contains(&format!("{store_shown} is empty")), "{text}");
-    assert_eq!(
-        std::fs::metadata(&store).unwrap().len(),
-        0,
-        "not re-created"
-    );
+    assert_eq!(std::fs::metadata(store).unwrap().len(), 0, "not re-created");
 
     // The whole raft/ directory deleted.
     std::fs::remove_dir_all(store.parent().unwrap()).unwrap();
-    let (status, text) = start_refused(&cluster, voter);
+    let (status, text) = start_refused(cluster, voter);
     assert!(!status.success(), "{text}");
     assert!(
         text.contains(&format!("{store_shown} is missing")),
         "{text}"
     );
     assert!(!store.exists(), "not re-created");
+}
 
-    // The other two keep the quorum and the data.
-    assert_eq!(service_names(&cluster, leader), vec!["before".to_string()]);
+/// The other two keep the quorum and the data.
+fn the_others_keep_the_quorum_and_the_data(cluster: &Cluster, leader: usize) {
+    assert_eq!(service_names(cluster, leader), vec!["before".to_string()]);
     cluster.hoist_ok(
         leader,
         &[
@@ -318,11 +348,13 @@ fn a_voter_without_its_store_is_refused_by_itself_and_by_the_leader() {
             "600",
         ],
     );
+}
 
-    // Its own check bypassed (node.json edited to say it is no voter, as an operator
-    // might to "fix" the refusal), the node comes back with a blank store and asks to
-    // be a voter again: the leader refuses it, and its replication to the node does
-    // not take the lost entries for a bug (openraft's debug builds would panic).
+/// Its own check bypassed (node.json edited to say it is no voter, as an operator
+/// might to "fix" the refusal), the node comes back with a blank store and asks to
+/// be a voter again: the leader refuses it, and its replication to the node does
+/// not take the lost entries for a bug (openraft's debug builds would panic).
+fn a_blank_voter_is_refused_by_the_leader(cluster: &mut Cluster, voter: usize, leader: usize) {
     let record_path = cluster.nodes[voter].data_dir.join("node.json");
     let mut record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
@@ -360,7 +392,7 @@ fn a_voter_without_its_store_is_refused_by_itself_and_by_the_leader() {
         "{}",
         cluster.log_tail(leader, 30)
     );
-    assert_eq!(raft_voters(&cluster, leader), Some(3));
+    assert_eq!(raft_voters(cluster, leader), Some(3));
     cluster.hoist_ok(
         leader,
         &[
@@ -368,7 +400,7 @@ fn a_voter_without_its_store_is_refused_by_itself_and_by_the_leader() {
             "600",
         ],
     );
-    let mut listed = service_names(&cluster, leader);
+    let mut listed = service_names(cluster, leader);
     listed.sort();
     assert_eq!(listed, vec!["after", "before", "later"]);
 }
