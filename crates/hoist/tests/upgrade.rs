@@ -93,8 +93,15 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
         ],
         vec!["--raft-snapshot-interval".into(), "20".into()],
     );
+    every_node_is_back_under_its_old_id(&cluster);
+    the_services_are_as_they_were(&cluster);
+    let (leader, follower) = writes_commit_on_every_manager(&cluster);
+    snapshots_are_now_versioned(&cluster, leader);
+    a_restarted_manager_rejoins_with_the_same_state(&mut cluster, leader, follower);
+}
 
-    // Every node back, under the ids the old build gave them.
+/// Every node back, under the ids the old build gave them.
+fn every_node_is_back_under_its_old_id(cluster: &Cluster) {
     let nodes = wait_for("four Ready nodes", Duration::from_secs(60), || {
         let nodes = cluster.node_ls(0)?;
         let ready = nodes
@@ -127,8 +134,10 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
         .find(|node| node["hostname"] == "fx4")
         .expect("fx4 is listed");
     assert_eq!(fx4["labels"]["zone"], "a", "{fx4}");
+}
 
-    // The services as they were, converging again on the nodes that may run them.
+/// The services as they were, converging again on the nodes that may run them.
+fn the_services_are_as_they_were(cluster: &Cluster) {
     let services = cluster
         .json(1, &["service", "ls"])
         .expect("service ls on fx2");
@@ -144,13 +153,16 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
             &format!("{name} converged"),
             Duration::from_secs(60),
             || {
-                let (running, desired) = replicas(&cluster, 0, name)?;
+                let (running, desired) = replicas(cluster, 0, name)?;
                 (running == desired && desired > 0).then_some(())
             },
         );
     }
+}
 
-    // Writes commit on every manager, through whichever one is asked.
+/// Writes commit on every manager, through whichever one is asked: the leader and the
+/// follower that was asked.
+fn writes_commit_on_every_manager(cluster: &Cluster) -> (usize, usize) {
     let leader = wait_for("a leader", Duration::from_secs(30), || cluster.leader(0));
     let follower = (0..3).find(|index| *index != leader).expect("a follower");
     for replicas_wanted in [4, 2, 5, 3, 4] {
@@ -165,11 +177,14 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
         );
     }
     for manager in 0..3 {
-        let (_, desired) = replicas(&cluster, manager, "web").expect("service ls");
+        let (_, desired) = replicas(cluster, manager, "web").expect("service ls");
         assert_eq!(desired, 4, "web's replicas as manager {manager} reads them");
     }
+    (leader, follower)
+}
 
-    // Those writes passed the snapshot interval: snapshots are now versioned.
+/// Those writes passed the snapshot interval: snapshots are now versioned.
+fn snapshots_are_now_versioned(cluster: &Cluster, leader: usize) {
     let archive = cluster.nodes[leader].data_dir.join("raft/snapshots");
     wait_for(
         "a snapshot in the new format",
@@ -184,8 +199,14 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
             (value["format"] == hoist_state::persist::FORMAT_VERSION).then_some(())
         },
     );
+}
 
-    // A manager restarted on the new format rejoins with the same state.
+/// A manager restarted on the new format rejoins with the same state.
+fn a_restarted_manager_rejoins_with_the_same_state(
+    cluster: &mut Cluster,
+    leader: usize,
+    follower: usize,
+) {
     let restarted = (follower + 1) % 3;
     let restarted = if restarted == leader {
         (restarted + 1) % 3
@@ -197,7 +218,7 @@ fn a_cluster_written_by_a85ac81_starts_on_this_build_and_keeps_working() {
         "the restarted manager reads web=4",
         Duration::from_secs(60),
         || {
-            let (_, desired) = replicas(&cluster, restarted, "web")?;
+            let (_, desired) = replicas(cluster, restarted, "web")?;
             (desired == 4).then_some(())
         },
     );
