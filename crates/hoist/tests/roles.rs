@@ -298,6 +298,13 @@ fn a_worker_certificate_passes_for_no_manager_neither_to_a_joining_node_nor_on_a
     assert_eq!(nodes(&cluster), nodes_before);
 }
 
+/// Where the demoted manager's certificate is tried, and the certificate itself.
+struct Listeners {
+    leader_addr: String,
+    worker_addr: String,
+    node_logs: String,
+}
+
 #[test]
 fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_listener() {
     let mut cluster = Cluster::start(
@@ -313,8 +320,27 @@ fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_list
     let worker_addr = cluster.nodes[2].addr();
     let node_logs = format!("/v1/node-logs?task={UNKNOWN_TASK}");
     let manager_certificate = identity(&cluster, 1);
-    // A task on the worker: managers read its output from the worker's listener, with a
-    // client that accepts that node's certificate (a worker's) and no other.
+    let listeners = Listeners {
+        leader_addr,
+        worker_addr,
+        node_logs,
+    };
+    managers_read_the_workers_output(&cluster);
+    a_manager_certificate_is_accepted(&listeners, &manager_certificate);
+    let worker_certificate =
+        demotion_refuses_it_at_once(&cluster, &listeners, &manager_certificate);
+    a_removed_node_is_refused_everywhere(
+        &mut cluster,
+        &listeners,
+        &manager_certificate,
+        &worker_certificate,
+    );
+    the_cluster_carries_on_without_it(&cluster);
+}
+
+/// A task on the worker: managers read its output from the worker's listener, with a
+/// client that accepts that node's certificate (a worker's) and no other.
+fn managers_read_the_workers_output(cluster: &Cluster) {
     cluster.hoist_ok(
         0,
         &[
@@ -344,30 +370,51 @@ fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_list
             },
         );
     }
+}
 
-    // While node-2 is a manager, its certificate reaches the control API and the
-    // worker's task output.
+/// While node-2 is a manager, its certificate reaches the control API and the
+/// worker's task output.
+fn a_manager_certificate_is_accepted(listeners: &Listeners, manager_certificate: &str) {
+    let Listeners {
+        leader_addr,
+        worker_addr,
+        node_logs,
+    } = listeners;
     let response = tls_request(
-        &leader_addr,
+        leader_addr,
         "GET",
         "/v1/nodes",
         None,
-        Some(&manager_certificate),
+        Some(manager_certificate),
     );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let response = tls_request(
-        &worker_addr,
+        worker_addr,
         "GET",
-        &node_logs,
+        node_logs,
         None,
-        Some(&manager_certificate),
+        Some(manager_certificate),
     );
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
 
+/// Demoted, node-2's certificate is refused by the control API on the very next call
+/// and by the worker after its next heartbeat; the node renews as a worker, whose
+/// certificate this returns.
+fn demotion_refuses_it_at_once(
+    cluster: &Cluster,
+    listeners: &Listeners,
+    manager_certificate: &str,
+) -> String {
+    let Listeners {
+        leader_addr,
+        worker_addr,
+        node_logs,
+    } = listeners;
     cluster.hoist_ok(0, &["node", "demote", "node-2"]);
     // The very next control call with the certificate it still holds is refused.
     for path in ["/v1/join-tokens/manager", "/v1/nodes"] {
-        let response = tls_request(&leader_addr, "GET", path, None, Some(&manager_certificate));
+        let response = tls_request(leader_addr, "GET", path, None, Some(manager_certificate));
         assert!(
             response.starts_with("HTTP/1.1 403") && response.contains("demoted"),
             "GET {path}: {response}"
@@ -379,11 +426,11 @@ fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_list
         Duration::from_secs(20),
         || {
             tls_request(
-                &worker_addr,
+                worker_addr,
                 "GET",
-                &node_logs,
+                node_logs,
                 None,
-                Some(&manager_certificate),
+                Some(manager_certificate),
             )
             .starts_with("HTTP/1.1 403")
             .then_some(())
@@ -394,13 +441,26 @@ fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_list
         let stderr = String::from_utf8_lossy(&output.stderr);
         (!output.status.success() && stderr.contains("not a manager")).then_some(())
     });
-    let worker_certificate = identity(&cluster, 1);
+    let worker_certificate = identity(cluster, 1);
     assert_ne!(
         worker_certificate, manager_certificate,
         "renewed as a worker"
     );
+    worker_certificate
+}
 
-    // Removed: both its certificates are refused on every listener and route class.
+/// Removed: both its certificates are refused on every listener and route class.
+fn a_removed_node_is_refused_everywhere(
+    cluster: &mut Cluster,
+    listeners: &Listeners,
+    manager_certificate: &str,
+    worker_certificate: &str,
+) {
+    let Listeners {
+        leader_addr,
+        worker_addr,
+        node_logs,
+    } = listeners;
     cluster.kill(1);
     cluster.hoist_ok(0, &["node", "rm", "--force", "node-2"]);
     let calls = [
@@ -416,19 +476,22 @@ fn a_demoted_manager_loses_the_control_api_at_once_and_a_removed_node_every_list
         ),
         ("POST", "/raft/append", Some("{}")),
     ];
-    for certificate in [&manager_certificate, &worker_certificate] {
+    for certificate in [manager_certificate, worker_certificate] {
         for (method, path, body) in calls {
-            let response = tls_request(&leader_addr, method, path, body, Some(certificate));
+            let response = tls_request(leader_addr, method, path, body, Some(certificate));
             assert!(
                 response.starts_with("HTTP/1.1 403") && response.contains("removed"),
                 "{method} {path} from the removed node: {response}"
             );
         }
-        let response = tls_request(&worker_addr, "GET", &node_logs, None, Some(certificate));
+        let response = tls_request(worker_addr, "GET", node_logs, None, Some(certificate));
         assert!(response.starts_with("HTTP/1.1 403"), "{response}");
     }
-    // The cluster carries on without it: the leader and the worker, both Ready, and
-    // the worker's output still reaches the leader.
+}
+
+/// The cluster carries on without it: the leader and the worker, both Ready, and
+/// the worker's output still reaches the leader.
+fn the_cluster_carries_on_without_it(cluster: &Cluster) {
     wait_for(
         "the two remaining nodes Ready",
         Duration::from_secs(20),
