@@ -80,6 +80,59 @@ fn log_of(cluster: &Cluster, index: usize) -> String {
     std::fs::read_to_string(&cluster.nodes[index].log).unwrap_or_default()
 }
 
+/// Who the test plays in the crafted-reports test, and where crafted addresses point.
+struct Forger {
+    manager_addr: String,
+    worker_identity: String,
+    manager_identity: String,
+    /// An unused address of this cluster's block.
+    trap: Trap,
+    /// One on the manager's own IP: "another node's address".
+    manager_trap: Trap,
+}
+
+impl Forger {
+    fn new(cluster: &Cluster) -> Forger {
+        let manager_addr = cluster.nodes[0].addr();
+        let worker_ip = cluster.nodes[1].ip;
+        let worker_identity =
+            std::fs::read_to_string(cluster.nodes[1].data_dir.join("identity.json"))
+                .expect("the worker's identity");
+        let manager_identity =
+            std::fs::read_to_string(cluster.nodes[0].data_dir.join("identity.json"))
+                .expect("the manager's identity");
+        let [_, a, b, _] = worker_ip.octets();
+        let trap = Trap::new(std::net::Ipv4Addr::new(127, a, b, 9));
+        let manager_trap = Trap::new(cluster.nodes[0].ip);
+        Forger {
+            manager_addr,
+            worker_identity,
+            manager_identity,
+            trap,
+            manager_trap,
+        }
+    }
+}
+
+/// The web service's task on each node, as the crafted reports name them.
+struct WebTasks {
+    worker_task_id: String,
+    real_endpoint: Value,
+    real_addr: String,
+    manager_task: Value,
+}
+
+/// What the manager logs for each kind of crafted input it drops or refuses.
+const DROPPED_AND_LOGGED: &[&str] = &[
+    "reported endpoint dropped",
+    "status report about a task of another node dropped",
+    "heartbeat address dropped",
+    "heartbeat refused",
+    "status report refused",
+    "second assignment stream refused",
+    "join refused: address is not the source",
+];
+
 #[test]
 fn crafted_worker_reports_are_dropped_and_never_dialled() {
     let cluster = Cluster::start(
@@ -90,18 +143,29 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
             ..Default::default()
         },
     );
-    let manager_addr = cluster.nodes[0].addr();
-    let worker_ip = cluster.nodes[1].ip;
-    let worker_identity = std::fs::read_to_string(cluster.nodes[1].data_dir.join("identity.json"))
-        .expect("the worker's identity");
-    let manager_identity = std::fs::read_to_string(cluster.nodes[0].data_dir.join("identity.json"))
-        .expect("the manager's identity");
-    // An unused address of this cluster's block, where crafted addresses point.
-    let [_, a, b, _] = worker_ip.octets();
-    let trap = Trap::new(std::net::Ipv4Addr::new(127, a, b, 9));
-    // And one on the manager's own IP: "another node's address".
-    let manager_trap = Trap::new(cluster.nodes[0].ip);
+    let forger = Forger::new(&cluster);
+    let web = web_running_on_both_nodes(&cluster);
+    let token_before = cluster.hoist_ok(0, &["join-token", "worker", "-q"]);
+    crafted_endpoints_are_reported(&cluster, &forger, &web);
+    cluster.pause(1);
+    a_crafted_heartbeat_address_is_not_stored(&cluster, &forger);
+    a_second_assignment_stream_is_refused(&forger);
+    cluster.resume(1);
+    oversized_messages_are_refused(&cluster, &forger, &web);
+    a_rotating_get_and_a_misplaced_join_are_refused(&cluster, &forger, &token_before);
+    only_the_real_endpoint_is_stored(&cluster, &web);
+    crafted_addresses_are_never_dialled(&cluster, &forger, &web);
+    // Dropped and logged, before anything was proposed.
+    let log = log_of(&cluster, 0);
+    for line in DROPPED_AND_LOGGED {
+        assert!(log.contains(line), "the manager's log lacks {line:?}");
+    }
+    control_characters_are_refused(&cluster);
+}
 
+/// Starts web on both nodes and waits until each node's task runs with an endpoint.
+fn web_running_on_both_nodes(cluster: &Cluster) -> WebTasks {
+    let worker_ip = cluster.nodes[1].ip;
     let hello = hoist_bin!().display().to_string();
     cluster.hoist_ok(
         0,
@@ -123,22 +187,10 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     );
     let (worker_task, manager_task) =
         wait_for("web running on both nodes", Duration::from_secs(30), || {
-            let tasks = tasks_of(&cluster, "web");
-            let running = |host: &str| {
-                tasks
-                    .iter()
-                    .find(|task| {
-                        task["node_hostname"] == host
-                            && task["status"]["state"] == "running"
-                            && task["status"]["endpoints"]
-                                .as_array()
-                                .is_some_and(|e| !e.is_empty())
-                    })
-                    .cloned()
-            };
+            let tasks = tasks_of(cluster, "web");
             Some((
-                running(&cluster.nodes[1].name)?,
-                running(&cluster.nodes[0].name)?,
+                running_with_endpoints(&tasks, &cluster.nodes[1].name)?,
+                running_with_endpoints(&tasks, &cluster.nodes[0].name)?,
             ))
         });
     let worker_task_id = worker_task["id"].as_str().expect("task id").to_string();
@@ -151,13 +203,63 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         real_addr.starts_with(&format!("{worker_ip}:")),
         "{real_addr}"
     );
-    let token_before = cluster.hoist_ok(0, &["join-token", "worker", "-q"]);
+    WebTasks {
+        worker_task_id,
+        real_endpoint,
+        real_addr,
+        manager_task,
+    }
+}
 
-    // 1. A status report naming loopback, another node, and a made-up address as the
-    //    worker task's endpoints, plus a report about the manager's task.
-    let crafted = |addr: &str| json!({"target_port": 80, "addr": addr});
+/// The task on `host` that runs and has endpoints, if any.
+fn running_with_endpoints(tasks: &[Value], host: &str) -> Option<Value> {
+    tasks
+        .iter()
+        .find(|task| {
+            task["node_hostname"] == host
+                && task["status"]["state"] == "running"
+                && task["status"]["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty())
+        })
+        .cloned()
+}
+
+/// An endpoint of port 80 at `addr`, as a status report carries it.
+fn crafted(addr: &str) -> Value {
+    json!({"target_port": 80, "addr": addr})
+}
+
+/// A heartbeat body claiming `addr`, with `drivers` engine drivers.
+fn beat(addr: &str, drivers: usize) -> String {
+    json!({"addr": addr, "engine": {"drivers": vec!["process"; drivers]},
+           "cert_role": "worker", "raft_running": false})
+    .to_string()
+}
+
+/// The worker's address as the cluster records it.
+fn recorded_addr(cluster: &Cluster) -> Value {
+    cluster
+        .node_ls(0)
+        .expect("node ls")
+        .iter()
+        .find(|node| node["hostname"] == cluster.nodes[1].name.as_str())
+        .expect("the worker")["addr"]
+        .clone()
+}
+
+/// 1. A status report naming loopback, another node, and a made-up address as the
+///    worker task's endpoints, plus a report about the manager's task.
+fn crafted_endpoints_are_reported(cluster: &Cluster, forger: &Forger, web: &WebTasks) {
+    let Forger {
+        manager_addr,
+        worker_identity,
+        trap,
+        manager_trap,
+        ..
+    } = forger;
     let report = json!({"reports": [
-        {"task_id": worker_task_id, "status": {
+        {"task_id": web.worker_task_id, "status": {
             "state": "running", "message": "started", "timestamp_ms": 1,
             "endpoints": [
                 crafted("127.0.0.1:22"),
@@ -165,59 +267,67 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
                 crafted(&cluster.nodes[1].addr()),
                 crafted(&trap.addr),
                 crafted("169.254.169.254:80"),
-                real_endpoint,
+                web.real_endpoint,
             ]}},
-        {"task_id": manager_task["id"], "status": {
+        {"task_id": web.manager_task["id"], "status": {
             "state": "failed", "message": "crafted", "timestamp_ms": 1, "exit_code": 1}},
     ]});
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "POST",
         "/v1/dispatcher/status",
         Some(&report.to_string()),
-        Some(&worker_identity),
+        Some(worker_identity),
     );
     assert_eq!(status_of(&response), 200, "{response}");
+}
 
-    // 2. A heartbeat claiming the trap's address (the worker's beats come from its own
-    //    IP, the test's from another), sent while the worker is frozen: its own next
-    //    beat cannot put the real address back before the stored one is read.
-    let beat = |addr: &str, drivers: usize| {
-        json!({"addr": addr, "engine": {"drivers": vec!["process"; drivers]},
-               "cert_role": "worker", "raft_running": false})
-        .to_string()
-    };
-    // The pause lasts well under the heartbeat grace (3 beats), so the worker is not
-    // taken for down.
-    cluster.pause(1);
+/// 2. A heartbeat claiming the trap's address (the worker's beats come from its own
+///    IP, the test's from another), sent while the worker is frozen: its own next
+///    beat cannot put the real address back before the stored one is read. The pause
+///    (around this step and the next) lasts well under the heartbeat grace (3 beats),
+///    so the worker is not taken for down.
+fn a_crafted_heartbeat_address_is_not_stored(cluster: &Cluster, forger: &Forger) {
+    let Forger {
+        manager_addr,
+        worker_identity,
+        trap,
+        ..
+    } = forger;
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "POST",
         "/v1/dispatcher/heartbeat",
         Some(&beat(&trap.addr, 1)),
-        Some(&worker_identity),
+        Some(worker_identity),
     );
     assert_eq!(status_of(&response), 200, "{response}");
-    let recorded_addr = |cluster: &Cluster| {
-        cluster
-            .node_ls(0)
-            .expect("node ls")
-            .iter()
-            .find(|node| node["hostname"] == cluster.nodes[1].name.as_str())
-            .expect("the worker")["addr"]
-            .clone()
-    };
     assert_eq!(
-        recorded_addr(&cluster),
+        recorded_addr(cluster),
         cluster.nodes[1].addr(),
         "the crafted heartbeat address was stored"
     );
+}
 
-    // 3. A second assignment stream for the worker. The worker is frozen, so whether
-    //    its own stream is open cannot change meanwhile: if it is, the test's first one
-    //    is the second; if not, the test opens the first and holds it, then a second.
-    let open_stream = || {
-        let mut stream = tls_stream_as(&manager_addr, Some(&worker_identity))
+/// 3. A second assignment stream for the worker. The worker is frozen, so whether
+///    its own stream is open cannot change meanwhile: if it is, the test's first one
+///    is the second; if not, the test opens the first and holds it, then a second.
+fn a_second_assignment_stream_is_refused(forger: &Forger) {
+    /// Opens an assignment stream with the worker's certificate: the status, the
+    /// response as far as it was read, and the stream (held open by the caller).
+    fn open_stream(
+        forger: &Forger,
+    ) -> (
+        u16,
+        String,
+        rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    ) {
+        let Forger {
+            manager_addr,
+            worker_identity,
+            ..
+        } = forger;
+        let mut stream = tls_stream_as(manager_addr, Some(worker_identity))
             .expect("a TLS session with the worker's certificate");
         stream
             .get_mut()
@@ -245,8 +355,8 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
             response.push_str(&rest);
         }
         (status_of(&head), response, stream)
-    };
-    let (first, first_response, held) = open_stream();
+    }
+    let (first, first_response, held) = open_stream(forger);
     let refusal = match first {
         409 => {
             eprintln!("the worker's own stream was open: the test's first was the second");
@@ -254,7 +364,7 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         }
         200 => {
             eprintln!("the worker's own stream was closed: the test held the first");
-            let (second, second_response, _) = open_stream();
+            let (second, second_response, _) = open_stream(forger);
             assert_eq!(second, 409, "{second_response}");
             second_response
         }
@@ -262,15 +372,23 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     };
     assert!(refusal.contains("one per node"), "{refusal}");
     drop(held);
-    cluster.resume(1);
+}
 
+/// An oversized heartbeat and an oversized status batch are each refused whole.
+fn oversized_messages_are_refused(cluster: &Cluster, forger: &Forger, web: &WebTasks) {
+    let Forger {
+        manager_addr,
+        worker_identity,
+        ..
+    } = forger;
+    let worker_task_id = &web.worker_task_id;
     // An oversized heartbeat is refused whole.
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "POST",
         "/v1/dispatcher/heartbeat",
         Some(&beat(&cluster.nodes[1].addr(), 9)),
-        Some(&worker_identity),
+        Some(worker_identity),
     );
     assert_eq!(status_of(&response), 400, "{response}");
     assert!(response.contains("drivers"), "{response}");
@@ -279,22 +397,35 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         .map(|_| json!({"task_id": worker_task_id, "status": {"state": "running", "timestamp_ms": 1}}))
         .collect();
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "POST",
         "/v1/dispatcher/status",
         Some(&json!({ "reports": many }).to_string()),
-        Some(&worker_identity),
+        Some(worker_identity),
     );
     assert_eq!(status_of(&response), 400, "{response}");
+}
 
-    // 4. A GET that asks to rotate rotates nothing; a join from an address that is not
-    //    the one claimed is refused.
+/// 4. A GET that asks to rotate rotates nothing; a join from an address that is not
+///    the one claimed is refused.
+fn a_rotating_get_and_a_misplaced_join_are_refused(
+    cluster: &Cluster,
+    forger: &Forger,
+    token_before: &str,
+) {
+    let Forger {
+        manager_addr,
+        worker_identity,
+        manager_identity,
+        trap,
+        ..
+    } = forger;
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "GET",
         "/v1/join-tokens/worker?rotate=true",
         None,
-        Some(&manager_identity),
+        Some(manager_identity),
     );
     assert_eq!(status_of(&response), 405, "{response}");
     assert_eq!(
@@ -304,24 +435,26 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     let secret = token_before.trim().rsplit('-').next().unwrap().to_string();
     let join = json!({"secret": secret, "hostname": "intruder", "addr": trap.addr, "csr_pem": "x"});
     let response = tls_request(
-        &manager_addr,
+        manager_addr,
         "POST",
         "/v1/join",
         Some(&join.to_string()),
-        Some(&worker_identity),
+        Some(worker_identity),
     );
     assert_eq!(status_of(&response), 403, "{response}");
     assert!(
         response.contains("joins from its own advertise address"),
         "{response}"
     );
+}
 
-    // What is stored: the worker's task keeps only its real endpoint, the manager's task
-    // still runs, the worker's address is unchanged, nobody joined.
-    let tasks = tasks_of(&cluster, "web");
+/// What is stored: the worker's task keeps only its real endpoint, the manager's task
+/// still runs, the worker's address is unchanged, nobody joined.
+fn only_the_real_endpoint_is_stored(cluster: &Cluster, web: &WebTasks) {
+    let tasks = tasks_of(cluster, "web");
     let stored = tasks
         .iter()
-        .find(|task| task["id"] == worker_task_id.as_str())
+        .find(|task| task["id"] == web.worker_task_id.as_str())
         .expect("the worker's task");
     let endpoints: Vec<&str> = stored["status"]["endpoints"]
         .as_array()
@@ -329,10 +462,10 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         .iter()
         .filter_map(|endpoint| endpoint["addr"].as_str())
         .collect();
-    assert_eq!(endpoints, vec![real_addr.as_str()]);
+    assert_eq!(endpoints, vec![web.real_addr.as_str()]);
     let manager_task_now = tasks
         .iter()
-        .find(|task| task["id"] == manager_task["id"])
+        .find(|task| task["id"] == web.manager_task["id"])
         .expect("the manager's task");
     assert_eq!(manager_task_now["status"]["state"], "running");
     let nodes = cluster.node_ls(0).expect("node ls");
@@ -342,9 +475,14 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
         .find(|node| node["hostname"] == cluster.nodes[1].name.as_str())
         .expect("the worker");
     assert_eq!(worker["addr"], cluster.nodes[1].addr());
+}
 
-    // Never dialled: traffic through the mesh on both nodes and the service's logs (the
-    // manager fetches the worker's from its recorded address) reach only real tasks.
+/// Never dialled: traffic through the mesh on both nodes and the service's logs (the
+/// manager fetches the worker's from its recorded address) reach only real tasks.
+fn crafted_addresses_are_never_dialled(cluster: &Cluster, forger: &Forger, web: &WebTasks) {
+    let Forger {
+        trap, manager_trap, ..
+    } = forger;
     for index in 0..2 {
         let addr = format!("{}:8080", cluster.nodes[index].ip);
         for _ in 0..10 {
@@ -353,7 +491,7 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
             assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         }
         let metrics = socket_get(&cluster.nodes[index].socket, "/metrics");
-        assert!(metrics.contains(&real_addr), "{metrics}");
+        assert!(metrics.contains(&web.real_addr), "{metrics}");
         for crafted in [
             "127.0.0.1:22",
             trap.addr.as_str(),
@@ -371,22 +509,10 @@ fn crafted_worker_reports_are_dropped_and_never_dialled() {
     assert!(logs.status.success());
     assert_eq!(trap.hits(), 0, "a crafted address was dialled");
     assert_eq!(manager_trap.hits(), 0, "another node's address was dialled");
+}
 
-    // Dropped and logged, before anything was proposed.
-    let log = log_of(&cluster, 0);
-    for line in [
-        "reported endpoint dropped",
-        "status report about a task of another node dropped",
-        "heartbeat address dropped",
-        "heartbeat refused",
-        "status report refused",
-        "second assignment stream refused",
-        "join refused: address is not the source",
-    ] {
-        assert!(log.contains(line), "the manager's log lacks {line:?}");
-    }
-
-    // Names and labels with control characters are refused, nothing changes.
+/// Names and labels with control characters are refused, nothing changes.
+fn control_characters_are_refused(cluster: &Cluster) {
     let err = cluster.hoist_err(
         0,
         &[
@@ -443,20 +569,70 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} of {pid}"))
 }
 
+/// The largest number of replicas this test scales to: the maximum it sets.
+const MAX: u64 = 3_000;
+
+/// Settings `cluster update` refuses, each with what its message names.
+const BAD_SETTINGS: &[(&[&str], &str)] = &[
+    (&["--max-replicas", "0"], "--max-replicas"),
+    (&["--max-replicas", "1000000001"], "--max-replicas"),
+    (&["--task-history-limit", "65"], "--task-history-limit"),
+    (&["--cert-expiry", "10s"], "--cert-expiry"),
+    (&[], "nothing to update"),
+];
+
+/// The cluster settings, as `cluster inspect` prints them.
+fn settings(cluster: &Cluster) -> Value {
+    let view: Value =
+        serde_json::from_str(&cluster.hoist_ok(0, &["cluster", "inspect"])).expect("json");
+    view["settings"].clone()
+}
+
+/// The leader's commit index, polled instead of listing thousands of tasks while they
+/// are created (which would itself add to the leader's peak).
+fn commit_index(cluster: &Cluster) -> Option<u64> {
+    cluster
+        .json(0, &["info"])
+        .and_then(|info| info["raft_commit_index"].as_u64())
+}
+
+/// What the large scale-up measured on the leader, and the tasks it ended with.
+struct ScaleUp {
+    peak_before: u64,
+    peak_after: u64,
+    rss_before: u64,
+    rss_after: u64,
+    commit_before: u64,
+    commit_after: u64,
+    tasks: Vec<Value>,
+}
+
 #[test]
 fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
-    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    let mut cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     let name = cluster.nodes[0].name.clone();
-    let settings = |cluster: &Cluster| {
-        let view: Value =
-            serde_json::from_str(&cluster.hoist_ok(0, &["cluster", "inspect"])).expect("json");
-        view["settings"].clone()
-    };
     let defaults = settings(&cluster);
     assert_eq!(defaults["max_replicas"], 10_000);
     assert_eq!(defaults["task_history_limit"], 5);
     assert_eq!(defaults["join_rate_limit"], 5);
+    the_default_maximum_holds(&cluster);
+    bad_settings_are_refused(&cluster, &defaults);
+    settings_change(&cluster, &name, &defaults);
+    the_join_limiter_follows_the_setting(&cluster);
+    the_new_maximum_is_shown_and_enforced(&cluster);
+    let scale_up = scale_to_the_maximum(&cluster);
+    passes_and_memory_are_bounded(&scale_up);
+    // The maximum cannot drop below what a service asks for.
+    let err = cluster.hoist_err(0, &["cluster", "update", "--max-replicas", "100"]);
+    assert!(err.contains("scale it down first"), "{err}");
+    let kept = settings(&cluster);
+    assert_eq!(kept["max_replicas"], MAX);
+    settings_survive_a_restart(&mut cluster, &kept);
+}
 
+/// Under the default maximum (10,000), a larger scale or a larger new service is
+/// refused and nothing is stored.
+fn the_default_maximum_holds(cluster: &Cluster) {
     cluster.hoist_ok(
         0,
         &[
@@ -483,33 +659,26 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     assert!(err.contains("maximum of 10000"), "{err}");
     let services = cluster.json(0, &["service", "ls"]).expect("service ls");
     assert_eq!(services.as_array().map(Vec::len), Some(1), "{services}");
-    let inspect = |cluster: &Cluster| -> Value {
-        serde_json::from_str(&cluster.hoist_ok(0, &["service", "inspect", "web"])).expect("json")
-    };
-    assert_eq!(
-        inspect(&cluster)[0]["spec"]["mode"]["replicated"]["replicas"],
-        1
-    );
+    let inspect: Value =
+        serde_json::from_str(&cluster.hoist_ok(0, &["service", "inspect", "web"])).expect("json");
+    assert_eq!(inspect[0]["spec"]["mode"]["replicated"]["replicas"], 1);
+}
 
-    // Bad settings are refused by name; nothing changes.
-    for (args, expected) in [
-        (vec!["--max-replicas", "0"], "--max-replicas"),
-        (vec!["--max-replicas", "1000000001"], "--max-replicas"),
-        (vec!["--task-history-limit", "65"], "--task-history-limit"),
-        (vec!["--cert-expiry", "10s"], "--cert-expiry"),
-        (vec![], "nothing to update"),
-    ] {
+/// Bad settings are refused by name; nothing changes.
+fn bad_settings_are_refused(cluster: &Cluster, defaults: &Value) {
+    for &(args, expected) in BAD_SETTINGS {
         let mut command = vec!["cluster", "update"];
         command.extend(args);
         let err = cluster.hoist_err(0, &command);
         assert!(err.contains(expected), "{command:?}: {err}");
     }
-    assert_eq!(settings(&cluster), defaults);
+    assert_eq!(settings(cluster), *defaults);
+}
 
-    // A scale to the maximum on a drained cluster: nothing can run, every task is
-    // created anyway, in passes of at most 500.
-    const MAX: u64 = 3_000;
-    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", &name]);
+/// Drains the only node (so that nothing can run) and changes every setting but the
+/// heartbeat.
+fn settings_change(cluster: &Cluster, name: &str, defaults: &Value) {
+    cluster.hoist_ok(0, &["node", "update", "--availability", "drain", name]);
     cluster.hoist_ok(
         0,
         &[
@@ -532,7 +701,7 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
             "720h",
         ],
     );
-    let changed = settings(&cluster);
+    let changed = settings(cluster);
     assert_eq!(changed["max_replicas"], MAX);
     assert_eq!(changed["task_history_limit"], 3);
     assert_eq!(changed["join_rate_limit"], 2);
@@ -541,9 +710,13 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
         changed["heartbeat_period_ms"],
         defaults["heartbeat_period_ms"]
     );
-    // The join endpoint's limiter follows the setting: 0 lifts it, 1 a second holds a
-    // source to its burst.
-    let join_attempts = |cluster: &Cluster| -> Vec<String> {
+}
+
+/// The join endpoint's limiter follows the setting: 0 lifts it, 1 a second holds a
+/// source to its burst.
+fn the_join_limiter_follows_the_setting(cluster: &Cluster) {
+    /// 30 joins with a wrong secret, one after the other: the responses.
+    fn join_attempts(cluster: &Cluster) -> Vec<String> {
         let body = json!({"secret": "not-the-secret", "hostname": "guesser",
                           "addr": "127.0.0.1:2377", "csr_pem": "x"})
         .to_string();
@@ -558,15 +731,15 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
                 )
             })
             .collect()
-    };
+    }
     cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "0"]);
-    let unlimited = join_attempts(&cluster);
+    let unlimited = join_attempts(cluster);
     assert!(
         unlimited.iter().all(|response| status_of(response) == 403),
         "{unlimited:?}"
     );
     cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "1"]);
-    let limited = join_attempts(&cluster);
+    let limited = join_attempts(cluster);
     let refused: Vec<&String> = limited
         .iter()
         .filter(|response| status_of(response) == 429)
@@ -574,6 +747,10 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     assert!(refused.len() >= 5, "{limited:?}");
     assert!(refused[0].contains("1 per second"), "{}", refused[0]);
     cluster.hoist_ok(0, &["cluster", "update", "--join-rate-limit", "2"]);
+}
+
+/// The new maximum is what `cluster inspect --pretty` shows and what a scale meets.
+fn the_new_maximum_is_shown_and_enforced(cluster: &Cluster) {
     let pretty = cluster.hoist_ok(0, &["cluster", "inspect", "--pretty"]);
     assert!(
         pretty.contains("Max replicas:        3000 per service"),
@@ -584,7 +761,12 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
         &["service", "scale", "--detach", &format!("web={}", MAX + 1)],
     );
     assert!(err.contains(&format!("maximum of {MAX}")), "{err}");
+}
 
+/// A scale to the maximum on a drained cluster: nothing can run, every task is
+/// created anyway. Waits until the commit index has settled; the leader's memory
+/// figures and commit index before and after.
+fn scale_to_the_maximum(cluster: &Cluster) -> ScaleUp {
     let pid = cluster.nodes[0].pid().expect("the leader's pid");
     let peak_before = proc_kib(pid, "VmHWM");
     let rss_before = proc_kib(pid, "VmRSS");
@@ -592,16 +774,9 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
         .as_u64()
         .expect("commit index");
     cluster.hoist_ok(0, &["service", "scale", "--detach", &format!("web={MAX}")]);
-    // Polled through the commit index only: listing thousands of tasks while they are
-    // created would itself add to the leader's peak.
-    let commit_index = |cluster: &Cluster| {
-        cluster
-            .json(0, &["info"])
-            .and_then(|info| info["raft_commit_index"].as_u64())
-    };
     let mut last = (commit_before, std::time::Instant::now());
     wait_for("the scale-up to settle", Duration::from_secs(120), || {
-        let index = commit_index(&cluster)?;
+        let index = commit_index(cluster)?;
         if index != last.0 {
             last = (index, std::time::Instant::now());
             return None;
@@ -610,8 +785,31 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     });
     let peak_after = proc_kib(pid, "VmHWM");
     let rss_after = proc_kib(pid, "VmRSS");
-    let commit_after = commit_index(&cluster).expect("commit index");
-    let tasks = tasks_of(&cluster, "web");
+    let commit_after = commit_index(cluster).expect("commit index");
+    let tasks = tasks_of(cluster, "web");
+    ScaleUp {
+        peak_before,
+        peak_after,
+        rss_before,
+        rss_after,
+        commit_before,
+        commit_after,
+        tasks,
+    }
+}
+
+/// Every slot has its task, created in passes of at most 500, and the leader's peak
+/// memory grew by less than creating them in one change would take.
+fn passes_and_memory_are_bounded(scale_up: &ScaleUp) {
+    let ScaleUp {
+        peak_before,
+        peak_after,
+        rss_before,
+        rss_after,
+        commit_before,
+        commit_after,
+        tasks,
+    } = scale_up;
     let live = tasks
         .iter()
         .filter(|task| task["desired_state"] == "running")
@@ -620,7 +818,7 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
 
     // Tasks created by one pass share its timestamp.
     let mut per_pass: BTreeMap<u64, usize> = BTreeMap::new();
-    for task in &tasks {
+    for task in tasks {
         *per_pass
             .entry(task["created_at_ms"].as_u64().expect("created_at_ms"))
             .or_default() += 1;
@@ -628,7 +826,7 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
     let biggest = per_pass.values().copied().max().unwrap_or(0);
     // What the tasks weigh as JSON, the unit of the bound below.
     let tasks_json: usize = tasks.iter().map(|task| task.to_string().len()).sum();
-    let growth_kib = peak_after.saturating_sub(peak_before);
+    let growth_kib = peak_after.saturating_sub(*peak_before);
     eprintln!(
         "scale to {MAX}: {} passes, largest {biggest}; VmHWM {peak_before} -> {peak_after} KiB (+{growth_kib}); VmRSS {rss_before} -> {rss_after} KiB; all tasks as JSON: {} KiB",
         per_pass.len(),
@@ -653,14 +851,10 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
         "the leader's peak grew by {growth_kib} KiB for {} KiB of tasks as JSON",
         tasks_json / 1024
     );
-    // The maximum cannot drop below what a service asks for.
-    let err = cluster.hoist_err(0, &["cluster", "update", "--max-replicas", "100"]);
-    assert!(err.contains("scale it down first"), "{err}");
-    let kept = settings(&cluster);
-    assert_eq!(kept["max_replicas"], MAX);
+}
 
-    // The settings are persisted state: a restarted manager has them.
-    let mut cluster = cluster;
+/// The settings are persisted state: a restarted manager has them.
+fn settings_survive_a_restart(cluster: &mut Cluster, kept: &Value) {
     cluster.restart(0);
     let after_restart = wait_for("the manager back", Duration::from_secs(30), || {
         let output = cluster.hoist(0, &["cluster", "inspect"]);
@@ -670,5 +864,5 @@ fn replicas_are_capped_and_a_large_scale_up_commits_in_bounded_batches() {
             .then(|| serde_json::from_slice::<Value>(&output.stdout).ok())
             .flatten()
     });
-    assert_eq!(after_restart["settings"], kept);
+    assert_eq!(after_restart["settings"], *kept);
 }
