@@ -38,6 +38,20 @@ fn stdout_of(cluster: &Cluster, index: usize, args: &[&str]) -> String {
     String::from_utf8_lossy(&cluster.hoist(index, args).stdout).into_owned()
 }
 
+/// Commands that print, each run into a closed pipe.
+const PRINTING_COMMANDS: &[&[&str]] = &[
+    &["service", "ls"],
+    &["service", "ps", "idle"],
+    &["service", "inspect", "idle"],
+    &["node", "ls"],
+    &["node", "inspect", "node-1", "--pretty"],
+    &["info"],
+    &["cluster", "inspect", "--pretty"],
+    &["join-token", "worker"],
+    &["--help"],
+    &["service", "create", "--help"],
+];
+
 #[test]
 fn the_cli_tells_the_truth() {
     let mut cluster = Cluster::start(
@@ -48,27 +62,25 @@ fn the_cli_tells_the_truth() {
             ..ClusterOptions::default()
         },
     );
+    a_closed_pipe_ends_quietly(&cluster);
+    self_and_times_read_as_people_read_them(&cluster);
+    a_worker_says_what_it_knows(&cluster);
+    an_unread_target_port_is_warned_about(&cluster);
+    a_removed_node_says_so(&cluster);
+    without_quorum_info_shows_the_way_out(&mut cluster);
+    force_new_cluster_takes_only_its_own_address(&cluster);
+}
 
-    // A closed pipe: every command that prints ends quietly with status 0.
+/// A closed pipe: every command that prints ends quietly with status 0.
+fn a_closed_pipe_ends_quietly(cluster: &Cluster) {
     cluster.hoist_ok(
         0,
         &[
             "service", "create", "--name", "idle", "--detach", "sleep", "3600",
         ],
     );
-    for args in [
-        &["service", "ls"][..],
-        &["service", "ps", "idle"],
-        &["service", "inspect", "idle"],
-        &["node", "ls"],
-        &["node", "inspect", "node-1", "--pretty"],
-        &["info"],
-        &["cluster", "inspect", "--pretty"],
-        &["join-token", "worker"],
-        &["--help"],
-        &["service", "create", "--help"],
-    ] {
-        let (code, stderr) = into_closed_pipe(&cluster, 0, args);
+    for &args in PRINTING_COMMANDS {
+        let (code, stderr) = into_closed_pipe(cluster, 0, args);
         assert_eq!(
             (code, stderr.as_str()),
             (Some(0), ""),
@@ -76,8 +88,10 @@ fn the_cli_tells_the_truth() {
             args.join(" ")
         );
     }
+}
 
-    // `self`, and times and durations as people read them.
+/// `self`, and times and durations as people read them.
+fn self_and_times_read_as_people_read_them(cluster: &Cluster) {
     let info: Value = cluster.json(0, &["info"]).expect("info as JSON");
     let me: Value =
         serde_json::from_str(&cluster.hoist_ok(0, &["node", "inspect", "self"])).expect("JSON");
@@ -100,13 +114,15 @@ fn the_cli_tells_the_truth() {
             && manager_info.contains("Expiry duration: 90d"),
         "{manager_info}"
     );
+}
 
-    // A worker says what it knows, and nothing it does not.
+/// A worker says what it knows, and nothing it does not.
+fn a_worker_says_what_it_knows(cluster: &Cluster) {
     let worker_info = wait_for(
         "the worker's info to show its heartbeat period",
         Duration::from_secs(30),
         || {
-            let text = stdout_of(&cluster, 2, &["info"]);
+            let text = stdout_of(cluster, 2, &["info"]);
             text.contains("Heartbeat period: 1s").then_some(text)
         },
     );
@@ -120,8 +136,11 @@ fn the_cli_tells_the_truth() {
             && !worker_info.contains("Expiry duration"),
         "{worker_info}"
     );
+}
 
-    // A process task given a target port its command never reads is warned about.
+/// A process task given a target port its command never reads is warned about; one
+/// whose command mentions `$PORT` is not.
+fn an_unread_target_port_is_warned_about(cluster: &Cluster) {
     let warned = cluster.hoist(
         0,
         &[
@@ -153,26 +172,30 @@ fn the_cli_tells_the_truth() {
     );
     assert!(quiet.status.success());
     assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+}
 
-    // A node the cluster removed says so instead of "active".
+/// A node the cluster removed says so instead of "active".
+fn a_removed_node_says_so(cluster: &Cluster) {
     cluster.hoist_ok(0, &["node", "rm", "--force", "node-3"]);
     let removed = wait_for(
         "the removed worker to know it",
         Duration::from_secs(30),
         || {
-            let text = stdout_of(&cluster, 2, &["info"]);
+            let text = stdout_of(cluster, 2, &["info"]);
             text.contains("Cluster: removed").then_some(text)
         },
     );
     assert!(removed.contains("hoist leave --force"), "{removed}");
+}
 
-    // Without quorum: what this manager knows, and the way out.
+/// Without quorum: what this manager knows, and the way out.
+fn without_quorum_info_shows_the_way_out(cluster: &mut Cluster) {
     cluster.kill(1);
     let lost = wait_for(
         "info to report the lost quorum",
         Duration::from_secs(60),
         || {
-            let text = stdout_of(&cluster, 0, &["info"]);
+            let text = stdout_of(cluster, 0, &["info"]);
             text.contains("no quorum").then_some(text)
         },
     );
@@ -187,9 +210,11 @@ fn the_cli_tells_the_truth() {
         refused.contains("no quorum") && refused.contains("--force-new-cluster"),
         "{refused}"
     );
+}
 
-    // `--advertise-addr` with `--force-new-cluster`: another address or an unknown
-    // interface is refused by name and changes nothing; the node's own is accepted.
+/// `--advertise-addr` with `--force-new-cluster`: another address or an unknown
+/// interface is refused by name and changes nothing; the node's own is accepted.
+fn force_new_cluster_takes_only_its_own_address(cluster: &Cluster) {
     let elsewhere = cluster.hoist_err(
         0,
         &[
@@ -213,7 +238,7 @@ fn the_cli_tells_the_truth() {
         ],
     );
     assert!(unknown.contains("nosuchif0"), "{unknown}");
-    assert!(stdout_of(&cluster, 0, &["info"]).contains("no quorum"));
+    assert!(stdout_of(cluster, 0, &["info"]).contains("no quorum"));
     let own = cluster.nodes[0].addr();
     cluster.hoist_ok(
         0,
