@@ -600,6 +600,26 @@ fn flood_source(index: usize) -> String {
     format!("127.0.{}.{}", 200 + index / 200, 1 + index % 200)
 }
 
+/// The first flood, from one client address: the connections it opened, how many the
+/// mesh holds open, and when it began (each held connection is idle from its own start).
+struct OneAddressFlood {
+    opened_at: Instant,
+    idle: Vec<tokio::net::TcpStream>,
+    held: usize,
+}
+
+/// The flood sources whose connections in `spread` the server still holds open.
+fn still_open_sources(spread: &[(usize, tokio::net::TcpStream)]) -> Vec<usize> {
+    let mut buf = [0u8; 64];
+    spread
+        .iter()
+        .filter(|(_, stream)| {
+            matches!(stream.try_read(&mut buf), Err(err) if err.kind() == ErrorKind::WouldBlock)
+        })
+        .map(|(source, _)| *source)
+        .collect::<Vec<usize>>()
+}
+
 /// 1,000 idle connections to the `tcp` port of a daemon with 256 descriptors. The first
 /// 500 from one client address: the mesh holds its per-source share (half of its 64) and
 /// closes the rest at once, and another client's HTTP requests succeed. The other 500
@@ -617,163 +637,193 @@ fn a_thousand_idle_connections_leave_the_node_working(cluster: &Cluster) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        // Before the first connect: each held connection is idle from its own start.
-        let opened_at = Instant::now();
-        let mut idle = Vec::new();
-        for _ in 0..500 {
-            // A refused connection is closed by the server after the handshake; one the
-            // kernel could not even queue fails here. Both count as turned away.
-            if let Ok(stream) = connect_from("127.0.0.1", &tcp_port).await {
-                idle.push(stream);
-            }
-        }
-        eprintln!("500 connections attempted in {:?}", opened_at.elapsed());
-        // The mesh closes what is over its caps at once; what it holds stays open.
-        let mut held = 0;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            held = still_open(&idle);
-            if held <= PER_SOURCE_CAP {
-                break;
-            }
-        }
-        eprintln!("{held} of {} idle connections held open", idle.len());
-        assert!(
-            (1..=PER_SOURCE_CAP).contains(&held),
-            "{held} of {} idle connections held open",
-            idle.len()
-        );
-
-        // The control plane and other clients still work meanwhile.
-        let nodes = cluster.node_ls(0).expect("node ls answers");
-        assert_eq!(nodes.len(), 1);
-        for attempt in 0..20 {
-            let status = get_from("127.0.0.2", &http_port).await;
-            assert!(
-                status.starts_with("HTTP/1.1 200"),
-                "HTTP request {attempt} from another client: {status}"
-            );
-        }
-        let elapsed = opened_at.elapsed();
-        if elapsed < Duration::from_millis(2500) {
-            assert_eq!(
-                still_open(&idle),
-                held,
-                "held connections closed after {elapsed:?}, before the idle timeout"
-            );
-        }
-        assert!(metric_sum(cluster, "hoist_mesh_port_refused_total") > 0);
-        assert_eq!(
-            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
-            0
-        );
-
-        // 500 more from 25 other addresses, 20 each, taking turns: no address can reach
-        // its share, so what closes the rest is the mesh-wide cap.
-        let spread_at = Instant::now();
-        let mut spread = Vec::new();
-        for attempt in 0..FLOOD_SOURCES * FLOOD_PER_SOURCE {
-            let source = attempt % FLOOD_SOURCES;
-            if let Ok(stream) = connect_from(&flood_source(source), &tcp_port).await {
-                spread.push((source, stream));
-            }
-        }
-        eprintln!(
-            "500 connections from {FLOOD_SOURCES} addresses attempted in {:?}",
-            spread_at.elapsed()
-        );
-        let spread_streams = |spread: &[(usize, tokio::net::TcpStream)]| {
-            let mut buf = [0u8; 64];
-            spread
-                .iter()
-                .filter(|(_, stream)| {
-                    matches!(stream.try_read(&mut buf), Err(err) if err.kind() == ErrorKind::WouldBlock)
-                })
-                .map(|(source, _)| *source)
-                .collect::<Vec<usize>>()
-        };
-        let mut spread_held = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            spread_held = spread_streams(&spread);
-            if spread_held.len() + still_open(&idle) <= MESH_WIDE_CAP {
-                break;
-            }
-        }
-        let first_held = still_open(&idle);
-        let total_held = first_held + spread_held.len();
-        eprintln!(
-            "{total_held} connections held open: {first_held} from 127.0.0.1, {} from {} of the {FLOOD_SOURCES} other addresses",
-            spread_held.len(),
-            spread_held.iter().collect::<std::collections::BTreeSet<_>>().len()
-        );
-        assert!(
-            total_held <= MESH_WIDE_CAP,
-            "{total_held} connections held open, over the mesh-wide {MESH_WIDE_CAP}"
-        );
-        // More than one address's share is held, so the per-source cap alone is not
-        // what holds them...
-        assert!(
-            total_held > PER_SOURCE_CAP,
-            "only {total_held} connections held open"
-        );
-        // ...and, as no flood address can reach its share, those closed at once were
-        // closed by the mesh-wide cap.
-        assert!(
-            spread_held.len() < spread.len(),
-            "{} of {} connections from {FLOOD_SOURCES} addresses held open",
-            spread_held.len(),
-            spread.len()
-        );
-        let open_metric = metric_sum(cluster, "hoist_mesh_port_open_connections");
-        assert!(
-            open_metric <= MESH_WIDE_CAP as u64,
-            "hoist_mesh_port_open_connections says {open_metric}"
-        );
-        // The descriptors in reserve keep the control plane working.
-        let nodes = cluster.node_ls(0).expect("node ls answers with the mesh full");
-        assert_eq!(nodes.len(), 1);
-        assert_eq!(
-            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
-            0
-        );
-
-        // The idle timeout (3 s) closes every held connection, and none before it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut first_close = None;
-        loop {
-            let open = still_open(&idle);
-            if open < held && first_close.is_none() {
-                first_close = Some(opened_at.elapsed());
-            }
-            if open == 0 && spread_streams(&spread).is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{open} idle connections still open 20 s later"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let first_close = first_close.unwrap_or_default();
-        assert!(
-            first_close >= Duration::from_millis(2500),
-            "the first held connection closed after {first_close:?}, before the idle timeout"
-        );
-        assert_eq!(
-            metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
-            0
-        );
-        cluster.node_ls(0).expect("node ls answers afterwards");
-        // Room again: another client is served.
-        for attempt in 0..5 {
-            let status = get_from("127.0.0.2", &http_port).await;
-            assert!(
-                status.starts_with("HTTP/1.1 200"),
-                "HTTP request {attempt} after the idle timeout: {status}"
-            );
-        }
+        let flood = flood_from_one_address(&tcp_port).await;
+        others_are_served_meanwhile(cluster, &http_port, &flood).await;
+        let spread = flood_from_many_addresses(cluster, &tcp_port, &flood.idle).await;
+        the_idle_timeout_closes_them_all(cluster, &http_port, &flood, &spread).await;
     });
+}
+
+/// 500 connections from 127.0.0.1: the mesh closes what is over its per-source share at
+/// once and holds the rest open.
+async fn flood_from_one_address(tcp_port: &str) -> OneAddressFlood {
+    // Before the first connect: each held connection is idle from its own start.
+    let opened_at = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        // A refused connection is closed by the server after the handshake; one the
+        // kernel could not even queue fails here. Both count as turned away.
+        if let Ok(stream) = connect_from("127.0.0.1", tcp_port).await {
+            idle.push(stream);
+        }
+    }
+    eprintln!("500 connections attempted in {:?}", opened_at.elapsed());
+    // The mesh closes what is over its caps at once; what it holds stays open.
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = still_open(&idle);
+        if held <= PER_SOURCE_CAP {
+            break;
+        }
+    }
+    eprintln!("{held} of {} idle connections held open", idle.len());
+    assert!(
+        (1..=PER_SOURCE_CAP).contains(&held),
+        "{held} of {} idle connections held open",
+        idle.len()
+    );
+    OneAddressFlood {
+        opened_at,
+        idle,
+        held,
+    }
+}
+
+/// The control plane and other clients still work meanwhile; no held connection closes
+/// before the idle timeout, and no endpoint is ejected.
+async fn others_are_served_meanwhile(cluster: &Cluster, http_port: &str, flood: &OneAddressFlood) {
+    let nodes = cluster.node_ls(0).expect("node ls answers");
+    assert_eq!(nodes.len(), 1);
+    for attempt in 0..20 {
+        let status = get_from("127.0.0.2", http_port).await;
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "HTTP request {attempt} from another client: {status}"
+        );
+    }
+    let elapsed = flood.opened_at.elapsed();
+    if elapsed < Duration::from_millis(2500) {
+        assert_eq!(
+            still_open(&flood.idle),
+            flood.held,
+            "held connections closed after {elapsed:?}, before the idle timeout"
+        );
+    }
+    assert!(metric_sum(cluster, "hoist_mesh_port_refused_total") > 0);
+    assert_eq!(
+        metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+        0
+    );
+}
+
+/// 500 more from 25 other addresses, 20 each, taking turns: no address can reach
+/// its share, so what closes the rest is the mesh-wide cap. The connections opened,
+/// with the source each came from.
+async fn flood_from_many_addresses(
+    cluster: &Cluster,
+    tcp_port: &str,
+    idle: &[tokio::net::TcpStream],
+) -> Vec<(usize, tokio::net::TcpStream)> {
+    let spread_at = Instant::now();
+    let mut spread = Vec::new();
+    for attempt in 0..FLOOD_SOURCES * FLOOD_PER_SOURCE {
+        let source = attempt % FLOOD_SOURCES;
+        if let Ok(stream) = connect_from(&flood_source(source), tcp_port).await {
+            spread.push((source, stream));
+        }
+    }
+    eprintln!(
+        "500 connections from {FLOOD_SOURCES} addresses attempted in {:?}",
+        spread_at.elapsed()
+    );
+    let mut spread_held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        spread_held = still_open_sources(&spread);
+        if spread_held.len() + still_open(idle) <= MESH_WIDE_CAP {
+            break;
+        }
+    }
+    let first_held = still_open(idle);
+    let total_held = first_held + spread_held.len();
+    eprintln!(
+        "{total_held} connections held open: {first_held} from 127.0.0.1, {} from {} of the {FLOOD_SOURCES} other addresses",
+        spread_held.len(),
+        spread_held.iter().collect::<std::collections::BTreeSet<_>>().len()
+    );
+    assert!(
+        total_held <= MESH_WIDE_CAP,
+        "{total_held} connections held open, over the mesh-wide {MESH_WIDE_CAP}"
+    );
+    // More than one address's share is held, so the per-source cap alone is not
+    // what holds them...
+    assert!(
+        total_held > PER_SOURCE_CAP,
+        "only {total_held} connections held open"
+    );
+    // ...and, as no flood address can reach its share, those closed at once were
+    // closed by the mesh-wide cap.
+    assert!(
+        spread_held.len() < spread.len(),
+        "{} of {} connections from {FLOOD_SOURCES} addresses held open",
+        spread_held.len(),
+        spread.len()
+    );
+    let open_metric = metric_sum(cluster, "hoist_mesh_port_open_connections");
+    assert!(
+        open_metric <= MESH_WIDE_CAP as u64,
+        "hoist_mesh_port_open_connections says {open_metric}"
+    );
+    // The descriptors in reserve keep the control plane working.
+    let nodes = cluster
+        .node_ls(0)
+        .expect("node ls answers with the mesh full");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+        0
+    );
+    spread
+}
+
+/// The idle timeout (3 s) closes every held connection, and none before it; nothing is
+/// ejected, and there is room again: another client is served.
+async fn the_idle_timeout_closes_them_all(
+    cluster: &Cluster,
+    http_port: &str,
+    flood: &OneAddressFlood,
+    spread: &[(usize, tokio::net::TcpStream)],
+) {
+    let OneAddressFlood {
+        opened_at,
+        idle,
+        held,
+    } = flood;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut first_close = None;
+    loop {
+        let open = still_open(idle);
+        if open < *held && first_close.is_none() {
+            first_close = Some(opened_at.elapsed());
+        }
+        if open == 0 && still_open_sources(spread).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} idle connections still open 20 s later"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_close = first_close.unwrap_or_default();
+    assert!(
+        first_close >= Duration::from_millis(2500),
+        "the first held connection closed after {first_close:?}, before the idle timeout"
+    );
+    assert_eq!(
+        metric_sum(cluster, "hoist_mesh_endpoint_ejections_total"),
+        0
+    );
+    cluster.node_ls(0).expect("node ls answers afterwards");
+    // Room again: another client is served.
+    for attempt in 0..5 {
+        let status = get_from("127.0.0.2", http_port).await;
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "HTTP request {attempt} after the idle timeout: {status}"
+        );
+    }
 }
