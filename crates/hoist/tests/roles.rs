@@ -298,10 +298,13 @@ fn a_worker_certificate_passes_for_no_manager_neither_to_a_joining_node_nor_on_a
     assert_eq!(nodes(&cluster), nodes_before);
 }
 
-/// Where the demoted manager's certificate is tried, and the certificate itself.
+/// Where node-2's certificates are tried: the leader's listener (the control API and
+/// the routes of members), and the worker's, whose task output is for managers only.
 struct Listeners {
     leader_addr: String,
     worker_addr: String,
+    /// A node-logs path for a task no node ran: a call that passes authorization
+    /// gets a 404.
     node_logs: String,
 }
 
@@ -463,7 +466,8 @@ fn a_removed_node_is_refused_everywhere(
     } = listeners;
     cluster.kill(1);
     cluster.hoist_ok(0, &["node", "rm", "--force", "node-2"]);
-    let calls = [
+    // Every route class: a member's, the control API's, Raft's.
+    const REMOVED_NODE_CALLS: &[(&str, &str, Option<&str>)] = &[
         ("POST", "/v1/dispatcher/heartbeat", Some("{}")),
         ("POST", "/v1/node/renew", Some(r#"{"csr_pem":""}"#)),
         ("POST", "/v1/dispatcher/assignments", Some("{}")),
@@ -477,7 +481,7 @@ fn a_removed_node_is_refused_everywhere(
         ("POST", "/raft/append", Some("{}")),
     ];
     for certificate in [manager_certificate, worker_certificate] {
-        for (method, path, body) in calls {
+        for &(method, path, body) in REMOVED_NODE_CALLS {
             let response = tls_request(leader_addr, method, path, body, Some(certificate));
             assert!(
                 response.starts_with("HTTP/1.1 403") && response.contains("removed"),
