@@ -9,7 +9,7 @@
 //! `ServiceRoute`s (`Mesh::set_services`, `Mesh::set_endpoints`) built from whatever it
 //! knows, and serves `Mesh::render_metrics` wherever it likes.
 //!
-//! Layout: `model` (what is fed in), `balance`, `route` and the tracker in `health` (pure
+//! Layout: `model` (what is fed in, and which of it can be served), `balance`, `route` and the tracker in `health` (pure
 //! decisions), `table` (live endpoint tables), `l4` and `l7` (data paths) with `upstream`
 //! (keep-alive connections to endpoints), `kernel` (the nftables data path `tcp` ports may
 //! use instead of `l4`), `body` (body types) and `coarse_timer` (per-request deadlines),
@@ -39,6 +39,6 @@ pub use error::MeshError;
 pub use health::{HealthTracker, HealthTransition};
 pub use mesh::{Mesh, UpdateReport};
 pub use model::{
-    validate_services, Endpoint, EndpointState, HealthCheck, HostPathRoute, L4Dataplane,
-    MeshConfig, Protocol, ServiceRoute, MIN_HEADER_BYTES,
+    servable, validate_services, Endpoint, EndpointState, HealthCheck, HostPathRoute, L4Dataplane,
+    LeftOut, MeshConfig, Protocol, Servable, ServiceRoute, MIN_HEADER_BYTES,
 };

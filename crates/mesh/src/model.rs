@@ -1,7 +1,8 @@
 //! The data the daemon feeds the mesh: its configuration and the services it routes.
 //!
 //! Owns: `MeshConfig` (with its documented defaults), `ServiceRoute` and the types inside
-//! it, and `validate_services`, the pure check run before any update is applied.
+//! it, `validate_services`, the pure check run before any update is applied, and
+//! `servable`, the pure choice of which services of a clashing set the mesh serves.
 //!
 //! Does not know: where these values come from. The mesh never reads cluster state or Raft;
 //! the daemon translates its services and running tasks into `ServiceRoute`s and pushes
@@ -404,8 +405,96 @@ pub fn validate_services(services: &[ServiceRoute]) -> Result<(), MeshError> {
     Ok(())
 }
 
+/// What the mesh can serve of a set of services: the largest prefix-consistent subset,
+/// in the order given, and the services left out with the reason.
+#[derive(Debug)]
+pub struct Servable {
+    pub services: Vec<ServiceRoute>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A service [`servable`] left out because its routes clash with those already taken.
+#[derive(Debug)]
+pub struct LeftOut {
+    pub service_name: String,
+    pub error: MeshError,
+}
+
+/// Keeps each service whose routes agree with those kept before it and leaves out the
+/// rest, so one clashing service does not block every other service's update (the
+/// whole set would fail [`validate_services`]).
+pub fn servable(services: Vec<ServiceRoute>) -> Servable {
+    if validate_services(&services).is_ok() {
+        return Servable {
+            services,
+            left_out: Vec::new(),
+        };
+    }
+    let mut accepted: Vec<ServiceRoute> = Vec::new();
+    let mut left_out = Vec::new();
+    for service in services {
+        accepted.push(service);
+        if let Err(error) = validate_services(&accepted) {
+            if let Some(refused) = accepted.pop() {
+                left_out.push(LeftOut {
+                    service_name: refused.service_name,
+                    error,
+                });
+            }
+        }
+    }
+    Servable {
+        services: accepted,
+        left_out,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_clashing_service_is_left_out_instead_of_blocking_the_others() {
+        let with_host = |id: &str, host: &str| ServiceRoute {
+            routes: vec![HostPathRoute {
+                host: Some(host.to_string()),
+                path_prefix: None,
+            }],
+            ..service(id, 8080, Protocol::Http)
+        };
+        let servable = servable(vec![
+            with_host("a", "a.test"),
+            with_host("b", "a.test"),
+            with_host("c", "c.test"),
+            service("d", 8080, Protocol::Tcp),
+        ]);
+        let served: Vec<&str> = servable
+            .services
+            .iter()
+            .map(|service| service.service_name.as_str())
+            .collect();
+        assert_eq!(served, ["a", "c"]);
+        let left_out: Vec<&str> = servable
+            .left_out
+            .iter()
+            .map(|left_out| left_out.service_name.as_str())
+            .collect();
+        assert_eq!(left_out, ["b", "d"]);
+        assert!(matches!(
+            servable.left_out[0].error,
+            MeshError::InvalidRoute { .. }
+        ));
+    }
+
+    #[test]
+    fn a_consistent_set_is_served_whole() {
+        let services = vec![
+            service("a", 8080, Protocol::Tcp),
+            service("b", 8081, Protocol::Http),
+        ];
+        let servable = servable(services.clone());
+        assert_eq!(servable.services, services);
+        assert!(servable.left_out.is_empty());
+    }
     use super::*;
 
     fn service(id: &str, published: u16, protocol: Protocol) -> ServiceRoute {

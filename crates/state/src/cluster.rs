@@ -165,6 +165,36 @@ impl Default for ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// The settings of a new cluster: the defaults, with the heartbeat and certificate
+    /// lifetime `hoist init` was given. Why one is refused names the flag.
+    pub fn for_init(
+        heartbeat_period_ms: Option<u64>,
+        heartbeat_grace: Option<u32>,
+        cert_expiry_secs: Option<u64>,
+    ) -> Result<ClusterSettings, String> {
+        let mut settings = ClusterSettings::default();
+        if let Some(period) = heartbeat_period_ms {
+            if !(50..=60_000).contains(&period) {
+                return Err("--heartbeat-period must be between 50ms and 60s".into());
+            }
+            settings.heartbeat_period_ms = period;
+        }
+        if let Some(grace) = heartbeat_grace {
+            if grace == 0 {
+                return Err("--heartbeat-grace must be at least 1".into());
+            }
+            settings.heartbeat_grace = grace;
+        }
+        if let Some(expiry) = cert_expiry_secs {
+            // Short lifetimes exist for tests of renewal; production keeps the default.
+            if expiry < 10 {
+                return Err("--cert-expiry must be at least 10s".into());
+            }
+            settings.cert_expiry_secs = expiry;
+        }
+        Ok(settings)
+    }
+
     /// Why settings given to `cluster update` cannot replace `current`, naming the flag.
     /// Only changed fields are judged, so a cluster created with a short certificate
     /// lifetime (tests of renewal) can still change its other settings.
@@ -303,5 +333,48 @@ impl ClusterState {
     /// Whether a certificate for `node_id` should still be honoured.
     pub fn node_is_member(&self, node_id: NodeId) -> bool {
         self.nodes.contains_key(&node_id) && !self.removed_nodes.contains(&node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterSettings;
+
+    #[test]
+    fn init_settings_are_the_defaults_with_the_flags_given_in_range() {
+        assert_eq!(
+            ClusterSettings::for_init(None, None, None),
+            Ok(ClusterSettings::default())
+        );
+        let settings = ClusterSettings::for_init(Some(200), Some(5), Some(30)).unwrap();
+        assert_eq!(
+            (
+                settings.heartbeat_period_ms,
+                settings.heartbeat_grace,
+                settings.cert_expiry_secs
+            ),
+            (200, 5, 30)
+        );
+        for (period, grace, expiry, message) in [
+            (
+                Some(49),
+                None,
+                None,
+                "--heartbeat-period must be between 50ms and 60s",
+            ),
+            (
+                Some(60_001),
+                None,
+                None,
+                "--heartbeat-period must be between 50ms and 60s",
+            ),
+            (None, Some(0), None, "--heartbeat-grace must be at least 1"),
+            (None, None, Some(9), "--cert-expiry must be at least 10s"),
+        ] {
+            assert_eq!(
+                ClusterSettings::for_init(period, grace, expiry),
+                Err(message.to_string())
+            );
+        }
     }
 }

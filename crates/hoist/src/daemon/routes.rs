@@ -28,7 +28,8 @@ use hoist_types::Role;
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use super::member::{manager_error_status, LifecycleError, Member};
+use super::errors::{manager_error_status, LifecycleError};
+use super::member::Member;
 use super::server::Caller;
 use super::{ca_routes, limits, service_routes, Daemon};
 
@@ -165,7 +166,7 @@ impl From<ManagerError> for ApiError {
 
 impl From<LifecycleError> for ApiError {
     fn from(err: LifecycleError) -> Self {
-        ApiError::new(err.status, err.message)
+        ApiError::new(err.status(), err.to_string())
     }
 }
 
