@@ -12,9 +12,9 @@
 //! mesh), `errors` (failures and their HTTP statuses), `files` (the data directory's
 //! permissions), and the listeners and routes (`server`, `routes`, `*_routes`, `limits`).
 
-// The file holding `Daemon` is named for it, inside the module named for the command.
 mod ca_routes;
 mod cluster_routes;
+// The file holding `Daemon` is named for it, inside the module named for the command.
 #[allow(clippy::module_inception)]
 mod daemon;
 mod drivers;
