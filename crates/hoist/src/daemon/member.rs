@@ -70,6 +70,7 @@ pub(super) struct ManagerRuntime {
 }
 
 impl Daemon {
+    /// Binds the node's TLS listener and starts the member on it.
     pub(super) async fn start_member(
         self: &Arc<Self>,
         record: NodeRecord,
@@ -131,6 +132,8 @@ type NewMember = (
 );
 
 impl Daemon {
+    /// The member of `record` with the identity in `files`, its drivers, agent and mesh,
+    /// before anything of it runs.
     async fn new_member(
         &self,
         record: NodeRecord,

@@ -23,6 +23,7 @@ use super::records::raft_dir;
 use super::Daemon;
 
 impl Daemon {
+    /// Starts the worker session, through which the cluster says which role it wants.
     pub(super) fn start_session(self: &Arc<Self>, member: &Arc<Member>) {
         let host = Arc::new(SessionHandle {
             daemon: self.clone(),
@@ -33,11 +34,7 @@ impl Daemon {
             member.session_state.clone(),
             member.stop.subscribe(),
         ));
-        member
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        member.track([handle]);
     }
 
     /// Starts Raft and the manager's loops on this member.
