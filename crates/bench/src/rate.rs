@@ -123,11 +123,12 @@ fn parse_args(args: &[String]) -> anyhow::Result<RateConfig> {
             "--url" => url = Some(value.clone()),
             "--rate" => rate = Some(value.parse::<u64>().context("--rate needs a number")?),
             "--duration" => {
-                let seconds: f64 = value.parse().context("--duration needs seconds")?;
-                if !(seconds > 0.0 && seconds <= 3600.0) {
+                // Seconds (`5`, `2.5`) or Docker's syntax (`30s`, `1m30s`).
+                duration = hoist_types::duration::parse_duration(value)
+                    .context("--duration needs seconds")?;
+                if duration.is_zero() || duration > Duration::from_secs(3600) {
                     bail!("--duration must be in (0, 3600] seconds");
                 }
-                duration = Duration::from_secs_f64(seconds);
             }
             "--connections" => {
                 connections = value.parse().context("--connections needs a number")?

@@ -8,12 +8,11 @@ use hoist_api::{
     Client, ForceNewClusterResponse, InfoResponse, InitRequest, InitResponse, JoinClusterRequest,
     JoinClusterResponse, LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
 };
+use hoist_types::clock::now_ms;
 use hoist_types::service::{format_cpus, format_memory};
 use hoist_types::{Availability, Role};
 
-use crate::output::{
-    duration, now_ms, print_json, print_table, timestamp, timestamp_ago, wants_json,
-};
+use crate::output::{duration, print_json, print_table, timestamp, timestamp_ago, wants_json};
 use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
 
 /// Writes a backup, which holds the cluster CA's key and both join secrets, so that no

@@ -373,32 +373,10 @@ pub struct NodeUpdateArgs {
     pub node: String,
 }
 
-/// Parses durations like `1s`, `500ms`, `2m`, `90d`, `2160h` into milliseconds.
+/// A duration flag in Docker's syntax (`500ms`, `1.5s`, `1m30s`, `90d`), in
+/// milliseconds; see [`hoist_types::duration`].
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a number and a unit, like 10s or 500ms")
-    })?;
-    let scale = match unit {
-        "ms" => 1.0,
-        "s" | "" => 1_000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        other => {
-            return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    if value < 0.0 || !value.is_finite() {
-        return Err(format!("invalid duration {text:?}"));
-    }
-    Ok((value * scale).round() as u64)
+    hoist_types::duration::parse_duration_ms(text).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

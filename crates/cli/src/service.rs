@@ -15,8 +15,9 @@ use hoist_types::service::{
 use hoist_types::task::{DesiredState, TaskState};
 
 use crate::commands::encode;
-use crate::output::{ago, duration, now_ms, print_json, print_table, wants_json};
+use crate::output::{ago, duration, print_json, print_table, wants_json};
 use crate::ListArgs;
+use hoist_types::clock::now_ms;
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {

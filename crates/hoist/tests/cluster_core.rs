@@ -1,10 +1,11 @@
 //! Cluster core acceptance: real daemon processes on loopback addresses, real signals.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hoist_testkit::hoist_bin;
 use hoist_testkit::{wait_for, Cluster, ClusterOptions};
+use hoist_types::clock::now_ms;
 use serde_json::Value;
 
 /// What every manager must agree on about a node.
@@ -23,13 +24,6 @@ fn summary(nodes: &[Value]) -> BTreeSet<String> {
             )
         })
         .collect()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[test]

@@ -21,7 +21,7 @@ mod services;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hoist_raft::{ProposeError, RaftNode};
 use hoist_state::{Change, ChangeOutcome, ClusterState};
@@ -173,9 +173,4 @@ impl Manager {
 
 /// Wall-clock milliseconds for the timestamps inside changes. Only proposers read the
 /// clock; `apply` never does.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use hoist_types::clock::now_ms;

@@ -5,6 +5,8 @@
 //! so every other crate can depend on it and every decision over it can be tested
 //! without a runtime. Words follow `docs/nomenclature.md`.
 
+pub mod clock;
+pub mod duration;
 pub mod ids;
 pub mod node;
 pub mod service;

@@ -88,12 +88,7 @@ pub struct Agent {
     stopping: CancellationToken,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
+use hoist_types::clock::now_ms;
 
 impl Agent {
     /// A runner and the receiving end of its reports (for [`run_reporter`]).

@@ -2,12 +2,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hoist_api::{
     ErrorBody, HeartbeatRequest, HeartbeatResponse, NotLeaderBody, RenewRequest, RenewResponse,
 };
 use hoist_pki::NodeCsr;
+use hoist_types::clock::now_secs as unix_now;
 use hoist_types::{EngineInfo, NodeId, Role};
 use tokio::sync::watch;
 
@@ -50,13 +51,6 @@ pub struct SessionState {
 fn should_renew(not_after: i64, lifetime_secs: u64, now: i64) -> bool {
     let remaining = not_after - now;
     remaining < (lifetime_secs / 2) as i64
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 enum BeatOutcome {
