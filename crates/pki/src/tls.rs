@@ -413,31 +413,14 @@ impl CapturedChain {
     }
 }
 
+/// A certificate's DER as PEM, in the form the rest of the cluster stores (LF line
+/// endings, 64 columns).
 fn pem_encode(der: &[u8]) -> String {
-    use std::fmt::Write;
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut encoded = String::new();
-    for chunk in der.chunks(3) {
-        let bytes = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                encoded.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                encoded.push('=');
-            }
-        }
-    }
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        let _ = writeln!(pem, "{}", String::from_utf8_lossy(line));
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
+    let block = pem::Pem::new("CERTIFICATE", der);
+    pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// A client configuration that accepts any server certificate and records the chain,
@@ -501,5 +484,26 @@ impl ServerCertVerifier for CaptureVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.schemes.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_encoding_wraps_at_64_columns_with_lf_and_reads_back() {
+        assert_eq!(
+            pem_encode(b"hello"),
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n"
+        );
+        for len in [1, 2, 3, 47, 48, 49, 96, 1000] {
+            let der: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let pem = pem_encode(&der);
+            assert!(!pem.contains('\r'), "{pem}");
+            assert!(pem.lines().all(|line| line.len() <= 64), "{pem}");
+            let back = CertificateDer::from_pem_slice(pem.as_bytes()).expect("reads back");
+            assert_eq!(back.as_ref(), der.as_slice(), "length {len}");
+        }
     }
 }
