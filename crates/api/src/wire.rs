@@ -104,9 +104,37 @@ pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,
     /// Leader, Reachable or Unreachable for managers; absent for workers.
-    pub manager_status: Option<String>,
+    pub manager_status: Option<ManagerStatus>,
     /// Whether this row is the node that answered.
     pub is_self: bool,
+}
+
+/// A manager as the answering manager's Raft view sees it (`docker node ls`'s MANAGER
+/// STATUS column, spelled as Docker spells it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManagerStatus {
+    /// The Raft leader.
+    Leader,
+    /// A voter whose node is Ready.
+    Reachable,
+    /// Not a voter (yet, or any more), or its node is not Ready.
+    Unreachable,
+}
+
+impl ManagerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManagerStatus::Leader => "Leader",
+            ManagerStatus::Reachable => "Reachable",
+            ManagerStatus::Unreachable => "Unreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for ManagerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -635,5 +663,26 @@ mod limit_tests {
         let mut text = "ééé".to_string();
         limits::truncate(&mut text, 3);
         assert_eq!(text, "é");
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn manager_status_is_spelled_as_docker_spells_it() {
+        for (status, text) in [
+            (ManagerStatus::Leader, "Leader"),
+            (ManagerStatus::Reachable, "Reachable"),
+            (ManagerStatus::Unreachable, "Unreachable"),
+        ] {
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, serde_json::json!(text));
+            assert_eq!(status.to_string(), text);
+            let back: ManagerStatus = serde_json::from_value(json).expect("reads back");
+            assert_eq!(back, status);
+        }
+        assert!(serde_json::from_str::<ManagerStatus>("\"leader\"").is_err());
     }
 }

@@ -413,7 +413,9 @@ async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
                 view.node.hostname.clone(),
                 view.node.status.as_str().to_string(),
                 view.node.availability.as_str().to_string(),
-                view.manager_status.clone().unwrap_or_default(),
+                view.manager_status
+                    .map(|status| status.to_string())
+                    .unwrap_or_default(),
                 view.node.addr.clone(),
                 engine_text(&view.node.engine),
             ]

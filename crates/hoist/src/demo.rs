@@ -255,7 +255,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 view.node.hostname.clone(),
                 view.node.status.as_str().into(),
                 view.node.availability.as_str().into(),
-                view.manager_status.clone().unwrap_or_default(),
+                view.manager_status
+                    .map(|status| status.to_string())
+                    .unwrap_or_default(),
                 view.node.addr.clone(),
             ]
         })

@@ -1,7 +1,7 @@
 //! Node management: listing, updating, promoting, demoting and removing nodes, with the
 //! guards that keep the managers' quorum.
 
-use hoist_api::{InfoResponse, NodeUpdateRequest, NodeView};
+use hoist_api::{InfoResponse, ManagerStatus, NodeUpdateRequest, NodeView};
 use hoist_raft::MembershipInfo;
 use hoist_state::{Change, ClusterState};
 use hoist_types::{Node, NodeId, NodeStatus, Role};
@@ -20,17 +20,21 @@ pub enum Demotion {
 }
 
 /// The manager status column: Leader, Reachable or Unreachable.
-fn manager_status(node: &Node, leader: Option<u64>, membership: &MembershipInfo) -> Option<String> {
+fn manager_status(
+    node: &Node,
+    leader: Option<u64>,
+    membership: &MembershipInfo,
+) -> Option<ManagerStatus> {
     if node.role != Role::Manager && !membership.voters.contains_key(&node.id.0) {
         return None;
     }
     if leader == Some(node.id.0) {
-        return Some("Leader".into());
+        return Some(ManagerStatus::Leader);
     }
     if membership.voters.contains_key(&node.id.0) && node.status == NodeStatus::Ready {
-        Some("Reachable".into())
+        Some(ManagerStatus::Reachable)
     } else {
-        Some("Unreachable".into())
+        Some(ManagerStatus::Unreachable)
     }
 }
 
