@@ -10,7 +10,7 @@ use hoist_api::{
 };
 use hoist_types::clock::now_ms;
 use hoist_types::service::{format_cpus, format_memory};
-use hoist_types::{Availability, Role};
+use hoist_types::{Availability, DriverKind, Role};
 
 use crate::output::{duration, print_json, print_table, timestamp, timestamp_ago, wants_json};
 use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
@@ -441,10 +441,14 @@ fn engine_text(engine: &hoist_types::EngineInfo) -> String {
     let mut drivers: Vec<String> = engine
         .drivers
         .iter()
-        .filter(|driver| *driver != "docker")
+        .filter(|driver| *driver != DriverKind::Docker.as_str())
         .cloned()
         .collect();
-    if engine.drivers.iter().any(|driver| driver == "docker") {
+    if engine
+        .drivers
+        .iter()
+        .any(|driver| driver == DriverKind::Docker.as_str())
+    {
         let version = engine.docker_version.clone().unwrap_or_default();
         let storage = engine.storage_driver.clone().unwrap_or_default();
         drivers.insert(0, format!("docker {version} ({storage})"));

@@ -13,6 +13,7 @@ use hoist_types::service::{
     PublishedPort, Rebalance, RestartCondition, ServiceMode, ServiceSpec,
 };
 use hoist_types::task::{DesiredState, TaskState};
+use hoist_types::DriverKind;
 
 use crate::commands::encode;
 use crate::output::{ago, duration, print_json, print_table, wants_json};
@@ -271,11 +272,11 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
         other => bail!("invalid --mode {other:?}: expected replicated or global"),
     };
     let driver = match args.driver {
-        Some(driver) => driver,
-        None if looks_like_image(&args.command[0]) => "docker".into(),
-        None => "process".into(),
+        Some(driver) => driver.parse::<DriverKind>()?,
+        None if looks_like_image(&args.command[0]) => DriverKind::Docker,
+        None => DriverKind::Process,
     };
-    if driver == "docker" {
+    if driver == DriverKind::Docker {
         spec.image = Some(args.command[0].clone());
         spec.command = args.command[1..].to_vec();
     } else {
@@ -350,7 +351,7 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
 /// that is where the mesh sends the published port's traffic. A command that never
 /// mentions PORT most likely listens on the target port, where nothing arrives.
 fn port_contract_warning(spec: &ServiceSpec) -> Option<String> {
-    if spec.driver != "process" || spec.ports.is_empty() {
+    if spec.driver != DriverKind::Process || spec.ports.is_empty() {
         return None;
     }
     if spec.command.iter().any(|word| word.contains("PORT")) {
@@ -792,7 +793,7 @@ mod tests {
     fn a_process_task_that_ignores_port_is_warned_about() {
         let spec = |driver: &str, command: &[&str], ports: &[&str]| ServiceSpec {
             name: "web".into(),
-            driver: driver.into(),
+            driver: driver.parse().unwrap(),
             command: command.iter().map(|word| word.to_string()).collect(),
             ports: ports
                 .iter()

@@ -203,7 +203,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut spec = ServiceSpec {
         name: "hello".into(),
         mode: ServiceMode::Replicated { replicas: 3 },
-        driver: "process".into(),
+        driver: hoist_types::DriverKind::Process,
         ports: vec![PublishedPort::parse(&format!("{}:80", args.port))?],
         ..ServiceSpec::default()
     };

@@ -9,12 +9,12 @@
 //! This module does not choose among the nodes that pass: that is the spread's job.
 
 use hoist_types::service::{format_cpus, format_memory, Constraint, ServiceSpec};
-use hoist_types::{Availability, Node, NodeStatus};
+use hoist_types::{Availability, DriverKind, Node, NodeStatus};
 
 use crate::NodeLoad;
 
 /// Drivers assumed of a node that reported none: every worker embeds the process driver.
-const DEFAULT_DRIVERS: [&str; 1] = ["process"];
+const DEFAULT_DRIVERS: [DriverKind; 1] = [DriverKind::Process];
 
 /// Why one node cannot take one task. Variants are in pipeline order: a node is counted
 /// under the first filter it fails.
@@ -28,7 +28,7 @@ pub enum Rejection {
     Drained,
     /// The first constraint of the service the node fails.
     Constraint(Constraint),
-    MissingDriver(String),
+    MissingDriver(DriverKind),
     /// The node already runs this many tasks of the service, the spec's maximum.
     MaxReplicasPerNode(u64),
     /// Memory the task reserves and the node no longer has.
@@ -129,7 +129,7 @@ pub fn explain_rejections<'r>(rejections: impl IntoIterator<Item = &'r Rejection
 /// already on it: Ready, Active, every constraint matched, the driver offered. The
 /// orchestrator uses it to decide which nodes a global service wants a task on.
 pub fn check_node_eligible(node: &Node, spec: &ServiceSpec) -> Result<(), Rejection> {
-    check_static(node, spec, &spec.driver)
+    check_static(node, spec, spec.driver)
 }
 
 /// The static filters. Placement rules come from the service's current spec, the driver
@@ -137,7 +137,7 @@ pub fn check_node_eligible(node: &Node, spec: &ServiceSpec) -> Result<(), Reject
 pub(crate) fn check_static(
     node: &Node,
     placement: &ServiceSpec,
-    driver: &str,
+    driver: DriverKind,
 ) -> Result<(), Rejection> {
     if node.status != NodeStatus::Ready {
         return Err(Rejection::NotReady);
@@ -153,10 +153,13 @@ pub(crate) fn check_static(
     let offered = if node.engine.drivers.is_empty() {
         DEFAULT_DRIVERS.contains(&driver)
     } else {
-        node.engine.drivers.iter().any(|offered| offered == driver)
+        node.engine
+            .drivers
+            .iter()
+            .any(|offered| offered == driver.as_str())
     };
     if !offered {
-        return Err(Rejection::MissingDriver(driver.to_string()));
+        return Err(Rejection::MissingDriver(driver));
     }
     Ok(())
 }

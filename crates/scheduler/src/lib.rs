@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use hoist_types::node::Resources;
 use hoist_types::service::{PlacementPref, PortMode, Service, ServiceSpec};
 use hoist_types::task::{DesiredState, Task};
-use hoist_types::{Node, NodeId, ServiceId, TaskId};
+use hoist_types::{DriverKind, Node, NodeId, ServiceId, TaskId};
 use serde::{Deserialize, Serialize};
 
 pub use filter::{check_node_eligible, explain_rejections, Rejection};
@@ -176,7 +176,7 @@ impl<'a> ClusterView<'a> {
         let Some(&idx) = self.node_index.get(&node_id) else {
             return Err(Rejection::NodeNotFound);
         };
-        filter::check_static(self.nodes[idx], &service.spec, &task_spec.driver)?;
+        filter::check_static(self.nodes[idx], &service.spec, task_spec.driver)?;
         self.check_capacity_at(idx, service, task_spec)
     }
 
@@ -231,7 +231,7 @@ impl<'a> ClusterView<'a> {
         pending.sort_by_key(|task| (task.created_at_ms, task.service_id, task.slot, task.id));
         // Static eligibility depends only on the service and the driver, and does not
         // change while placing: compute it once per pair for the whole batch.
-        let mut eligible_cache: HashMap<(ServiceId, &str), Eligible> = HashMap::new();
+        let mut eligible_cache: HashMap<(ServiceId, DriverKind), Eligible> = HashMap::new();
         let mut decisions = Vec::with_capacity(pending.len());
         for task in pending {
             let Some(service) = self.service(task.service_id) else {
@@ -241,8 +241,8 @@ impl<'a> ClusterView<'a> {
                 Some(node_id) => self.place_on(task, service, node_id),
                 None => {
                     let eligible = eligible_cache
-                        .entry((service.id, task.spec.driver.as_str()))
-                        .or_insert_with(|| self.eligible(service, &task.spec.driver));
+                        .entry((service.id, task.spec.driver))
+                        .or_insert_with(|| self.eligible(service, task.spec.driver));
                     self.place_anywhere(task, service, eligible)
                 }
             };
@@ -273,7 +273,7 @@ impl<'a> ClusterView<'a> {
         }
     }
 
-    fn eligible(&self, service: &Service, driver: &str) -> Eligible {
+    fn eligible(&self, service: &Service, driver: DriverKind) -> Eligible {
         let mut eligible = Eligible::default();
         for (idx, node) in self.nodes.iter().enumerate() {
             match filter::check_static(node, &service.spec, driver) {

@@ -323,7 +323,7 @@ fn a_node_without_the_driver_is_skipped() {
     let web = service(
         1,
         ServiceSpec {
-            driver: "docker".into(),
+            driver: hoist_types::DriverKind::Docker,
             image: Some("nginx".into()),
             ..spec(2)
         },

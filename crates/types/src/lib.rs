@@ -6,12 +6,14 @@
 //! without a runtime. Words follow `docs/nomenclature.md`.
 
 pub mod clock;
+pub mod driver;
 pub mod duration;
 pub mod ids;
 pub mod node;
 pub mod service;
 pub mod task;
 
+pub use driver::DriverKind;
 pub use ids::{NodeId, ServiceId, TaskId};
 pub use node::{Availability, EngineInfo, Node, NodeStatus, Role};
 

@@ -14,10 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::node::{Resources, Role};
-use crate::{InvalidSpec, Node, ServiceId};
-
-/// The drivers a worker may offer. Kept here so validation and the scheduler agree.
-pub const KNOWN_DRIVERS: [&str; 2] = ["process", "docker"];
+use crate::{DriverKind, InvalidSpec, Node, ServiceId};
 
 /// Swarm's default restart delay (`--restart-delay 5s`).
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 5_000;
@@ -49,7 +46,7 @@ pub struct ServiceSpec {
     pub name: String,
     pub mode: ServiceMode,
     /// `process` or `docker`; the scheduler only places a task on a node offering it.
-    pub driver: String,
+    pub driver: DriverKind,
     /// Program and arguments, for the process driver (for docker: overrides the image's
     /// command when non-empty).
     pub command: Vec<String>,
@@ -98,7 +95,7 @@ impl Default for ServiceSpec {
         ServiceSpec {
             name: String::new(),
             mode: ServiceMode::default(),
-            driver: "process".to_string(),
+            driver: DriverKind::Process,
             command: Vec::new(),
             image: None,
             env: BTreeMap::new(),
@@ -938,7 +935,7 @@ impl ServiceSpec {
     /// ports unique among services) are the caller's, see [`Self::check_port_conflicts`].
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         validate_service_name(&self.name)?;
-        if self.driver == "process" {
+        if self.driver == DriverKind::Process {
             let docker_only = [
                 ("user", self.user.is_some()),
                 ("read-only", self.read_only),
@@ -965,14 +962,8 @@ impl ServiceSpec {
                 "routes apply to http ports: publish one with protocol=http",
             ));
         }
-        if !KNOWN_DRIVERS.contains(&self.driver.as_str()) {
-            return Err(InvalidSpec::new(
-                "driver",
-                format!("{:?}: expected process or docker", self.driver),
-            ));
-        }
-        match self.driver.as_str() {
-            "process"
+        match self.driver {
+            DriverKind::Process
                 if self
                     .command
                     .first()
@@ -983,7 +974,7 @@ impl ServiceSpec {
                     "the process driver needs a command to run",
                 ))
             }
-            "docker"
+            DriverKind::Docker
                 if self
                     .image
                     .as_deref()
@@ -1476,16 +1467,16 @@ mod tests {
         );
         assert_eq!(
             field(ServiceSpec {
-                driver: "docker".into(),
+                driver: DriverKind::Docker,
                 ..web()
             }),
             "image"
         );
         assert_eq!(
-            field(ServiceSpec {
-                driver: "lxc".into(),
-                ..web()
-            }),
+            "lxc"
+                .parse::<DriverKind>()
+                .map(|driver| field(ServiceSpec { driver, ..web() }))
+                .unwrap_or_else(|err| err.field),
             "driver"
         );
         let port = PublishedPort::parse("8080:80").unwrap();

@@ -286,7 +286,7 @@ impl Agent {
     /// Records the task as starting, reports it so and starts it; the plan has checked
     /// that this node offers its driver and can run its mounts.
     fn start(&self, task: Task) {
-        let Some(driver) = self.driver_named(&task.spec.driver) else {
+        let Some(driver) = self.driver_named(task.spec.driver.as_str()) else {
             tracing::warn!(task = %task.id, driver = %task.spec.driver, "no such driver here; not started");
             return;
         };

@@ -178,11 +178,11 @@ fn unassigned(assigned: &[Task], known: &HashMap<TaskId, LocalTask>, now: Instan
 
 /// Why a task cannot start on this node, as the status to report; `None` if it can.
 fn rejection(task: &Task, local: &LocalState) -> Option<TaskStatus> {
-    if !local.drivers.contains(&task.spec.driver) {
+    let driver = task.spec.driver.as_str();
+    if !local.drivers.iter().any(|offered| offered == driver) {
         let mut status = TaskStatus::new(TaskState::Rejected, "no such driver here", local.now_ms);
         status.err = Some(format!(
-            "driver {:?} is not available on node {} (it offers: {})",
-            task.spec.driver,
+            "driver {driver:?} is not available on node {} (it offers: {})",
             local.node_name,
             local.drivers.join(", ")
         ));

@@ -86,8 +86,8 @@ fn running_rows(now: Instant) -> Vec<Row> {
     let ended_just_now = Phase::Ended {
         at: now - Duration::from_secs(60),
     };
-    let mut on_lxc = running(1);
-    on_lxc.spec.driver = "lxc".into();
+    let mut on_docker = running(1);
+    on_docker.spec.driver = hoist_types::DriverKind::Docker;
     let mut with_volume = running(1);
     with_volume.spec.mounts = vec![Mount {
         kind: MountKind::Volume,
@@ -116,12 +116,12 @@ fn running_rows(now: Instant) -> Vec<Row> {
         },
         Row {
             situation: "a driver this node does not offer is rejected",
-            assigned: vec![on_lxc],
+            assigned: vec![on_docker],
             local: vec![],
             expected: vec![rejected(
                 1,
                 "no such driver here",
-                "driver \"lxc\" is not available on node n1 (it offers: process, docker)",
+                "driver \"docker\" is not available on node n1 (it offers: process)",
             )],
         },
         Row {
@@ -288,7 +288,7 @@ fn each_situation_gives_exactly_its_commands() {
     for row in rows {
         let local = LocalState {
             node_name: "n1".into(),
-            drivers: vec!["process".into(), "docker".into()],
+            drivers: vec!["process".into()],
             tasks: row
                 .local
                 .iter()
