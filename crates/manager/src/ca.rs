@@ -12,7 +12,7 @@ use hoist_pki::{ca_subject, PeerIdentity};
 use hoist_state::{Change, ClusterState};
 
 use crate::join::ca_of;
-use crate::{now_ms, Manager, ManagerError, Result};
+use crate::{now_ms, Conflict, Manager, ManagerError, Result};
 
 impl Manager {
     /// Starts a rotation: a new CA signs from now on.
@@ -20,7 +20,7 @@ impl Manager {
         let state = self.read(ClusterState::clone).await?;
         if state.ca.as_ref().is_some_and(|ca| ca.rotation.is_some()) {
             let view = ca_view(&state);
-            return Err(ManagerError::Refused(format!(
+            return Err(ManagerError::refused(Conflict::CaRotation, format!(
                 "a CA rotation is already under way: {} of {} nodes hold a certificate of the new CA, waiting for {}. A node that is down holds it up: bring it back, or remove it with `hoist node rm`",
                 view.nodes_renewed,
                 view.nodes,
@@ -30,10 +30,10 @@ impl Manager {
         let current = ca_of(&state)?;
         let (next, cross_signed_pem) = current
             .successor(&state.cluster_id)
-            .map_err(|err| ManagerError::Internal(format!("creating the new CA: {err}")))?;
+            .map_err(|err| ManagerError::internal(format!("creating the new CA: {err}")))?;
         let digest = next
             .digest()
-            .map_err(|err| ManagerError::Internal(err.to_string()))?;
+            .map_err(|err| ManagerError::internal(err.to_string()))?;
         self.propose(Change::RotateCa {
             cert_pem: next.cert_pem().to_string(),
             key_pem: next.key_pem().to_string(),

@@ -11,7 +11,7 @@
 use hoist_api::{ClusterUpdateRequest, ClusterView};
 use hoist_state::{Change, ClusterState};
 
-use crate::{Manager, ManagerError, Result};
+use crate::{Input, Manager, ManagerError, Result};
 
 fn view(state: &ClusterState) -> ClusterView {
     ClusterView {
@@ -44,7 +44,7 @@ impl Manager {
         }
         state
             .check_settings(&settings)
-            .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+            .map_err(|err| ManagerError::invalid(Input::Settings, err.to_string()))?;
         if settings != state.settings {
             self.propose(Change::UpdateSettings { settings }).await?;
             tracing::info!(?settings, "cluster settings updated");

@@ -22,7 +22,7 @@ use hoist_state::Change;
 use hoist_types::{NodeId, NodeStatus, Role};
 use tokio::sync::watch;
 
-use crate::{now_ms, Manager, ManagerError, Result};
+use crate::{now_ms, Conflict, Denial, Input, Manager, ManagerError, Result};
 
 /// Heartbeat bookkeeping of the current leader.
 #[derive(Clone, Default)]
@@ -124,15 +124,18 @@ impl Manager {
         self.require_leader()?;
         request.check().map_err(|reason| {
             tracing::warn!(node = %peer.node_id, %reason, "heartbeat refused");
-            ManagerError::Invalid(format!("heartbeat refused: {reason}"))
+            ManagerError::invalid(Input::Heartbeat, format!("heartbeat refused: {reason}"))
         })?;
         let node = self
             .local(|state| state.nodes.get(&peer.node_id).cloned())
             .ok_or_else(|| {
-                ManagerError::Forbidden(format!(
-                    "node {} is not a member of this cluster (it was removed)",
-                    peer.node_id
-                ))
+                ManagerError::forbidden(
+                    Denial::NotMember,
+                    format!(
+                        "node {} is not a member of this cluster (it was removed)",
+                        peer.node_id
+                    ),
+                )
             })?;
         let (settings, managers, manager_ids) = self.local(|state| {
             (
@@ -394,9 +397,12 @@ impl Manager {
         self.require_leader()?;
         if !self.dispatcher().lock().streams.insert(node_id) {
             tracing::warn!(node = %node_id, "second assignment stream refused");
-            return Err(ManagerError::Refused(format!(
+            return Err(ManagerError::refused(
+                Conflict::AssignmentStream,
+                format!(
                 "node {node_id} already follows an assignment stream on this manager: one per node"
-            )));
+            ),
+            ));
         }
         let slot = StreamSlot {
             dispatcher: self.dispatcher().clone(),
@@ -438,7 +444,10 @@ impl Manager {
         self.require_leader()?;
         request.check().map_err(|reason| {
             tracing::warn!(node = %peer.node_id, %reason, "status report refused");
-            ManagerError::Invalid(format!("status report refused: {reason}"))
+            ManagerError::invalid(
+                Input::StatusReport,
+                format!("status report refused: {reason}"),
+            )
         })?;
         let reports = self.local(|state| screen_reports(state, peer.node_id, request.reports));
         let now = now_ms();

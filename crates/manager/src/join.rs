@@ -10,7 +10,7 @@ use hoist_pki::{ClusterCa, JoinToken, NodeCsr, NodeIdentity, PeerIdentity};
 use hoist_state::{CaMaterial, Change, ClusterSettings, ClusterState, JoinTokens};
 use hoist_types::{Availability, Node, NodeId, NodeStatus, Role};
 
-use crate::{now_ms, Manager, ManagerError, Result};
+use crate::{now_ms, Conflict, Denial, Input, Manager, ManagerError, Object, Result, Unavailable};
 
 /// What `hoist init` asks for.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub struct Bootstrap {
 /// Creates the CA, the tokens and the first manager's certificate. Nothing is stored:
 /// the daemon starts Raft with this identity and proposes `change`.
 pub fn bootstrap_cluster(config: &BootstrapConfig) -> Result<Bootstrap> {
-    let internal = |err: hoist_pki::PkiError| ManagerError::Internal(err.to_string());
+    let internal = |err: hoist_pki::PkiError| ManagerError::internal(err.to_string());
     let node_id = NodeId::random();
     let cluster_id = NodeId::random().to_string();
     let ca = ClusterCa::generate(&cluster_id).map_err(internal)?;
@@ -132,13 +132,13 @@ pub(crate) fn role_for_secret(state: &ClusterState, secret: &str) -> Result<Role
         .iter()
         .find(|retired| same_secret(secret, &retired.secret))
     {
-        return Err(ManagerError::Forbidden(format!(
+        return Err(ManagerError::forbidden(Denial::RetiredToken, format!(
             "this {} join token was rotated and is no longer valid: get the current one with `hoist join-token {}` on a manager",
             retired.role, retired.role
         )));
     }
-    Err(ManagerError::Forbidden(
-        "invalid join token: its secret matches neither the worker nor the manager token of this cluster".into(),
+    Err(ManagerError::forbidden(Denial::InvalidToken,
+        "invalid join token: its secret matches neither the worker nor the manager token of this cluster",
     ))
 }
 
@@ -158,7 +158,7 @@ struct Admission {
 /// Refuses a secret of another role than the one the joining node asked for.
 fn check_expected_role(role: Role, expected: Option<Role>) -> Result<()> {
     match expected {
-        Some(expected) if expected != role => Err(ManagerError::Forbidden(format!(
+        Some(expected) if expected != role => Err(ManagerError::forbidden(Denial::TokenRole, format!(
             "this is a {role} join token, but the node asked to join as a {expected}: get the {expected} token with `hoist join-token {expected}`"
         ))),
         _ => Ok(()),
@@ -171,9 +171,9 @@ pub(crate) fn ca_of(state: &ClusterState) -> Result<ClusterCa> {
     let material = state
         .ca
         .as_ref()
-        .ok_or_else(|| ManagerError::Internal("the cluster has no CA".into()))?;
+        .ok_or_else(|| ManagerError::internal("the cluster has no CA"))?;
     let ca = ClusterCa::from_pem(&material.cert_pem, &material.key_pem)
-        .map_err(|err| ManagerError::Internal(format!("loading the cluster CA: {err}")))?;
+        .map_err(|err| ManagerError::internal(format!("loading the cluster CA: {err}")))?;
     Ok(ca.with_cross_signed(
         material
             .rotation
@@ -195,14 +195,16 @@ impl Manager {
     /// the node's address must be on it, since the joining node dials from its own
     /// advertise address, and every node later trusts that address for the node.
     pub async fn join(&self, request: JoinRequest, source: Option<IpAddr>) -> Result<JoinResponse> {
-        hoist_types::node::validate_hostname(&request.hostname)
-            .map_err(|err| ManagerError::Invalid(format!("the joining node's {err}")))?;
-        let addr = hoist_types::node::parse_node_addr(&request.addr)
-            .map_err(|err| ManagerError::Invalid(format!("the joining node's {err}")))?;
+        hoist_types::node::validate_hostname(&request.hostname).map_err(|err| {
+            ManagerError::invalid(Input::JoinRequest, format!("the joining node's {err}"))
+        })?;
+        let addr = hoist_types::node::parse_node_addr(&request.addr).map_err(|err| {
+            ManagerError::invalid(Input::JoinRequest, format!("the joining node's {err}"))
+        })?;
         if let Some(source) = source {
             if source.to_canonical() != addr.ip().to_canonical() {
                 tracing::warn!(%source, claimed = %request.addr, "join refused: address is not the source");
-                return Err(ManagerError::Forbidden(format!(
+                return Err(ManagerError::forbidden(Denial::SourceAddress, format!(
                     "the join came from {source}, but the node gave its address as {}: a node joins from its own advertise address (check --advertise-addr)",
                     request.addr
                 )));
@@ -240,7 +242,7 @@ impl Manager {
         let node_id = NodeId::random();
         let chain_pem = ca
             .sign_csr(&request.csr_pem, node_id, role, &cluster_id, cert_expiry)
-            .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+            .map_err(|err| ManagerError::invalid(Input::CertificateRequest, err.to_string()))?;
         let at_ms = now_ms();
         let node = Node {
             id: node_id,
@@ -277,17 +279,23 @@ impl Manager {
             .read(|state| state.nodes.get(&peer.node_id).cloned())
             .await?
             .ok_or_else(|| {
-                ManagerError::NotFound(format!("node {} is not in the cluster", peer.node_id))
+                ManagerError::not_found(Object::Node, &peer.node_id.to_string())(format!(
+                    "node {} is not in the cluster",
+                    peer.node_id
+                ))
             })?;
         let membership = self.raft().membership();
         if node.status != NodeStatus::Unknown
             || membership.voters.contains_key(&peer.node_id.0)
             || membership.learners.contains_key(&peer.node_id.0)
         {
-            return Err(ManagerError::Refused(format!(
-                "node {} has already taken part in the cluster: remove it with `hoist node rm`",
-                node.hostname
-            )));
+            return Err(ManagerError::refused(
+                Conflict::AlreadyJoined,
+                format!(
+                    "node {} has already taken part in the cluster: remove it with `hoist node rm`",
+                    node.hostname
+                ),
+            ));
         }
         self.propose(Change::RemoveNode {
             node_id: node.id,
@@ -307,10 +315,10 @@ impl Manager {
         let renewal = self
             .read(|state| -> Result<Renewal> {
                 let node = state.nodes.get(&peer.node_id).ok_or_else(|| {
-                    ManagerError::Forbidden(format!(
-                        "node {} is not a member of this cluster",
-                        peer.node_id
-                    ))
+                    ManagerError::forbidden(
+                        Denial::NotMember,
+                        format!("node {} is not a member of this cluster", peer.node_id),
+                    )
                 })?;
                 let ca_cert = state
                     .ca
@@ -334,12 +342,15 @@ impl Manager {
             .allow(peer.node_id, routine, renewal.cert_expiry)
         {
             tracing::warn!(node = %peer.node_id, "certificate renewals over the rate limit");
-            return Err(ManagerError::TooMany(format!(
+            return Err(ManagerError::TooMany {
+                node: peer.node_id,
+                reason: format!(
                 "node {} renews its certificate too often: at most {} at once, then one every {:?}, unless its role or the CA changed; retry later",
                 peer.node_id,
                 crate::renewals::RENEW_BURST,
                 crate::renewals::RenewLimiter::interval(renewal.cert_expiry)
-            )));
+            ),
+            });
         }
         let role = renewal.role;
         let chain_pem = renewal
@@ -351,7 +362,7 @@ impl Manager {
                 &renewal.cluster_id,
                 renewal.cert_expiry,
             )
-            .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+            .map_err(|err| ManagerError::invalid(Input::CertificateRequest, err.to_string()))?;
         tracing::info!(node = %peer.node_id, %role, routine, "certificate renewed");
         Ok(RenewResponse { chain_pem, role })
     }
@@ -376,16 +387,19 @@ impl Manager {
             .read(|state| state.nodes.get(&peer.node_id).map(|node| node.role))
             .await?;
         if wanted != Some(Role::Manager) {
-            return Err(ManagerError::Forbidden(format!(
-                "node {} is not meant to be a manager",
-                peer.node_id
-            )));
+            return Err(ManagerError::forbidden(
+                Denial::NotManager,
+                format!("node {} is not meant to be a manager", peer.node_id),
+            ));
         }
         if self.dispatcher().lock().demoting.contains(&peer.node_id) {
-            return Err(ManagerError::NoQuorum(format!(
-                "node {} is being demoted: it is not added back to the raft group",
-                peer.node_id
-            )));
+            return Err(ManagerError::NoQuorum {
+                cause: Unavailable::Demoting,
+                reason: format!(
+                    "node {} is being demoted: it is not added back to the raft group",
+                    peer.node_id
+                ),
+            });
         }
         if self
             .raft()
@@ -397,7 +411,7 @@ impl Manager {
                 && self.raft().added_voter_incarnation(peer.node_id.0) == Some(incarnation);
             if unconfirmed_store && !retried {
                 tracing::error!(node = %peer.node_id, addr, "a raft voter came back with a blank store: refused");
-                return Err(ManagerError::Refused(format!(
+                return Err(ManagerError::refused(Conflict::BlankVoter, format!(
                     "node {} is already a raft voter but came back with a blank raft store: it may have voted in a term it no longer remembers, so it may not vote again. Restore its data directory from a backup, or demote and remove it (`hoist node demote`, `hoist node rm --force`) and join it again",
                     peer.node_id
                 )));

@@ -13,6 +13,7 @@
 mod ca;
 mod cluster;
 mod dispatcher;
+mod error;
 mod join;
 mod nodes;
 mod orchestrate;
@@ -29,45 +30,24 @@ use hoist_types::NodeId;
 use tokio_util::task::TaskTracker;
 
 pub use dispatcher::Dispatcher;
+pub use error::{Conflict, Denial, Input, ManagerError, Object, Unavailable};
 pub use join::{bootstrap_cluster, Bootstrap, BootstrapConfig};
 pub use nodes::Demotion;
-
-/// Why a manager operation was refused. Each variant is a kind the caller can act on.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ManagerError {
-    /// The request itself is wrong (a flag, a spec, a token).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// The request is well-formed but the cluster's state forbids it now (quorum,
-    /// a node still up).
-    #[error("{0}")]
-    Refused(String),
-    /// The caller's certificate does not allow this.
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NoQuorum(String),
-    /// Only the leader does this; it is at `leader_addr` if known.
-    #[error("this manager is not the leader")]
-    NotLeader { leader_addr: Option<String> },
-    /// The caller asked too often; it may retry later.
-    #[error("{0}")]
-    TooMany(String),
-    #[error("{0}")]
-    Internal(String),
-}
 
 impl From<ProposeError> for ManagerError {
     fn from(err: ProposeError) -> Self {
         match err {
-            ProposeError::Refused(refused) => ManagerError::Refused(refused.to_string()),
-            ProposeError::NoQuorum(reason) => ManagerError::NoQuorum(format!(
-                "no quorum: {reason}. The cluster cannot accept changes until a majority of managers is back; if they are gone for good, run `hoist init --force-new-cluster` on the surviving manager with the most recent state"
-            )),
+            ProposeError::Refused(refused) => {
+                ManagerError::refused(Conflict::Change, refused.to_string())
+            }
+            ProposeError::NoQuorum(reason) => ManagerError::NoQuorum {
+                cause: Unavailable::Quorum,
+                reason: format!(
+                    "no quorum: {reason}. The cluster cannot accept changes until a majority of managers is back; if they are gone for good, run `hoist init --force-new-cluster` on the surviving manager with the most recent state"
+                ),
+            },
             ProposeError::NotLeader { leader_addr } => ManagerError::NotLeader { leader_addr },
-            ProposeError::Raft(reason) => ManagerError::Internal(reason),
+            ProposeError::Raft(reason) => ManagerError::internal(reason),
         }
     }
 }

@@ -6,7 +6,7 @@ use hoist_raft::MembershipInfo;
 use hoist_state::{Change, ClusterState};
 use hoist_types::{Node, NodeId, NodeStatus, Role};
 
-use crate::{now_ms, Manager, ManagerError, Result};
+use crate::{now_ms, Conflict, Input, Manager, ManagerError, Object, Result};
 
 /// How far a demotion got on this manager.
 #[derive(Debug)]
@@ -60,9 +60,10 @@ pub(crate) fn check_quorum_after_removal(
         .map(|node| node.hostname.clone())
         .unwrap_or_else(|| leaving.to_string());
     if remaining.is_empty() {
-        return Err(ManagerError::Refused(format!(
-            "cannot {verb} {name}: it is the last manager of the cluster"
-        )));
+        return Err(ManagerError::refused(
+            Conflict::LastManager,
+            format!("cannot {verb} {name}: it is the last manager of the cluster"),
+        ));
     }
     let reachable = remaining
         .iter()
@@ -76,7 +77,7 @@ pub(crate) fn check_quorum_after_removal(
         .count();
     let quorum = remaining.len() / 2 + 1;
     if reachable < quorum {
-        return Err(ManagerError::Refused(format!(
+        return Err(ManagerError::refused(Conflict::Quorum, format!(
             "cannot {verb} {name}: the cluster would lose quorum. {} managers would remain, of which {reachable} reachable, and a quorum of {} managers needs {quorum} reachable. Bring the unreachable managers back first.",
             remaining.len(),
             remaining.len()
@@ -132,7 +133,7 @@ impl Manager {
         let node = self
             .read(|state| state.find_node(reference).cloned())
             .await?
-            .map_err(ManagerError::NotFound)?;
+            .map_err(ManagerError::not_found(Object::Node, reference))?;
         let status = self.raft().status();
         Ok(NodeView {
             manager_status: manager_status(&node, status.leader, &status.membership),
@@ -144,7 +145,7 @@ impl Manager {
     async fn find(&self, reference: &str) -> Result<Node> {
         self.read(|state| state.find_node(reference).cloned())
             .await?
-            .map_err(ManagerError::NotFound)
+            .map_err(ManagerError::not_found(Object::Node, reference))
     }
 
     pub async fn update_node(
@@ -155,15 +156,15 @@ impl Manager {
         for (key, value) in &update.label_add {
             hoist_types::node::validate_label_key(key)
                 .and_then(|()| hoist_types::node::validate_label_value(key, value))
-                .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+                .map_err(|err| ManagerError::invalid(Input::NodeLabel, err.to_string()))?;
         }
         let node = self.find(reference).await?;
         for key in &update.label_rm {
             if !node.labels.contains_key(key) && !update.label_add.contains_key(key) {
-                return Err(ManagerError::Invalid(format!(
-                    "label {key:?} is not set on node {}",
-                    node.hostname
-                )));
+                return Err(ManagerError::invalid(
+                    Input::NodeLabel,
+                    format!("label {key:?} is not set on node {}", node.hostname),
+                ));
             }
         }
         self.propose(Change::UpdateNode {
@@ -250,7 +251,7 @@ impl Manager {
         let is_voter = membership.voters.contains_key(&node.id.0);
         if node.role == Role::Manager || is_voter {
             if !force {
-                return Err(ManagerError::Refused(format!(
+                return Err(ManagerError::refused(Conflict::ManagerNotDemoted, format!(
                     "node {} is a manager: demote it with `hoist node demote {}` before removing it, or use --force",
                     node.hostname, node.hostname
                 )));
@@ -272,10 +273,13 @@ impl Manager {
                 return Ok(Some(managers));
             }
         } else if node.status == NodeStatus::Ready && !force {
-            return Err(ManagerError::Refused(format!(
-                "node {} is not down and can't be removed: stop it first, or use --force",
-                node.hostname
-            )));
+            return Err(ManagerError::refused(
+                Conflict::NodeUp,
+                format!(
+                    "node {} is not down and can't be removed: stop it first, or use --force",
+                    node.hostname
+                ),
+            ));
         }
         self.propose(Change::RemoveNode {
             node_id: node.id,

@@ -7,7 +7,7 @@ use hoist_state::{Change, ClusterState};
 use hoist_types::service::{Service, ServiceMode, ServiceSpec};
 use hoist_types::ServiceId;
 
-use crate::{now_ms, Manager, ManagerError, Result};
+use crate::{now_ms, Conflict, Input, Manager, ManagerError, Object, Result};
 
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
     let counts = service_replica_counts(service, state.tasks.values());
@@ -22,7 +22,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
 pub(crate) fn check_replicas(state: &ClusterState, spec: &ServiceSpec) -> Result<()> {
     let max = state.settings.max_replicas;
     match spec.replicas() {
-        Some(replicas) if replicas > max => Err(ManagerError::Invalid(format!(
+        Some(replicas) if replicas > max => Err(ManagerError::invalid(Input::Replicas, format!(
             "invalid replicas: {replicas} is above this cluster's maximum of {max} replicas per service (raise it with `hoist cluster update --max-replicas N`, at most {})",
             hoist_state::MAX_REPLICAS_CEILING
         ))),
@@ -46,20 +46,23 @@ fn check_spec(
             Some(stored) if stored.mounts == spec.mounts => Ok(()),
             _ => spec.check_supported(),
         })
-        .map_err(|err| ManagerError::Invalid(err.to_string()))?;
+        .map_err(|err| ManagerError::invalid(Input::ServiceSpec, err.to_string()))?;
     check_replicas(state, spec)?;
     if let Some(other) = state
         .services
         .values()
         .find(|service| Some(service.id) != own && service.spec.name == spec.name)
     {
-        return Err(ManagerError::Refused(format!(
-            "a service named {:?} already exists ({})",
-            other.spec.name, other.id
-        )));
+        return Err(ManagerError::refused(
+            Conflict::ServiceName,
+            format!(
+                "a service named {:?} already exists ({})",
+                other.spec.name, other.id
+            ),
+        ));
     }
     spec.check_port_conflicts(own, state.services.values())
-        .map_err(|err| ManagerError::Refused(err.to_string()))
+        .map_err(|err| ManagerError::refused(Conflict::PublishedPort, err.to_string()))
 }
 
 impl Manager {
@@ -99,7 +102,7 @@ impl Manager {
                 .map(|service| view(state, service))
         })
         .await?
-        .map_err(ManagerError::NotFound)
+        .map_err(ManagerError::not_found(Object::Service, reference))
     }
 
     /// Replaces the spec, if `version` is still the current one.
@@ -112,9 +115,9 @@ impl Manager {
         let state = self.read(ClusterState::clone).await?;
         let service = state
             .find_service(reference)
-            .map_err(ManagerError::NotFound)?;
+            .map_err(ManagerError::not_found(Object::Service, reference))?;
         if service.version != version {
-            return Err(ManagerError::Refused(format!(
+            return Err(ManagerError::refused(Conflict::OutOfSequence, format!(
                 "update out of sequence: service {} is at version {}, the update was made from version {version}; retry",
                 service.spec.name, service.version
             )));
@@ -134,12 +137,15 @@ impl Manager {
         let service = self
             .read(|state| state.find_service(reference).cloned())
             .await?
-            .map_err(ManagerError::NotFound)?;
+            .map_err(ManagerError::not_found(Object::Service, reference))?;
         if matches!(service.spec.mode, ServiceMode::Global) {
-            return Err(ManagerError::Invalid(format!(
-                "{}: scale can only be used with replicated mode",
-                service.spec.name
-            )));
+            return Err(ManagerError::invalid(
+                Input::ScaleGlobal,
+                format!(
+                    "{}: scale can only be used with replicated mode",
+                    service.spec.name
+                ),
+            ));
         }
         let mut spec = service.spec.clone();
         spec.mode = ServiceMode::Replicated { replicas };
@@ -151,7 +157,7 @@ impl Manager {
         let service_id = self
             .read(|state| state.find_service(reference).map(|service| service.id))
             .await?
-            .map_err(ManagerError::NotFound)?;
+            .map_err(ManagerError::not_found(Object::Service, reference))?;
         self.propose(Change::RemoveService { service_id }).await?;
         tracing::info!(service = %service_id, "service removed");
         Ok(service_id)
@@ -175,7 +181,7 @@ impl Manager {
                 .collect())
         })
         .await?
-        .map_err(ManagerError::NotFound)
+        .map_err(ManagerError::not_found(Object::Service, reference))
     }
 }
 

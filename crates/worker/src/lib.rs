@@ -14,4 +14,4 @@ mod session;
 
 pub use agent::{run_assignments, run_reporter, Agent, AgentConfig};
 
-pub use session::{run_session, SessionHost, SessionState};
+pub use session::{run_session, HeldCertificate, SessionHost, SessionState};

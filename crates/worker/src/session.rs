@@ -12,6 +12,17 @@ use hoist_types::clock::now_secs as unix_now;
 use hoist_types::{EngineInfo, NodeId, Role};
 use tokio::sync::watch;
 
+/// The node's current certificate, as far as the session needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldCertificate {
+    pub role: Role,
+    /// Expiry, unix seconds.
+    pub not_after: i64,
+    /// How long it was issued for, in seconds, when the node knows; otherwise the
+    /// cluster's current certificate lifetime (from the heartbeat answer) stands in.
+    pub lifetime_secs: Option<u64>,
+}
+
 /// What the session needs from the node that runs it.
 pub trait SessionHost: Send + Sync + 'static {
     fn node_id(&self) -> NodeId;
@@ -19,8 +30,8 @@ pub trait SessionHost: Send + Sync + 'static {
     fn http(&self) -> reqwest::Client;
     fn advertise_addr(&self) -> String;
     fn engine(&self) -> EngineInfo;
-    /// The role and expiry (unix seconds) of the current certificate, and its lifetime.
-    fn certificate(&self) -> (Role, i64, u64);
+    /// What the current certificate says about itself.
+    fn certificate(&self) -> HeldCertificate;
     fn raft_running(&self) -> bool;
     fn managers(&self) -> Vec<String>;
     /// The managers' addresses (where to beat) and node ids (who may call this node).
@@ -61,7 +72,7 @@ enum BeatOutcome {
 }
 
 async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
-    let (cert_role, _, _) = host.certificate();
+    let cert_role = host.certificate().role;
     let request = HeartbeatRequest {
         addr: host.advertise_addr(),
         engine: host.engine(),
@@ -215,15 +226,13 @@ async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatR
         }
     }
     let other_ca = !response.ca_digest.is_empty() && !host.issued_by(&response.ca_digest);
-    let (cert_role, not_after, lifetime) = host.certificate();
-    let lifetime = if lifetime == 0 {
-        response.cert_expiry_secs
-    } else {
-        lifetime
-    };
-    if cert_role != response.desired_role
+    let certificate = host.certificate();
+    let lifetime = certificate
+        .lifetime_secs
+        .unwrap_or(response.cert_expiry_secs);
+    if certificate.role != response.desired_role
         || other_ca
-        || should_renew(not_after, lifetime, unix_now())
+        || should_renew(certificate.not_after, lifetime, unix_now())
     {
         match renew(host, leader).await {
             Ok(role) => tracing::info!(node = %node_id, %role, "certificate renewed"),
@@ -233,7 +242,7 @@ async fn follow_up<H: SessionHost>(host: &H, leader: &str, response: &HeartbeatR
             }
         }
     }
-    let (cert_role, _, _) = host.certificate();
+    let cert_role = host.certificate().role;
     let wants_raft = response.desired_role == Role::Manager && cert_role == Role::Manager;
     if wants_raft && response.raft_rejoin && host.raft_running() {
         // Outside the leader's group, this store is stale: it must not carry on (with a

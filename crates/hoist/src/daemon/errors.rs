@@ -78,14 +78,14 @@ impl From<anyhow::Error> for LifecycleError {
 /// The HTTP status of a manager refusal.
 pub fn manager_error_status(err: &ManagerError) -> u16 {
     match err {
-        ManagerError::Invalid(_) => 400,
-        ManagerError::NotFound(_) => 404,
-        ManagerError::Refused(_) => 409,
-        ManagerError::Forbidden(_) => 403,
-        ManagerError::NoQuorum(_) => 503,
-        ManagerError::TooMany(_) => 429,
+        ManagerError::Invalid { .. } => 400,
+        ManagerError::NotFound { .. } => 404,
+        ManagerError::Refused { .. } => 409,
+        ManagerError::Forbidden { .. } => 403,
+        ManagerError::NoQuorum { .. } => 503,
+        ManagerError::TooMany { .. } => 429,
         ManagerError::NotLeader { .. } => 421,
-        ManagerError::Internal(_) => 500,
+        ManagerError::Internal { .. } => 500,
     }
 }
 

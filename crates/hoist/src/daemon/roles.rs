@@ -310,13 +310,17 @@ impl SessionHost for SessionHandle {
         engine
     }
 
-    fn certificate(&self) -> (Role, i64, u64) {
+    fn certificate(&self) -> hoist_worker::HeldCertificate {
         let certificate = self
             .member
             .certificate
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        (certificate.role, certificate.not_after, 0)
+        hoist_worker::HeldCertificate {
+            role: certificate.role,
+            not_after: certificate.not_after,
+            lifetime_secs: None,
+        }
     }
 
     fn raft_running(&self) -> bool {

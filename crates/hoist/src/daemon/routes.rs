@@ -561,7 +561,7 @@ async fn info(State(daemon): State<AppState>) -> ApiResult<InfoResponse> {
     if let Some(manager) = member.manager() {
         let reason = match manager.info(&member.hostname, known.cert_not_after).await {
             Ok(info) => return Ok(Json(info)),
-            Err(ManagerError::NoQuorum(reason)) => reason,
+            Err(ManagerError::NoQuorum { reason, .. }) => reason,
             Err(ManagerError::NotLeader { leader_addr }) => format!(
                 "no leader answers{}",
                 leader_addr
