@@ -3,7 +3,9 @@
 //!
 //! This crate is pure data. It does no I/O, knows nothing of Raft, the network or tokio,
 //! so every other crate can depend on it and every decision over it can be tested
-//! without a runtime. Words follow `docs/nomenclature.md`.
+//! without a runtime. The one outside thing it reads is the wall clock, in [`clock`], so
+//! that every crate stamping a record reads it the same way; nothing else in this crate
+//! calls it. Words follow `docs/nomenclature.md`.
 
 pub mod clock;
 pub mod driver;

@@ -935,6 +935,13 @@ impl ServiceSpec {
     /// ports unique among services) are the caller's, see [`Self::check_port_conflicts`].
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         validate_service_name(&self.name)?;
+        self.validate_driver_fields()?;
+        self.validate_lists()?;
+        self.validate_limits_and_paths()
+    }
+
+    /// What the driver needs, and the fields only one driver honours.
+    fn validate_driver_fields(&self) -> Result<(), InvalidSpec> {
         if self.driver == DriverKind::Process {
             let docker_only = [
                 ("user", self.user.is_some()),
@@ -987,6 +994,12 @@ impl ServiceSpec {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Environment, labels, mounts, ports and placement preferences, one by one and
+    /// against each other.
+    fn validate_lists(&self) -> Result<(), InvalidSpec> {
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return Err(InvalidSpec::new(
@@ -1030,6 +1043,11 @@ impl ServiceSpec {
             crate::node::validate_label_key(label)
                 .map_err(|err| InvalidSpec::new("placement-pref", err.reason))?;
         }
+        Ok(())
+    }
+
+    /// Limits against reservations, and the paths and names that must be well-formed.
+    fn validate_limits_and_paths(&self) -> Result<(), InvalidSpec> {
         if self.max_replicas_per_node == Some(0) {
             return Err(InvalidSpec::new(
                 "replicas-max-per-node",
