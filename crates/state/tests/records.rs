@@ -73,7 +73,7 @@ fn spec() -> ServiceSpec {
     ServiceSpec {
         name: "web".into(),
         mode: ServiceMode::Replicated { replicas: 3 },
-        driver: "docker".into(),
+        driver: hoist_types::DriverKind::Docker,
         command: vec!["sleep".into(), "3600".into()],
         image: Some("nginx:1.27".into()),
         env: [("A".to_string(), "1".to_string())].into(),
