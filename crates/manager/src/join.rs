@@ -422,6 +422,21 @@ impl Manager {
         self.raft()
             .add_voter(peer.node_id.0, addr, incarnation)
             .await?;
+        // A demotion may have committed while the node caught up (a leader that demoted
+        // itself hands the role change over while its heartbeats still say it runs
+        // Raft): a voter whose role is no longer manager would count towards every
+        // quorum without ever voting again, so it goes straight back out.
+        let still_wanted = self
+            .read(|state| state.nodes.get(&peer.node_id).map(|node| node.role))
+            .await?;
+        if still_wanted != Some(Role::Manager) {
+            tracing::warn!(node = %peer.node_id, "demoted while it was added to the raft group: removed again");
+            self.raft().remove_voter(peer.node_id.0).await?;
+            return Err(ManagerError::forbidden(
+                Denial::NotManager,
+                format!("node {} is not meant to be a manager", peer.node_id),
+            ));
+        }
         Ok(())
     }
 
