@@ -15,7 +15,9 @@
 pub mod check;
 pub mod faults;
 pub mod linearizable;
+pub mod timeline;
 mod tls;
+mod watch;
 pub mod workload;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -519,11 +521,12 @@ impl Cluster {
     /// counts only if it still carries the task's id in its environment, so a reused
     /// pid is not mistaken for a task.
     pub fn live_task_processes(&self) -> Vec<(usize, String)> {
-        self.recorded_tasks()
-            .into_iter()
-            .filter(|(_, task_id, pid)| process_runs_task(*pid, task_id))
-            .map(|(index, task_id, _)| (index, task_id))
-            .collect()
+        let data_dirs: Vec<&Path> = self
+            .nodes
+            .iter()
+            .map(|node| node.data_dir.as_path())
+            .collect();
+        live_task_processes_in(&data_dirs)
     }
 
     /// Kills every process working inside this cluster's directory: task processes a
@@ -569,6 +572,21 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Task processes alive right now under these data directories, as `(index in
+/// data_dirs, task id)`: what [`Cluster::live_task_processes`] reads, for threads that
+/// cannot borrow the cluster.
+pub fn live_task_processes_in(data_dirs: &[&Path]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (index, data_dir) in data_dirs.iter().enumerate() {
+        for (task_id, pid) in driver_records(data_dir) {
+            if process_runs_task(pid, &task_id) {
+                found.push((index, task_id));
+            }
+        }
+    }
+    found
 }
 
 /// `(task id, pid)` of every record the process driver keeps under `data_dir`.
