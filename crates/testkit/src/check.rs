@@ -74,28 +74,56 @@ fn label_value(node: &Value, key: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The values a register-like object may hold at the end, given the writes of it:
-/// an acknowledged write that no other acknowledged write follows in real time, or any
-/// indeterminate write. `None` when there were no acknowledged writes (absent is then
-/// allowed too).
-fn allowed_final(writes: &[(&Op, u64)]) -> (BTreeSet<u64>, bool) {
-    let acked: Vec<&(&Op, u64)> = writes.iter().filter(|(op, _)| op.acked()).collect();
-    let mut allowed: BTreeSet<u64> = writes
+/// Acknowledged writes of one register-like object (a service's replicas, a node's
+/// label) that the final value `last` does not account for. Every acknowledged write
+/// must be visible at the end, or overwritten by a write that may have taken effect
+/// after it: an acknowledged one that did not end before it started, or an
+/// indeterminate one that started before the end (it may land any time after its
+/// call). The workload never writes one value twice to one object, so the final value
+/// names its write; were a value written twice, any of its writes may be the last.
+fn lost_writes(what: &str, writes: &[(&Op, u64)], last: Option<u64>) -> Violations {
+    let acked = || writes.iter().filter(|(op, _)| op.acked());
+    let Some(last) = last else {
+        return match acked().last() {
+            Some((op, value)) => vec![format!(
+                "{what} is gone, though writes of it were acknowledged (the last: {value}, ended {})",
+                ms(op.end)
+            )],
+            None => Vec::new(),
+        };
+    };
+    let finals: Vec<&&Op> = writes
         .iter()
-        .filter(|(op, _)| op.failed())
-        .map(|(_, value)| *value)
+        .filter(|(_, value)| *value == last)
+        .map(|(op, _)| op)
         .collect();
-    for (op, value) in &acked {
-        let followed = acked.iter().any(|(other, _)| other.start > op.end);
-        if !followed {
-            allowed.insert(*value);
-        }
+    if finals.is_empty() {
+        return vec![format!("{what} = {last}, which was never written")];
     }
-    (allowed, acked.is_empty())
+    acked()
+        .filter(|(_, value)| *value != last)
+        .filter(|(lost, _)| {
+            finals
+                .iter()
+                .all(|final_write| final_write.acked() && final_write.end < lost.start)
+        })
+        .map(|(lost, value)| {
+            let final_end = finals.iter().map(|op| op.end).max().unwrap_or_default();
+            format!(
+                "{what} = {last}: the acknowledged write of {value} (client {}, via node {}, {} - {}) is lost: {last} was written by a change that ended at {}, before it started",
+                lost.client,
+                lost.node + 1,
+                ms(lost.start),
+                ms(lost.end),
+                ms(final_end)
+            )
+        })
+        .collect()
 }
 
-/// Acknowledged changes lost: after healing, every acknowledged service creation, scale
-/// and node label must be there, with a value that may be the last one.
+/// Acknowledged changes lost: after healing, every acknowledged service creation must
+/// be there, and every acknowledged scale and node label visible or overwritten by a
+/// later write (see [`lost_writes`]).
 pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
     let mut violations = Vec::new();
     // Services: creations and scales, by name.
@@ -152,18 +180,11 @@ pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
             ));
             continue;
         };
-        let (allowed, _) = allowed_final(writes);
-        if !allowed.contains(&replicas) {
-            let acked: Vec<String> = writes
-                .iter()
-                .filter(|(op, _)| op.acked())
-                .map(|(op, value)| format!("{value} (ended {})", ms(op.end)))
-                .collect();
-            violations.push(format!(
-                "service {name}: {replicas} replicas, but the last acknowledged change could only leave one of {allowed:?}; acknowledged: {}",
-                acked.join(", ")
-            ));
-        }
+        violations.extend(lost_writes(
+            &format!("service {name}'s replicas"),
+            writes,
+            Some(replicas),
+        ));
     }
     let nodes: HashMap<&str, &Value> = snapshot
         .nodes
@@ -177,24 +198,15 @@ pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
             ));
             continue;
         };
-        let (allowed, none_acked) = allowed_final(writes);
         match label_value(node, key) {
-            Err(text) => violations.push(format!("node {target}: label {key}={text} is not a number")),
-            Ok(None) if none_acked => {}
-            Ok(None) => violations.push(format!(
-                "node {target}: label {key} is gone, though writes of it were acknowledged (possible last values {allowed:?})"
-            )),
-            Ok(Some(value)) if !allowed.contains(&value) => {
-                let attempted = writes.iter().any(|(_, written)| *written == value);
-                violations.push(if attempted {
-                    format!(
-                        "node {target}: label {key}={value}, older than the last acknowledged write (possible last values {allowed:?})"
-                    )
-                } else {
-                    format!("node {target}: label {key}={value} was never written")
-                });
+            Err(text) => {
+                violations.push(format!("node {target}: label {key}={text} is not a number"))
             }
-            Ok(Some(_)) => {}
+            Ok(value) => violations.extend(lost_writes(
+                &format!("node {target}'s label {key}"),
+                writes,
+                value,
+            )),
         }
     }
     violations

@@ -1514,6 +1514,7 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
     let label_nodes = vec![worker.clone(), run.name(survivor)];
     let config = WorkloadConfig::mixed(managers.to_vec(), label_nodes);
     let register = config.register.clone().expect("a register");
+    let never_written = config.max_replicas + 1;
     let workload = Workload::start(run.cluster.cli(), run.history.clone(), config, seed);
     let recorder = run.recorder(crate::workload::SCENARIO_CLIENT);
     let mut outcome = (|| -> Step<()> {
@@ -1546,7 +1547,11 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
                 "create",
                 Box::new(|| recorder.create_service(survivor, "noq", 1)),
             ),
-            ("scale", Box::new(|| recorder.scale(survivor, "w0-s0", 3))),
+            // A count the workload never writes: every write's value is unique.
+            (
+                "scale",
+                Box::new(|| recorder.scale(survivor, "w0-s0", never_written)),
+            ),
         ];
         for (what, attempt) in attempts {
             let started = Instant::now();
@@ -1574,10 +1579,14 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
             return Err(format!("init --force-new-cluster failed: {}", out.stderr));
         }
         run.event(format!("force-new-cluster: {}", first_line(&out.stdout)));
+        let mut attempt = 0;
         run.wait(
             "the survivor accepts writes",
             Duration::from_secs(30),
-            || recorder.set_label(survivor, &worker, "after", 1).ok(),
+            || {
+                attempt += 1;
+                recorder.set_label(survivor, &worker, "after", attempt).ok()
+            },
         )?;
         run.timing("force-new-cluster -> write accepted", forced.elapsed());
         // The old managers come back with their old data: refused, no second cluster.
@@ -1593,7 +1602,10 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
             if let Err(err) = refused {
                 run.violation(format!("{}: {err}", run.name(index)));
             }
-            if recorder.set_label(index, &worker, "split", 1).is_ok() {
+            if recorder
+                .set_label(index, &worker, "split", index as u64 + 1)
+                .is_ok()
+            {
                 run.violation(format!(
                     "the old manager {} acknowledged a write after the cluster was forced new (split brain)",
                     run.name(index)
