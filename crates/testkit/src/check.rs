@@ -622,6 +622,157 @@ mod tests {
         assert_eq!(lost_changes(&ops, &snapshot).len(), 2);
     }
 
+    fn scale(replicas: u64, start: u64, end: u64, result: OpResult) -> Op {
+        op(
+            2,
+            OpKind::Scale {
+                name: "web".into(),
+                replicas,
+            },
+            start,
+            end,
+            result,
+        )
+    }
+
+    #[test]
+    fn lost_acknowledged_scales_are_caught() {
+        let create = op(
+            2,
+            OpKind::CreateService {
+                name: "web".into(),
+                replicas: 1,
+            },
+            0,
+            10,
+            OpResult::Ok,
+        );
+        let only = |ops: Vec<Op>, replicas: u64| {
+            lost_changes(
+                &ops,
+                &snapshot_with(json!({}), vec![service("web", replicas)]),
+            )
+        };
+        // (situation, writes after the creation, final replicas, lost writes)
+        let cases: Vec<(&str, Vec<Op>, u64, usize)> = vec![
+            (
+                "the last acknowledged scale is visible",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                3,
+                0,
+            ),
+            (
+                "the last acknowledged scale is lost: an older count came back",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                2,
+                1,
+            ),
+            (
+                "both acknowledged scales lost: the creation's count came back",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                1,
+                2,
+            ),
+            (
+                "overwritten by a later indeterminate scale",
+                vec![scale(2, 20, 30, OpResult::Ok), scale(3, 40, 50, failed())],
+                3,
+                0,
+            ),
+            (
+                "an indeterminate scale that started before may land after",
+                vec![scale(2, 20, 90, failed()), scale(3, 40, 50, OpResult::Ok)],
+                2,
+                0,
+            ),
+            (
+                "concurrent acknowledged scales: either may be last",
+                vec![
+                    scale(2, 20, 50, OpResult::Ok),
+                    scale(3, 30, 40, OpResult::Ok),
+                ],
+                2,
+                0,
+            ),
+            (
+                "the acknowledged scale to 0 lost",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(0, 40, 50, OpResult::Ok),
+                ],
+                2,
+                1,
+            ),
+            (
+                "a count nobody wrote",
+                vec![scale(2, 20, 30, OpResult::Ok)],
+                3,
+                1,
+            ),
+        ];
+        for (situation, scales, replicas, lost) in cases {
+            let mut ops = vec![create.clone()];
+            ops.extend(scales);
+            let found = only(ops, replicas);
+            assert_eq!(found.len(), lost, "{situation}: {found:#?}");
+        }
+    }
+
+    #[test]
+    fn services_short_of_their_replicas_are_caught() {
+        let task = |id: &str, slot: &str| json!({"id": id, "name": slot, "spec": {"name": "web"}, "node_hostname": "a", "desired_state": "running"});
+        let web = |replicas: u64, running: u64, desired: u64| json!({"id": "web", "spec": {"name": "web", "mode": {"replicated": {"replicas": replicas}}}, "running": running, "desired": desired});
+        let snapshot = |service: Value, live: &[&str]| Snapshot {
+            services: vec![service],
+            tasks: vec![
+                task("t1", "web.1"),
+                task("t2", "web.2"),
+                task("t3", "web.2"),
+            ],
+            live: live
+                .iter()
+                .map(|task| ("a".to_string(), task.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let cases = [
+            ("every slot runs", snapshot(web(2, 2, 2), &["t1", "t2"]), 0),
+            (
+                "the cluster reports one running of two",
+                snapshot(web(2, 1, 2), &["t1", "t2"]),
+                1,
+            ),
+            (
+                "the desired count lags the spec",
+                snapshot(web(3, 2, 2), &["t1", "t2"]),
+                2,
+            ),
+            (
+                "a slot has no live process though reported running",
+                snapshot(web(2, 2, 2), &["t1"]),
+                1,
+            ),
+            (
+                "two copies of one slot do not make up for a missing one",
+                snapshot(web(2, 2, 2), &["t2", "t3"]),
+                1,
+            ),
+        ];
+        for (situation, snapshot, expected) in cases {
+            let found = replicas_not_desired(&snapshot);
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+        }
+    }
+
     #[test]
     fn duplicate_slots_and_misplaced_tasks_are_caught() {
         let task = |id: &str, slot: &str, node: &str| json!({"id": id, "name": slot, "spec": {"name": "web"}, "node_hostname": node, "desired_state": "running"});

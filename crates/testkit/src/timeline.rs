@@ -442,3 +442,397 @@ pub fn replicas_short_over_time(timeline: &Timeline) -> Violations {
     close_incidents(&mut open, &BTreeSet::new(), &mut violations, &describe);
     violations
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(at: u64) -> Duration {
+        Duration::from_millis(at)
+    }
+
+    /// Windows of a second, a view judged for two.
+    fn windows() -> Windows {
+        Windows {
+            hand_over: ms(1000),
+            down: ms(1000),
+            drain: ms(1000),
+            view_max_age: ms(2000),
+        }
+    }
+
+    /// A view: nodes as `(hostname, status, availability)`, services as
+    /// `(name, replicas)`, tasks as `(id, slot, node, desired state)`.
+    fn view(
+        nodes: &[(&str, &str, &str)],
+        services: &[(&str, u64)],
+        tasks: &[(&str, &str, &str, &str)],
+    ) -> View {
+        View {
+            asked: "m".into(),
+            nodes: nodes
+                .iter()
+                .map(|(hostname, status, availability)| NodeState {
+                    hostname: hostname.to_string(),
+                    status: status.to_string(),
+                    availability: availability.to_string(),
+                })
+                .collect(),
+            services: services
+                .iter()
+                .map(|(name, replicas)| (name.to_string(), *replicas))
+                .collect(),
+            tasks: tasks
+                .iter()
+                .map(|(id, slot, node, desired)| TaskSlot {
+                    id: id.to_string(),
+                    service: slot.split('.').next().unwrap_or_default().to_string(),
+                    slot: slot.to_string(),
+                    node: Some(node.to_string()),
+                    desired: desired.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Samples every 250 ms from `from` to `to` (ms) with the same live processes and,
+    /// on every other one, `view`.
+    fn samples(from: u64, to: u64, live: &[(&str, &str)], view: Option<&View>) -> Vec<Sample> {
+        (from..=to)
+            .step_by(250)
+            .enumerate()
+            .map(|(index, at)| Sample {
+                at: ms(at),
+                live: live
+                    .iter()
+                    .map(|(node, task)| (node.to_string(), task.to_string()))
+                    .collect(),
+                view: view.filter(|_| index % 2 == 0).cloned(),
+            })
+            .collect()
+    }
+
+    fn fault(node: &str, from: u64, to: Option<u64>) -> Fault {
+        Fault {
+            node: node.into(),
+            what: "cut off".into(),
+            from: ms(from),
+            to: to.map(ms),
+        }
+    }
+
+    fn timeline(parts: Vec<Vec<Sample>>, faults: Vec<Fault>) -> Timeline {
+        Timeline {
+            samples: parts.into_iter().flatten().collect(),
+            faults,
+            steady_from: None,
+        }
+    }
+
+    /// web.1 ran by t1 on a and t2 on b (a move, or a replacement of b's copy).
+    fn moved() -> View {
+        view(
+            &[("a", "ready", "active"), ("b", "ready", "active")],
+            &[("web", 1)],
+            &[
+                ("t1", "web.1", "a", "shutdown"),
+                ("t2", "web.1", "b", "running"),
+            ],
+        )
+    }
+
+    #[test]
+    fn able_since_starts_again_when_a_fault_ends() {
+        let faults = vec![fault("a", 1000, Some(2000)), fault("a", 3000, None)];
+        assert_eq!(able_since(&faults, "a", ms(500)), Some(Duration::ZERO));
+        assert_eq!(able_since(&faults, "a", ms(1500)), None);
+        assert_eq!(able_since(&faults, "a", ms(2500)), Some(ms(2000)));
+        assert_eq!(able_since(&faults, "a", ms(3500)), None);
+        assert_eq!(able_since(&faults, "b", ms(3500)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn slots_running_twice_too_long_are_caught() {
+        let both = [("a", "t1"), ("b", "t2")];
+        let new_only = [("b", "t2")];
+        let cases: Vec<(&str, Timeline, usize)> = vec![
+            (
+                "a start-first move: both copies for half a second",
+                timeline(
+                    vec![
+                        samples(0, 500, &both, Some(&moved())),
+                        samples(750, 3000, &new_only, Some(&moved())),
+                    ],
+                    vec![],
+                ),
+                0,
+            ),
+            (
+                "both copies for two seconds",
+                timeline(
+                    vec![
+                        samples(0, 2000, &both, Some(&moved())),
+                        samples(2250, 3000, &new_only, Some(&moved())),
+                    ],
+                    vec![],
+                ),
+                1,
+            ),
+            (
+                "both copies until the end",
+                timeline(vec![samples(0, 3000, &both, Some(&moved()))], vec![]),
+                1,
+            ),
+            (
+                "the old copy on a node cut off for 3 s, stopped soon after it came back",
+                timeline(
+                    vec![
+                        samples(0, 3500, &both, Some(&moved())),
+                        samples(3750, 5000, &new_only, Some(&moved())),
+                    ],
+                    vec![fault("a", 0, Some(3000))],
+                ),
+                0,
+            ),
+            (
+                "the old copy on a node cut off, still running 2 s after it came back",
+                timeline(
+                    vec![
+                        samples(0, 5000, &both, Some(&moved())),
+                        samples(5250, 6000, &new_only, Some(&moved())),
+                    ],
+                    vec![fault("a", 0, Some(3000))],
+                ),
+                1,
+            ),
+            (
+                "copies of tasks no view names are not judged",
+                timeline(vec![samples(0, 3000, &both, None)], vec![]),
+                0,
+            ),
+        ];
+        for (situation, timeline, expected) in cases {
+            let found = slots_twice_over_time(&timeline, &windows());
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+            if expected > 0 {
+                assert!(
+                    found[0].contains("slot web.1") && found[0].contains("task t1 on a"),
+                    "{situation}: the evidence names the slot and the copies: {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn processes_on_down_nodes_beyond_the_window_are_caught() {
+        let down = view(
+            &[("a", "ready", "active"), ("b", "down", "active")],
+            &[("web", 1)],
+            &[("t1", "web.1", "b", "shutdown")],
+        );
+        let ready = view(&[("b", "ready", "active")], &[], &[]);
+        let on_b = [("b", "t1")];
+        let cases: Vec<(&str, Timeline, usize)> = vec![
+            (
+                "a task runs on a Down node that can hear the managers for 3 s",
+                timeline(vec![samples(0, 3000, &on_b, Some(&down))], vec![]),
+                1,
+            ),
+            (
+                "the same while the node is cut off: it cannot know",
+                timeline(
+                    vec![samples(0, 3000, &on_b, Some(&down))],
+                    vec![fault("b", 0, None)],
+                ),
+                0,
+            ),
+            (
+                "the node comes back Ready at once after its fault",
+                timeline(
+                    vec![
+                        samples(0, 3000, &on_b, Some(&down)),
+                        samples(3250, 5000, &on_b, Some(&ready)),
+                    ],
+                    vec![fault("b", 0, Some(3000))],
+                ),
+                0,
+            ),
+            (
+                "the task stops within the window",
+                timeline(
+                    vec![
+                        samples(0, 500, &on_b, Some(&down)),
+                        samples(750, 3000, &[], Some(&down)),
+                    ],
+                    vec![],
+                ),
+                0,
+            ),
+            (
+                "a view too old to judge by",
+                timeline(
+                    vec![
+                        samples(0, 0, &[], Some(&down)),
+                        samples(2500, 4000, &on_b, None),
+                    ],
+                    vec![],
+                ),
+                0,
+            ),
+        ];
+        for (situation, timeline, expected) in cases {
+            let found = down_nodes_running_tasks(&timeline, &windows());
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+            if expected > 0 {
+                assert!(
+                    found[0].contains("on b while it was Down") && found[0].contains("t1"),
+                    "{situation}: {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn processes_on_drained_nodes_beyond_the_window_are_caught() {
+        let drained = |desired: &str| {
+            view(
+                &[("a", "ready", "active"), ("b", "ready", "drain")],
+                &[("web", 1)],
+                &[
+                    ("t1", "web.1", "b", desired),
+                    ("t2", "web.1", "a", "running"),
+                ],
+            )
+        };
+        let on_b = [("b", "t1"), ("a", "t2")];
+        let cases: Vec<(&str, Timeline, usize)> = vec![
+            (
+                "a task still runs on b 3 s after the drain completed",
+                timeline(
+                    vec![samples(0, 3000, &on_b, Some(&drained("shutdown")))],
+                    vec![],
+                ),
+                1,
+            ),
+            (
+                "the managers still want it there: the drain has not completed",
+                timeline(
+                    vec![samples(0, 3000, &on_b, Some(&drained("running")))],
+                    vec![],
+                ),
+                0,
+            ),
+            (
+                "it stops within the window",
+                timeline(
+                    vec![
+                        samples(0, 750, &on_b, Some(&drained("shutdown"))),
+                        samples(1000, 3000, &[("a", "t2")], Some(&drained("shutdown"))),
+                    ],
+                    vec![],
+                ),
+                0,
+            ),
+        ];
+        for (situation, timeline, expected) in cases {
+            let found = drained_nodes_running_tasks(&timeline, &windows());
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+            if expected > 0 {
+                assert!(
+                    found[0].contains("on b while it was drained"),
+                    "{situation}: {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fewer_live_slots_than_desired_after_the_settle_point_are_caught() {
+        let web = view(
+            &[("a", "ready", "active")],
+            &[("web", 2)],
+            &[
+                ("t1", "web.1", "a", "running"),
+                ("t2", "web.2", "a", "running"),
+            ],
+        );
+        let full = [("a", "t1"), ("a", "t2")];
+        let short = [("a", "t1")];
+        let steady = |parts: Vec<Vec<Sample>>, from: Option<u64>| Timeline {
+            steady_from: from.map(ms),
+            ..timeline(parts, vec![])
+        };
+        let cases: Vec<(&str, Timeline, usize)> = vec![
+            (
+                "every slot live from the settle point on",
+                steady(
+                    vec![
+                        samples(0, 750, &short, Some(&web)),
+                        samples(1000, 3000, &full, Some(&web)),
+                    ],
+                    Some(1000),
+                ),
+                0,
+            ),
+            (
+                "one sample short after the settle point",
+                steady(
+                    vec![
+                        samples(0, 1750, &full, Some(&web)),
+                        samples(2000, 2000, &short, None),
+                        samples(2250, 3000, &full, Some(&web)),
+                    ],
+                    Some(1000),
+                ),
+                1,
+            ),
+            (
+                "two separate dips",
+                steady(
+                    vec![
+                        samples(1000, 1250, &short, Some(&web)),
+                        samples(1500, 2000, &full, Some(&web)),
+                        samples(2250, 2500, &short, Some(&web)),
+                    ],
+                    Some(1000),
+                ),
+                2,
+            ),
+            (
+                "short until the end",
+                steady(
+                    vec![
+                        samples(0, 1000, &full, Some(&web)),
+                        samples(1250, 3000, &short, Some(&web)),
+                    ],
+                    Some(0),
+                ),
+                1,
+            ),
+            (
+                "no settle point: nothing is judged",
+                steady(vec![samples(0, 3000, &short, Some(&web))], None),
+                0,
+            ),
+        ];
+        for (situation, timeline, expected) in cases {
+            let found = replicas_short_over_time(&timeline);
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+            if expected > 0 {
+                assert!(
+                    found[0].contains("service web") && found[0].contains("1 of 2"),
+                    "{situation}: {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_windows_follow_the_heartbeat_and_the_stop_grace() {
+        let windows = Windows::for_cluster(Duration::from_secs(1), 3);
+        assert_eq!(windows.hand_over, ms(2000 + 10_000 + 1500));
+        assert_eq!(windows.down, ms(3000 + 2000 + 10_000 + 1500));
+        assert_eq!(windows.drain, windows.hand_over);
+        assert_eq!(windows.view_max_age, ms(4500));
+    }
+}

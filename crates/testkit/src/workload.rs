@@ -579,3 +579,39 @@ fn run_client(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_service_writer_never_writes_one_count_twice_to_a_service() {
+        let config = WorkloadConfig::mixed(vec![0], vec!["n".into()]);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut services = ServiceWrites::default();
+        let mut written: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..500 {
+            let (name, replicas, create) = services.next(0, &config, &mut rng);
+            assert_eq!(create, !written.contains_key(&name), "{name}");
+            written.entry(name).or_default().push(replicas);
+            assert!(services.active.len() <= config.services_each);
+        }
+        for (name, counts) in &written {
+            let mut unique = counts.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), counts.len(), "{name}: {counts:?}");
+            assert!(counts.len() <= 4, "{name}: {counts:?}");
+        }
+        let retired: Vec<&Vec<u64>> = written
+            .values()
+            .filter(|counts| counts.len() == 4)
+            .collect();
+        assert!(retired.len() > 10);
+        assert!(retired
+            .iter()
+            .all(|counts| counts[3] == 0 && counts[..3].iter().all(|c| *c > 0)));
+    }
+}
