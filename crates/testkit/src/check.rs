@@ -84,7 +84,7 @@ fn label_value(node: &Value, key: &str) -> Result<Option<u64>, String> {
 fn lost_writes(what: &str, writes: &[(&Op, u64)], last: Option<u64>) -> Violations {
     let acked = || writes.iter().filter(|(op, _)| op.acked());
     let Some(last) = last else {
-        return match acked().last() {
+        return match acked().next_back() {
             Some((op, value)) => vec![format!(
                 "{what} is gone, though writes of it were acknowledged (the last: {value}, ended {})",
                 ms(op.end)

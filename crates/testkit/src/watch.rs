@@ -1,6 +1,6 @@
-//! The watcher: a thread beside every fault scenario that samples, every
+//! The watcher: threads beside every fault scenario that sample, every
 //! [`SAMPLE_EVERY`], the task processes that really run (the process driver's records
-//! and `/proc`) and, every other sample, the cluster's view from whichever manager
+//! and `/proc`) and, every [`VIEW_EVERY`], the cluster's view from whichever manager
 //! answers quickly, for the checkers of [`crate::timeline`].
 //!
 //! It only reads: it never kills, restarts or cuts anything, and it borrows nothing from
@@ -23,22 +23,48 @@ use crate::workload::Cli;
 /// How often the processes are sampled.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-/// The view is read every this many samples: its CLI calls cost far more than reading
-/// `/proc`, and five scenarios share two cores in the short form.
-const VIEW_EVERY: usize = 2;
+/// How often the view is read, on its own thread so that a slow manager never holds
+/// the process sampling: its CLI calls cost far more than reading `/proc`, and five
+/// scenarios share two cores in the short form. A sample carries the view finished
+/// since the one before (so a view is up to this much older than its sample).
+const VIEW_EVERY: Duration = Duration::from_millis(500);
 
 /// A manager that takes longer than this to answer is skipped for this view (a paused
-/// or cut-off one would otherwise hold the sampling for the CLI's whole time-out).
+/// or cut-off one would otherwise hold the view for the CLI's whole time-out).
 const VIEW_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The sampling thread; stopped by [`Watcher::stop`] (or when dropped).
-pub(crate) struct Watcher {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    thread: Option<JoinHandle<()>>,
+/// What the two threads share.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    samples: Mutex<Vec<Sample>>,
+    /// The last view read and not yet put in a sample.
+    view: Mutex<Option<View>>,
+    /// A live task no view has named yet: the next view lists the tasks of services
+    /// scaled to 0 too.
+    unknown_tasks: AtomicBool,
 }
 
-/// What the thread needs to sample a cluster.
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps out the rest of `period` from `tick`, or until stopped.
+    fn pace(&self, tick: Instant, period: Duration) {
+        while tick.elapsed() < period && !self.stopped() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The sampling threads; stopped by [`Watcher::stop`] (or when dropped).
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What the threads need to sample a cluster.
 pub(crate) struct Target {
     /// Node hostnames and data directories, by node index.
     pub names: Vec<String>,
@@ -52,77 +78,93 @@ pub(crate) struct Target {
 
 impl Watcher {
     pub(crate) fn start(target: Target) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let stop = stop.clone();
-            let samples = samples.clone();
-            std::thread::Builder::new()
-                .name("fault-watcher".into())
-                .spawn(move || sample_until_stopped(target, &stop, &samples))
-                .expect("starting the watcher thread")
-        };
-        Watcher {
-            stop,
-            samples,
-            thread: Some(thread),
+        let shared = Arc::new(Shared::default());
+        let target = Arc::new(target);
+        let mut threads = Vec::new();
+        for (name, work) in [
+            ("fault-watcher", sample_processes as fn(&Target, &Shared)),
+            ("fault-watcher-view", read_views),
+        ] {
+            let shared = shared.clone();
+            let target = target.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || work(&target, &shared))
+                    .expect("starting a watcher thread"),
+            );
         }
+        Watcher { shared, threads }
     }
 
     /// Samples taken at or after `at`.
     pub(crate) fn samples_since(&self, at: Duration) -> usize {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = self
+            .shared
+            .samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         samples.iter().filter(|sample| sample.at >= at).count()
     }
 
-    /// Stops the thread after its current sample and returns every sample.
+    /// Stops the threads after their current step and returns every sample.
     pub(crate) fn stop(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .shared
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
     }
 }
 
-fn sample_until_stopped(target: Target, stop: &AtomicBool, samples: &Mutex<Vec<Sample>>) {
-    let mut cli = target.cli.clone();
-    cli.timeout = VIEW_TIMEOUT;
+fn sample_processes(target: &Target, shared: &Shared) {
     let data_dirs: Vec<&Path> = target.data_dirs.iter().map(PathBuf::as_path).collect();
-    // Task ids some view already named: a live task none names makes the next view due.
     let mut known: HashSet<String> = HashSet::new();
-    let mut preferred = 0;
-    let mut count = 0usize;
-    while !stop.load(Ordering::SeqCst) {
+    while !shared.stopped() {
         let tick = Instant::now();
         let at = target.origin.elapsed();
         let live: Vec<(String, String)> = crate::live_task_processes_in(&data_dirs)
             .into_iter()
             .map(|(index, task)| (target.names[index].clone(), task))
             .collect();
-        let unknown = live.iter().any(|(_, task)| !known.contains(task));
-        let view = if count % VIEW_EVERY == 0 || unknown {
-            read_view(&cli, &target, &mut preferred, unknown)
-        } else {
-            None
-        };
+        let view = shared.view.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(view) = &view {
             known.extend(view.tasks.iter().map(|task| task.id.clone()));
         }
-        count += 1;
-        samples
+        let unknown = live.iter().any(|(_, task)| !known.contains(task));
+        shared.unknown_tasks.store(unknown, Ordering::SeqCst);
+        shared
+            .samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Sample { at, live, view });
-        while tick.elapsed() < SAMPLE_EVERY && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20));
+        shared.pace(tick, SAMPLE_EVERY);
+    }
+}
+
+fn read_views(target: &Target, shared: &Shared) {
+    let mut cli = target.cli.clone();
+    cli.timeout = VIEW_TIMEOUT;
+    let mut preferred = 0;
+    while !shared.stopped() {
+        let tick = Instant::now();
+        let every_service = shared.unknown_tasks.load(Ordering::SeqCst);
+        if let Some(view) = read_view(&cli, target, &mut preferred, every_service) {
+            *shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
         }
+        shared.pace(tick, VIEW_EVERY);
     }
 }
 
