@@ -1,5 +1,7 @@
 //! Checkers: pure functions over a recorded [`History`](crate::History) and final
 //! [`Snapshot`]s, each returning the violations it found (empty when all is well).
+//! [`crate::timeline`] holds the same invariants at every sampled instant; a fault
+//! scenario's report adds its findings under the names below.
 //!
 //! Failed or timed-out changes are indeterminate: they may have happened, at any time
 //! after they started (as etcd's robustness checker sets their return time to

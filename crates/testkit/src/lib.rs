@@ -4,7 +4,8 @@
 //! unique to the cluster and checked free), talking over real sockets. Faults are real
 //! signals, and partitions go through a user-space TCP proxy (`faults`, with
 //! `ClusterOptions::proxied`); `workload` records a client history and `check` judges
-//! it. Every process a cluster started is killed when it is dropped, even when the test
+//! it, and a watcher (`watch`) samples what runs beside every fault scenario for the
+//! checkers of `timeline`. Every process a cluster started is killed when it is dropped, even when the test
 //! panics, and daemons also die with the test thread that started them
 //! (`PR_SET_PDEATHSIG`), so an aborted run leaves nothing behind.
 //!
