@@ -660,8 +660,9 @@ const KILLED: &str = "daemon killed";
 const PAUSED: &str = "daemon paused";
 const CUT: &str = "cut off";
 
-/// Samples the watcher takes after the settle point before the run ends, so that the
-/// replicas are seen continuously for a moment even when the cluster settled at once.
+/// Samples the watcher takes after the settle point before the run ends (one of them
+/// with a view, which names the tasks started last), so that the replicas are seen
+/// continuously for a moment even when the cluster settled at once.
 const SAMPLES_AFTER_SETTLE: usize = 4;
 
 impl Run {
@@ -938,7 +939,7 @@ impl Run {
         let steady_from = self.steady_from.or(self.converged_at);
         if let Some(steady_from) = steady_from {
             let deadline = Instant::now() + Duration::from_secs(3);
-            while watcher.samples_since(steady_from) < SAMPLES_AFTER_SETTLE
+            while !watcher.viewed_since(steady_from, SAMPLES_AFTER_SETTLE)
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(50));

@@ -389,7 +389,9 @@ pub fn drained_nodes_running_tasks(timeline: &Timeline, windows: &Windows) -> Vi
 
 /// From the settle point to the end: every sample must have a live process in as many
 /// slots of each service as its spec (in the last view) wants. One violation per
-/// service and stretch of samples that fell short, with the slots that ran.
+/// service and stretch of samples that fell short, with the slots that ran. A sample
+/// with a live task no view names (started after the last view) is not judged: that
+/// task may well be the missing slot's.
 pub fn replicas_short_over_time(timeline: &Timeline) -> Violations {
     let Some(steady_from) = timeline.steady_from else {
         return Vec::new();
@@ -411,7 +413,12 @@ pub fn replicas_short_over_time(timeline: &Timeline) -> Violations {
         if let Some(view) = &sample.view {
             desired.clone_from(&view.services);
         }
-        if sample.at < steady_from {
+        if sample.at < steady_from
+            || sample
+                .live
+                .iter()
+                .any(|(_, task)| !slots.contains_key(task.as_str()))
+        {
             continue;
         }
         let mut running: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -808,6 +815,18 @@ mod tests {
                     Some(0),
                 ),
                 1,
+            ),
+            (
+                "a live task no view names may be the missing slot's",
+                steady(
+                    vec![
+                        samples(0, 1000, &full, Some(&web)),
+                        samples(1250, 1500, &[("a", "t1"), ("a", "t9")], None),
+                        samples(1750, 2000, &full, Some(&web)),
+                    ],
+                    Some(0),
+                ),
+                0,
             ),
             (
                 "no settle point: nothing is judged",

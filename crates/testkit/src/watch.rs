@@ -97,14 +97,16 @@ impl Watcher {
         Watcher { shared, threads }
     }
 
-    /// Samples taken at or after `at`.
-    pub(crate) fn samples_since(&self, at: Duration) -> usize {
+    /// Whether at least `count` samples were taken at or after `at`, one of them with
+    /// a view.
+    pub(crate) fn viewed_since(&self, at: Duration, count: usize) -> bool {
         let samples = self
             .shared
             .samples
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        samples.iter().filter(|sample| sample.at >= at).count()
+        let since: Vec<&Sample> = samples.iter().filter(|sample| sample.at >= at).collect();
+        since.len() >= count && since.iter().any(|sample| sample.view.is_some())
     }
 
     /// Stops the threads after their current step and returns every sample.
