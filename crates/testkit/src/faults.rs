@@ -670,7 +670,7 @@ impl Run {
         // One clock for the schedule, the operations and the watcher's samples.
         let history = History::new();
         let started = history.origin();
-        let period = humantime::parse_duration(options.heartbeat_period)
+        let period = hoist_types::duration::parse_duration(options.heartbeat_period)
             .expect("ClusterOptions::heartbeat_period is a duration");
         let windows = Windows::for_cluster(period, options.heartbeat_grace);
         let managers: Vec<usize> = (0..options.managers).collect();
