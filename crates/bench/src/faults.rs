@@ -4,7 +4,9 @@
 //! Runs every scenario of `hoist_testkit::faults` (or only NAME) once per seed, with
 //! `--kills` SIGKILLs of managers during writes (and a third as many leader kills), on
 //! daemons of the release `hoist` binary next to this one, then prints a table of
-//! scenarios x checker violations with timings. Seeds are S, S+1, ... (S defaults to
+//! scenarios x checker violations with timings ("replicas", "slot twice" and
+//! "down/drained" count what the final state shows and what the watcher saw at any
+//! sampled instant). Seeds are S, S+1, ... (S defaults to
 //! `HOIST_FAULT_SEED`, else random); any row replays with
 //! `HOIST_FAULT_SEED=<seed> cargo test -p hoist --test faults` (short form) or
 //! `--seed <seed> --seeds 1 --scenario NAME` here. Exits non-zero if anything was

@@ -1,6 +1,8 @@
 //! The fault-injection suite, short form: real daemons, SIGKILL and SIGSTOP, and
 //! partitions through the test kit's TCP fault proxy, under a recorded client workload;
-//! every checker must report 0 violations.
+//! every checker must report 0 violations, in the final state and at every instant the
+//! test kit's watcher sampled (slots twice, tasks on Down or drained nodes, replicas short
+//! after the settle point).
 //!
 //! Every scenario is seeded, with the same seed on every run ([`SEED`]) unless
 //! `HOIST_FAULT_SEED` says otherwise: it prints `HOIST_FAULT_SEED=<n>`, and

@@ -1,5 +1,7 @@
 //! Checkers: pure functions over a recorded [`History`](crate::History) and final
 //! [`Snapshot`]s, each returning the violations it found (empty when all is well).
+//! [`crate::timeline`] holds the same invariants at every sampled instant; a fault
+//! scenario's report adds its findings under the names below.
 //!
 //! Failed or timed-out changes are indeterminate: they may have happened, at any time
 //! after they started (as etcd's robustness checker sets their return time to
@@ -74,28 +76,56 @@ fn label_value(node: &Value, key: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The values a register-like object may hold at the end, given the writes of it:
-/// an acknowledged write that no other acknowledged write follows in real time, or any
-/// indeterminate write. `None` when there were no acknowledged writes (absent is then
-/// allowed too).
-fn allowed_final(writes: &[(&Op, u64)]) -> (BTreeSet<u64>, bool) {
-    let acked: Vec<&(&Op, u64)> = writes.iter().filter(|(op, _)| op.acked()).collect();
-    let mut allowed: BTreeSet<u64> = writes
+/// Acknowledged writes of one register-like object (a service's replicas, a node's
+/// label) that the final value `last` does not account for. Every acknowledged write
+/// must be visible at the end, or overwritten by a write that may have taken effect
+/// after it: an acknowledged one that did not end before it started, or an
+/// indeterminate one that started before the end (it may land any time after its
+/// call). The workload never writes one value twice to one object, so the final value
+/// names its write; were a value written twice, any of its writes may be the last.
+fn lost_writes(what: &str, writes: &[(&Op, u64)], last: Option<u64>) -> Violations {
+    let acked = || writes.iter().filter(|(op, _)| op.acked());
+    let Some(last) = last else {
+        return match acked().next_back() {
+            Some((op, value)) => vec![format!(
+                "{what} is gone, though writes of it were acknowledged (the last: {value}, ended {})",
+                ms(op.end)
+            )],
+            None => Vec::new(),
+        };
+    };
+    let finals: Vec<&&Op> = writes
         .iter()
-        .filter(|(op, _)| op.failed())
-        .map(|(_, value)| *value)
+        .filter(|(_, value)| *value == last)
+        .map(|(op, _)| op)
         .collect();
-    for (op, value) in &acked {
-        let followed = acked.iter().any(|(other, _)| other.start > op.end);
-        if !followed {
-            allowed.insert(*value);
-        }
+    if finals.is_empty() {
+        return vec![format!("{what} = {last}, which was never written")];
     }
-    (allowed, acked.is_empty())
+    acked()
+        .filter(|(_, value)| *value != last)
+        .filter(|(lost, _)| {
+            finals
+                .iter()
+                .all(|final_write| final_write.acked() && final_write.end < lost.start)
+        })
+        .map(|(lost, value)| {
+            let final_end = finals.iter().map(|op| op.end).max().unwrap_or_default();
+            format!(
+                "{what} = {last}: the acknowledged write of {value} (client {}, via node {}, {} - {}) is lost: {last} was written by a change that ended at {}, before it started",
+                lost.client,
+                lost.node + 1,
+                ms(lost.start),
+                ms(lost.end),
+                ms(final_end)
+            )
+        })
+        .collect()
 }
 
-/// Acknowledged changes lost: after healing, every acknowledged service creation, scale
-/// and node label must be there, with a value that may be the last one.
+/// Acknowledged changes lost: after healing, every acknowledged service creation must
+/// be there, and every acknowledged scale and node label visible or overwritten by a
+/// later write (see [`lost_writes`]).
 pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
     let mut violations = Vec::new();
     // Services: creations and scales, by name.
@@ -152,18 +182,11 @@ pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
             ));
             continue;
         };
-        let (allowed, _) = allowed_final(writes);
-        if !allowed.contains(&replicas) {
-            let acked: Vec<String> = writes
-                .iter()
-                .filter(|(op, _)| op.acked())
-                .map(|(op, value)| format!("{value} (ended {})", ms(op.end)))
-                .collect();
-            violations.push(format!(
-                "service {name}: {replicas} replicas, but the last acknowledged change could only leave one of {allowed:?}; acknowledged: {}",
-                acked.join(", ")
-            ));
-        }
+        violations.extend(lost_writes(
+            &format!("service {name}'s replicas"),
+            writes,
+            Some(replicas),
+        ));
     }
     let nodes: HashMap<&str, &Value> = snapshot
         .nodes
@@ -177,24 +200,15 @@ pub fn lost_changes(ops: &[Op], snapshot: &Snapshot) -> Violations {
             ));
             continue;
         };
-        let (allowed, none_acked) = allowed_final(writes);
         match label_value(node, key) {
-            Err(text) => violations.push(format!("node {target}: label {key}={text} is not a number")),
-            Ok(None) if none_acked => {}
-            Ok(None) => violations.push(format!(
-                "node {target}: label {key} is gone, though writes of it were acknowledged (possible last values {allowed:?})"
-            )),
-            Ok(Some(value)) if !allowed.contains(&value) => {
-                let attempted = writes.iter().any(|(_, written)| *written == value);
-                violations.push(if attempted {
-                    format!(
-                        "node {target}: label {key}={value}, older than the last acknowledged write (possible last values {allowed:?})"
-                    )
-                } else {
-                    format!("node {target}: label {key}={value} was never written")
-                });
+            Err(text) => {
+                violations.push(format!("node {target}: label {key}={text} is not a number"))
             }
-            Ok(Some(_)) => {}
+            Ok(value) => violations.extend(lost_writes(
+                &format!("node {target}'s label {key}"),
+                writes,
+                value,
+            )),
         }
     }
     violations
@@ -608,6 +622,157 @@ mod tests {
             vec![service("kept", 1), service("lost", 1)],
         );
         assert_eq!(lost_changes(&ops, &snapshot).len(), 2);
+    }
+
+    fn scale(replicas: u64, start: u64, end: u64, result: OpResult) -> Op {
+        op(
+            2,
+            OpKind::Scale {
+                name: "web".into(),
+                replicas,
+            },
+            start,
+            end,
+            result,
+        )
+    }
+
+    #[test]
+    fn lost_acknowledged_scales_are_caught() {
+        let create = op(
+            2,
+            OpKind::CreateService {
+                name: "web".into(),
+                replicas: 1,
+            },
+            0,
+            10,
+            OpResult::Ok,
+        );
+        let only = |ops: Vec<Op>, replicas: u64| {
+            lost_changes(
+                &ops,
+                &snapshot_with(json!({}), vec![service("web", replicas)]),
+            )
+        };
+        // (situation, writes after the creation, final replicas, lost writes)
+        let cases: Vec<(&str, Vec<Op>, u64, usize)> = vec![
+            (
+                "the last acknowledged scale is visible",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                3,
+                0,
+            ),
+            (
+                "the last acknowledged scale is lost: an older count came back",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                2,
+                1,
+            ),
+            (
+                "both acknowledged scales lost: the creation's count came back",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(3, 40, 50, OpResult::Ok),
+                ],
+                1,
+                2,
+            ),
+            (
+                "overwritten by a later indeterminate scale",
+                vec![scale(2, 20, 30, OpResult::Ok), scale(3, 40, 50, failed())],
+                3,
+                0,
+            ),
+            (
+                "an indeterminate scale that started before may land after",
+                vec![scale(2, 20, 90, failed()), scale(3, 40, 50, OpResult::Ok)],
+                2,
+                0,
+            ),
+            (
+                "concurrent acknowledged scales: either may be last",
+                vec![
+                    scale(2, 20, 50, OpResult::Ok),
+                    scale(3, 30, 40, OpResult::Ok),
+                ],
+                2,
+                0,
+            ),
+            (
+                "the acknowledged scale to 0 lost",
+                vec![
+                    scale(2, 20, 30, OpResult::Ok),
+                    scale(0, 40, 50, OpResult::Ok),
+                ],
+                2,
+                1,
+            ),
+            (
+                "a count nobody wrote",
+                vec![scale(2, 20, 30, OpResult::Ok)],
+                3,
+                1,
+            ),
+        ];
+        for (situation, scales, replicas, lost) in cases {
+            let mut ops = vec![create.clone()];
+            ops.extend(scales);
+            let found = only(ops, replicas);
+            assert_eq!(found.len(), lost, "{situation}: {found:#?}");
+        }
+    }
+
+    #[test]
+    fn services_short_of_their_replicas_are_caught() {
+        let task = |id: &str, slot: &str| json!({"id": id, "name": slot, "spec": {"name": "web"}, "node_hostname": "a", "desired_state": "running"});
+        let web = |replicas: u64, running: u64, desired: u64| json!({"id": "web", "spec": {"name": "web", "mode": {"replicated": {"replicas": replicas}}}, "running": running, "desired": desired});
+        let snapshot = |service: Value, live: &[&str]| Snapshot {
+            services: vec![service],
+            tasks: vec![
+                task("t1", "web.1"),
+                task("t2", "web.2"),
+                task("t3", "web.2"),
+            ],
+            live: live
+                .iter()
+                .map(|task| ("a".to_string(), task.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let cases = [
+            ("every slot runs", snapshot(web(2, 2, 2), &["t1", "t2"]), 0),
+            (
+                "the cluster reports one running of two",
+                snapshot(web(2, 1, 2), &["t1", "t2"]),
+                1,
+            ),
+            (
+                "the desired count lags the spec",
+                snapshot(web(3, 2, 2), &["t1", "t2"]),
+                2,
+            ),
+            (
+                "a slot has no live process though reported running",
+                snapshot(web(2, 2, 2), &["t1"]),
+                1,
+            ),
+            (
+                "two copies of one slot do not make up for a missing one",
+                snapshot(web(2, 2, 2), &["t2", "t3"]),
+                1,
+            ),
+        ];
+        for (situation, snapshot, expected) in cases {
+            let found = replicas_not_desired(&snapshot);
+            assert_eq!(found.len(), expected, "{situation}: {found:#?}");
+        }
     }
 
     #[test]

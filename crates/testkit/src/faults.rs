@@ -24,6 +24,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::check::{self, Snapshot, Violations};
+use crate::timeline::{self, Fault, Timeline, Windows};
+use crate::watch::{Target, Watcher};
 use crate::workload::{History, Recorder, Workload, WorkloadConfig};
 use crate::{Cluster, ClusterOptions};
 
@@ -639,25 +641,67 @@ struct Run {
     notes: Vec<String>,
     schedule: Vec<String>,
     started: Instant,
+    /// Samples what really runs until `finish` (see `watch.rs`).
+    watcher: Option<Watcher>,
+    /// The faults injected so far, for the timeline checkers: while a node cannot hear
+    /// the managers, what it still runs is not held against it.
+    faults: Vec<Fault>,
+    /// Where the scenario says its services are at their desired replicas for good.
+    steady_from: Option<Duration>,
+    /// When the last `settle` converged: the settle point, unless the scenario set one.
+    converged_at: Option<Duration>,
+    windows: Windows,
 }
 
 type Step<T> = Result<T, String>;
 
+/// `Fault::what` of the faults a `Run` injects.
+const KILLED: &str = "daemon killed";
+const PAUSED: &str = "daemon paused";
+const CUT: &str = "cut off";
+
+/// Samples the watcher takes after the settle point before the run ends (one of them
+/// with a view, which names the tasks started last), so that the replicas are seen
+/// continuously for a moment even when the cluster settled at once.
+const SAMPLES_AFTER_SETTLE: usize = 4;
+
 impl Run {
     fn new(bin: &Path, scenario: Scenario, seed: u64, options: ClusterOptions) -> Run {
-        let started = Instant::now();
+        // One clock for the schedule, the operations and the watcher's samples.
+        let history = History::new();
+        let started = history.origin();
+        let period = hoist_types::duration::parse_duration(options.heartbeat_period)
+            .expect("ClusterOptions::heartbeat_period is a duration");
+        let windows = Windows::for_cluster(period, options.heartbeat_grace);
+        let managers: Vec<usize> = (0..options.managers).collect();
         let cluster = Cluster::start(bin, options);
+        let watcher = Watcher::start(Target {
+            names: names(&cluster),
+            data_dirs: cluster
+                .nodes
+                .iter()
+                .map(|node| node.data_dir.clone())
+                .collect(),
+            cli: cluster.cli(),
+            managers,
+            origin: started,
+        });
         let mut run = Run {
             scenario,
             seed,
             cluster,
             rng: scenario.rng(seed),
-            history: History::new(),
+            history,
             violations: Vec::new(),
             timings: Vec::new(),
             notes: Vec::new(),
             schedule: Vec::new(),
             started,
+            watcher: Some(watcher),
+            faults: Vec::new(),
+            steady_from: None,
+            converged_at: None,
+            windows,
         };
         run.event(format!(
             "cluster of {} nodes ready in {:.1}s",
@@ -669,6 +713,79 @@ impl Run {
 
     fn name(&self, index: usize) -> String {
         self.cluster.nodes[index].name.clone()
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn fault_begins(&mut self, index: usize, what: &str) {
+        let fault = Fault {
+            node: self.name(index),
+            what: what.to_string(),
+            from: self.now(),
+            to: None,
+        };
+        self.faults.push(fault);
+    }
+
+    fn fault_ends(&mut self, index: Option<usize>, what: &str) {
+        let node = index.map(|index| self.name(index));
+        let now = self.now();
+        for fault in &mut self.faults {
+            if fault.to.is_none()
+                && fault.what == what
+                && node.as_ref().is_none_or(|node| *node == fault.node)
+            {
+                fault.to = Some(now);
+            }
+        }
+    }
+
+    /// SIGKILLs node `index` (its task processes live on, as with a crashed daemon).
+    fn kill(&mut self, index: usize) {
+        self.cluster.kill(index);
+        self.fault_begins(index, KILLED);
+    }
+
+    fn start_node(&mut self, index: usize) {
+        self.cluster.start_node(index);
+        self.fault_ends(Some(index), KILLED);
+    }
+
+    fn pause(&mut self, index: usize) {
+        self.cluster.pause(index);
+        self.fault_begins(index, PAUSED);
+    }
+
+    fn resume(&mut self, index: usize) {
+        self.cluster.resume(index);
+        self.fault_ends(Some(index), PAUSED);
+    }
+
+    /// Cuts the nodes of `cut_off` from those of `from` (the first cannot hear the
+    /// managers among the second).
+    fn partition(&mut self, cut_off: &[usize], from: &[usize]) {
+        self.cluster.partition(cut_off, from);
+        for index in cut_off {
+            self.fault_begins(*index, CUT);
+        }
+    }
+
+    fn isolate(&mut self, index: usize) {
+        self.cluster.isolate(index);
+        self.fault_begins(index, CUT);
+    }
+
+    fn heal(&mut self) {
+        self.cluster.heal();
+        self.fault_ends(None, CUT);
+    }
+
+    /// From now to the end, every service must keep a live process in each slot.
+    fn mark_steady(&mut self) {
+        self.steady_from = Some(self.now());
+        self.event("settle point: the replicas are watched from here on".into());
     }
 
     fn event(&mut self, text: String) {
@@ -785,6 +902,7 @@ impl Run {
     ) -> Option<Snapshot> {
         let started = Instant::now();
         let mut last: Option<Snapshot> = None;
+        self.converged_at = None;
         loop {
             for index in asked {
                 let Some(snapshot) = take_snapshot(&self.cluster, *index, managers) else {
@@ -795,6 +913,7 @@ impl Run {
                     .all(|(_, found)| found.is_empty());
                 last = Some(snapshot);
                 if converged {
+                    self.converged_at = Some(self.now());
                     let took = started.elapsed();
                     self.timing("settle", took);
                     self.event(format!("converged after {:.1}s", took.as_secs_f64()));
@@ -810,6 +929,56 @@ impl Run {
         }
     }
 
+    /// Stops the watcher (after a few samples past the settle point) and runs the
+    /// timeline checkers over what it saw, under the names of the final-snapshot
+    /// checkers they extend to every instant.
+    fn watched_checks(&mut self) -> Vec<(&'static str, Violations)> {
+        let Some(watcher) = self.watcher.take() else {
+            return Vec::new();
+        };
+        let steady_from = self.steady_from.or(self.converged_at);
+        if let Some(steady_from) = steady_from {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !watcher.viewed_since(steady_from, SAMPLES_AFTER_SETTLE)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let samples = watcher.stop();
+        let with_view = samples
+            .iter()
+            .filter(|sample| sample.view.is_some())
+            .count();
+        self.notes.push(format!(
+            "watcher: {} samples ({with_view} with the managers' view); windows: hand-over {:?}, Down {:?}, drain {:?}; replicas watched from {}",
+            samples.len(),
+            self.windows.hand_over,
+            self.windows.down,
+            self.windows.drain,
+            steady_from.map_or("nowhere (never settled)".to_string(), |at| format!("{:.2}s", at.as_secs_f64()))
+        ));
+        let timeline = Timeline {
+            samples,
+            faults: self.faults.clone(),
+            steady_from,
+        };
+        let windows = &self.windows;
+        let mut misplaced = timeline::down_nodes_running_tasks(&timeline, windows);
+        misplaced.extend(timeline::drained_nodes_running_tasks(&timeline, windows));
+        vec![
+            (
+                check::REPLICAS,
+                timeline::replicas_short_over_time(&timeline),
+            ),
+            (
+                check::TWICE,
+                timeline::slots_twice_over_time(&timeline, windows),
+            ),
+            (check::MISPLACED, misplaced),
+        ]
+    }
+
     /// Runs the final checks and builds the report.
     fn finish(
         mut self,
@@ -821,6 +990,7 @@ impl Run {
             self.violation(format!("scenario stopped: {err}"));
         }
         self.check_daemons();
+        let over_time = self.watched_checks();
         let ops = self.history.ops();
         let mut checks: Vec<(&'static str, Violations)> = match &snapshot {
             Some(snapshot) => check::check_all(&ops, snapshot, registers),
@@ -833,6 +1003,11 @@ impl Run {
                     .collect()
             }
         };
+        for (name, found) in over_time {
+            if let Some((_, violations)) = checks.iter_mut().find(|(checker, _)| *checker == name) {
+                violations.extend(found);
+            }
+        }
         checks.push((check::SCENARIO, std::mem::take(&mut self.violations)));
         let writes: Vec<&crate::workload::Op> =
             ops.iter().filter(|op| op.kind.is_write()).collect();
@@ -964,13 +1139,13 @@ fn leader_kills(bin: &Path, seed: u64, size: Size) -> Report {
                 size.leader_kills,
                 run.name(leader)
             ));
-            run.cluster.kill(leader);
+            run.kill(leader);
             let killed = Instant::now();
             let new_leader = run.wait_leader(&managers)?;
             run.timing("leader SIGKILL -> new leader", killed.elapsed());
             run.event(format!("new leader {}", run.name(new_leader)));
             run.random_pause(200, 1500);
-            run.cluster.start_node(leader);
+            run.start_node(leader);
             let restarted = Instant::now();
             let cli = run.cluster.cli();
             run.wait(
@@ -1019,9 +1194,9 @@ fn manager_kills(bin: &Path, seed: u64, size: Size) -> Report {
                 size.manager_kills,
                 run.name(victim)
             ));
-            run.cluster.kill(victim);
+            run.kill(victim);
             run.random_pause(0, 800);
-            run.cluster.start_node(victim);
+            run.start_node(victim);
             let restarted = Instant::now();
             let cli = run.cluster.cli();
             // The store must open after every kill, and the node find its leader.
@@ -1103,7 +1278,7 @@ fn leader_isolated(bin: &Path, seed: u64) -> Report {
         let leader = run.wait_leader(&managers)?;
         write_until_acked(&mut run, &[leader])?;
         run.event(format!("isolate leader {}", run.name(leader)));
-        run.cluster.isolate(leader);
+        run.isolate(leader);
         let cut = Instant::now();
         let majority: Vec<usize> = managers.iter().copied().filter(|m| *m != leader).collect();
         let newer = write_until_acked(&mut run, &majority)?;
@@ -1133,7 +1308,7 @@ fn leader_isolated(bin: &Path, seed: u64) -> Report {
             )),
         }
         run.random_pause(0, 1000);
-        run.cluster.heal();
+        run.heal();
         let healed = Instant::now();
         run.event("healed".into());
         let cli = run.cluster.cli();
@@ -1151,13 +1326,13 @@ fn leader_isolated(bin: &Path, seed: u64) -> Report {
         let leader = run.wait_leader(&managers)?;
         write_until_acked(&mut run, &[leader])?;
         run.event(format!("SIGSTOP leader {}", run.name(leader)));
-        run.cluster.pause(leader);
+        run.pause(leader);
         let paused = Instant::now();
         let majority: Vec<usize> = managers.iter().copied().filter(|m| *m != leader).collect();
         let newer = match write_until_acked(&mut run, &majority) {
             Ok(newer) => newer,
             Err(err) => {
-                run.cluster.resume(leader);
+                run.resume(leader);
                 return Err(err);
             }
         };
@@ -1172,7 +1347,7 @@ fn leader_isolated(bin: &Path, seed: u64) -> Report {
         let target_name = target.clone();
         let read = std::thread::spawn(move || reader.read_label(leader, &target_name, "iso"));
         run.random_pause(100, 1000);
-        run.cluster.resume(leader);
+        run.resume(leader);
         run.event(format!("SIGCONT {}", run.name(leader)));
         match read.join().map_err(|_| "the reader panicked".to_string())? {
             Err(err) => run.event(format!("read on the resumed old leader failed (fine): {}", first_line(&err))),
@@ -1185,9 +1360,9 @@ fn leader_isolated(bin: &Path, seed: u64) -> Report {
         run.random_pause(300, 1000);
         Ok(())
     })();
-    run.cluster.heal();
+    run.heal();
     for index in 0..run.cluster.nodes.len() {
-        run.cluster.resume(index);
+        run.resume(index);
     }
     workload.stop();
     run.event("workload stopped".into());
@@ -1236,6 +1411,8 @@ fn worker_partition(bin: &Path, seed: u64) -> Report {
         run.wait("web running 4 replicas", Duration::from_secs(60), || {
             running_on(&cli, 0, "web").filter(|per_node| per_node.values().sum::<usize>() == 4)
         })?;
+        // No other service exists here, and every later move is start-first.
+        run.mark_steady();
         workload = Some(Workload::start(
             cli.clone(),
             run.history.clone(),
@@ -1251,7 +1428,7 @@ fn worker_partition(bin: &Path, seed: u64) -> Report {
             .expect("two workers");
         let (victim_name, other_name) = (run.name(victim), run.name(other));
         run.event(format!("cut {victim_name} from the managers"));
-        run.cluster.partition(&[victim], &managers);
+        run.partition(&[victim], &managers);
         let cut = Instant::now();
         run.wait(
             &format!("{victim_name} Down and its tasks replaced on {other_name}"),
@@ -1282,7 +1459,7 @@ fn worker_partition(bin: &Path, seed: u64) -> Report {
         run.random_pause(500, 3000);
         let twice_before = take_snapshot(&run.cluster, 0, &[])
             .map_or(0, |snapshot| check::slots_running_twice(&snapshot).len());
-        run.cluster.heal();
+        run.heal();
         let healed = Instant::now();
         run.event(format!(
             "healed ({twice_before} slots ran twice just before: the old tasks on {victim_name})"
@@ -1303,7 +1480,7 @@ fn worker_partition(bin: &Path, seed: u64) -> Report {
         run.random_pause(300, 1000);
         Ok(())
     })();
-    run.cluster.heal();
+    run.heal();
     if let Some(workload) = workload {
         workload.stop();
     }
@@ -1338,6 +1515,7 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
     let label_nodes = vec![worker.clone(), run.name(survivor)];
     let config = WorkloadConfig::mixed(managers.to_vec(), label_nodes);
     let register = config.register.clone().expect("a register");
+    let never_written = config.max_replicas + 1;
     let workload = Workload::start(run.cluster.cli(), run.history.clone(), config, seed);
     let recorder = run.recorder(crate::workload::SCENARIO_CLIENT);
     let mut outcome = (|| -> Step<()> {
@@ -1356,7 +1534,7 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
         }
         for index in &lost {
             run.event(format!("SIGKILL {} and its tasks", run.name(*index)));
-            run.cluster.kill(*index);
+            run.kill(*index);
             run.cluster.kill_tasks_of(*index);
         }
         let lost_at = Instant::now();
@@ -1370,7 +1548,11 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
                 "create",
                 Box::new(|| recorder.create_service(survivor, "noq", 1)),
             ),
-            ("scale", Box::new(|| recorder.scale(survivor, "w0-s0", 3))),
+            // A count the workload never writes: every write's value is unique.
+            (
+                "scale",
+                Box::new(|| recorder.scale(survivor, "w0-s0", never_written)),
+            ),
         ];
         for (what, attempt) in attempts {
             let started = Instant::now();
@@ -1398,15 +1580,19 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
             return Err(format!("init --force-new-cluster failed: {}", out.stderr));
         }
         run.event(format!("force-new-cluster: {}", first_line(&out.stdout)));
+        let mut attempt = 0;
         run.wait(
             "the survivor accepts writes",
             Duration::from_secs(30),
-            || recorder.set_label(survivor, &worker, "after", 1).ok(),
+            || {
+                attempt += 1;
+                recorder.set_label(survivor, &worker, "after", attempt).ok()
+            },
         )?;
         run.timing("force-new-cluster -> write accepted", forced.elapsed());
         // The old managers come back with their old data: refused, no second cluster.
         for index in &lost {
-            run.cluster.start_node(*index);
+            run.start_node(*index);
         }
         run.event("old managers restarted with their data".into());
         for index in lost.clone() {
@@ -1417,7 +1603,10 @@ fn quorum_loss(bin: &Path, seed: u64) -> Report {
             if let Err(err) = refused {
                 run.violation(format!("{}: {err}", run.name(index)));
             }
-            if recorder.set_label(index, &worker, "split", 1).is_ok() {
+            if recorder
+                .set_label(index, &worker, "split", index as u64 + 1)
+                .is_ok()
+            {
                 run.violation(format!(
                     "the old manager {} acknowledged a write after the cluster was forced new (split brain)",
                     run.name(index)

@@ -4,7 +4,8 @@
 //! unique to the cluster and checked free), talking over real sockets. Faults are real
 //! signals, and partitions go through a user-space TCP proxy (`faults`, with
 //! `ClusterOptions::proxied`); `workload` records a client history and `check` judges
-//! it. Every process a cluster started is killed when it is dropped, even when the test
+//! it, and a watcher (`watch`) samples what runs beside every fault scenario for the
+//! checkers of `timeline`. Every process a cluster started is killed when it is dropped, even when the test
 //! panics, and daemons also die with the test thread that started them
 //! (`PR_SET_PDEATHSIG`), so an aborted run leaves nothing behind.
 //!
@@ -15,7 +16,9 @@
 pub mod check;
 pub mod faults;
 pub mod linearizable;
+pub mod timeline;
 mod tls;
+mod watch;
 pub mod workload;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -519,11 +522,12 @@ impl Cluster {
     /// counts only if it still carries the task's id in its environment, so a reused
     /// pid is not mistaken for a task.
     pub fn live_task_processes(&self) -> Vec<(usize, String)> {
-        self.recorded_tasks()
-            .into_iter()
-            .filter(|(_, task_id, pid)| process_runs_task(*pid, task_id))
-            .map(|(index, task_id, _)| (index, task_id))
-            .collect()
+        let data_dirs: Vec<&Path> = self
+            .nodes
+            .iter()
+            .map(|node| node.data_dir.as_path())
+            .collect();
+        live_task_processes_in(&data_dirs)
     }
 
     /// Kills every process working inside this cluster's directory: task processes a
@@ -569,6 +573,21 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Task processes alive right now under these data directories, as `(index in
+/// data_dirs, task id)`: what [`Cluster::live_task_processes`] reads, for threads that
+/// cannot borrow the cluster.
+pub fn live_task_processes_in(data_dirs: &[&Path]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (index, data_dir) in data_dirs.iter().enumerate() {
+        for (task_id, pid) in driver_records(data_dir) {
+            if process_runs_task(pid, &task_id) {
+                found.push((index, task_id));
+            }
+        }
+    }
+    found
 }
 
 /// `(task id, pid)` of every record the process driver keeps under `data_dir`.

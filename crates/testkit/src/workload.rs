@@ -370,8 +370,11 @@ fn parse_label(stdout: &str, target: &str, key: &str) -> Result<Option<u64>, Str
 pub struct WorkloadConfig {
     /// Nodes (indexes) the clients send their requests to, chosen at random each time.
     pub targets: Vec<usize>,
-    /// Clients creating services (each owns its services: at most `services_each`)
-    /// and scaling them.
+    /// Clients creating services (each owns its services: at most `services_each` at
+    /// once) and scaling them. A service is created and scaled to every count from 1
+    /// to `max_replicas` once, in a random order, then scaled to 0 and left alone: no
+    /// replica count is written twice to a service, so the final count names the
+    /// write that set it (a lost acknowledged scale cannot hide behind an equal one).
     pub service_writers: usize,
     pub services_each: usize,
     /// Largest replica count asked for.
@@ -491,6 +494,47 @@ enum Role {
     Reader,
 }
 
+/// A service writer's services: the replica counts each has still to be given.
+#[derive(Debug, Default)]
+struct ServiceWrites {
+    created: usize,
+    /// Services still being written, with their next counts (the next one last).
+    active: Vec<(String, Vec<u64>)>,
+}
+
+impl ServiceWrites {
+    /// The next write: `(service, replicas, whether it creates the service)`.
+    fn next(
+        &mut self,
+        writer: usize,
+        config: &WorkloadConfig,
+        rng: &mut StdRng,
+    ) -> (String, u64, bool) {
+        use rand::seq::SliceRandom;
+        let create = self.active.len() < config.services_each
+            && (self.active.is_empty() || rng.gen_bool(0.3));
+        if create {
+            let name = format!("w{writer}-s{}", self.created);
+            self.created += 1;
+            let mut counts: Vec<u64> = (1..=config.max_replicas).collect();
+            counts.shuffle(rng);
+            // Popped from the end: the shuffled counts first, 0 last.
+            counts.insert(0, 0);
+            let replicas = counts.pop().unwrap_or(0);
+            self.active.push((name.clone(), counts));
+            return (name, replicas, true);
+        }
+        let index = rng.gen_range(0..self.active.len());
+        let replicas = self.active[index].1.pop().unwrap_or(0);
+        let name = if self.active[index].1.is_empty() {
+            self.active.swap_remove(index).0
+        } else {
+            self.active[index].0.clone()
+        };
+        (name, replicas, false)
+    }
+}
+
 fn run_client(
     role: Role,
     recorder: Recorder,
@@ -498,26 +542,21 @@ fn run_client(
     stop: Arc<AtomicBool>,
     mut rng: StdRng,
 ) {
-    let mut services: Vec<String> = Vec::new();
+    let mut services = ServiceWrites::default();
     // Labels and the register: one writer per key, values increasing in time order.
     let mut label_value = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let node = config.targets[rng.gen_range(0..config.targets.len())];
         match role {
-            Role::Services(writer) => {
-                let create = services.len() < config.services_each
-                    && (services.is_empty() || rng.gen_bool(0.3));
-                let replicas = rng.gen_range(1..=config.max_replicas);
-                if create {
-                    let name = format!("w{writer}-s{}", services.len());
-                    // Taken even if indeterminate: a retry would collide with itself.
+            Role::Services(writer) => match services.next(writer, &config, &mut rng) {
+                // Taken even if indeterminate: a retry would collide with itself.
+                (name, replicas, true) => {
                     let _ = recorder.create_service(node, &name, replicas);
-                    services.push(name);
-                } else {
-                    let name = services[rng.gen_range(0..services.len())].clone();
+                }
+                (name, replicas, false) => {
                     let _ = recorder.scale(node, &name, replicas);
                 }
-            }
+            },
             Role::Labels(writer) => {
                 label_value += 1;
                 let target = &config.label_nodes[rng.gen_range(0..config.label_nodes.len())];
@@ -538,5 +577,41 @@ fn run_client(
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_service_writer_never_writes_one_count_twice_to_a_service() {
+        let config = WorkloadConfig::mixed(vec![0], vec!["n".into()]);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut services = ServiceWrites::default();
+        let mut written: HashMap<String, Vec<u64>> = HashMap::new();
+        for _ in 0..500 {
+            let (name, replicas, create) = services.next(0, &config, &mut rng);
+            assert_eq!(create, !written.contains_key(&name), "{name}");
+            written.entry(name).or_default().push(replicas);
+            assert!(services.active.len() <= config.services_each);
+        }
+        for (name, counts) in &written {
+            let mut unique = counts.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), counts.len(), "{name}: {counts:?}");
+            assert!(counts.len() <= 4, "{name}: {counts:?}");
+        }
+        let retired: Vec<&Vec<u64>> = written
+            .values()
+            .filter(|counts| counts.len() == 4)
+            .collect();
+        assert!(retired.len() > 10);
+        assert!(retired
+            .iter()
+            .all(|counts| counts[3] == 0 && counts[..3].iter().all(|c| *c > 0)));
     }
 }
