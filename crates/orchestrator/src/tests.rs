@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use hoist_scheduler::{ClusterView, Decision};
 use hoist_state::{Change, ClusterState, TaskEdit, TaskReport};
-use hoist_types::node::{EngineInfo, Resources};
 use hoist_types::service::{
     Constraint, PublishedPort, Rebalance, RestartCondition, RestartPolicy, ServiceSpec,
 };
@@ -19,20 +18,13 @@ use super::*;
 const DELAY: u64 = 5_000;
 
 fn node(id: u64) -> Node {
-    Node {
-        id: NodeId(id),
-        hostname: format!("n{id}"),
-        addr: format!("10.0.0.{id}:2377"),
-        role: Role::Worker,
-        availability: Availability::Active,
-        status: NodeStatus::Ready,
-        status_message: String::new(),
-        labels: BTreeMap::new(),
-        engine: EngineInfo::default(),
-        resources: Resources::default(),
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
+    Node::new(
+        NodeId(id),
+        format!("n{id}"),
+        format!("10.0.0.{id}:2377"),
+        Role::Worker,
+        0,
+    )
 }
 
 fn spec(mode: ServiceMode) -> ServiceSpec {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_types::node::{EngineInfo, Resources};
+use hoist_types::node::Resources;
 use hoist_types::service::{Constraint, PlacementPref, PublishedPort, ServiceMode};
 use hoist_types::task::{TaskOrigin, TaskState, TaskStatus};
 use hoist_types::{Availability, Role};
@@ -12,20 +12,13 @@ use super::*;
 const MIB: u64 = 1024 * 1024;
 
 fn node(id: u64) -> Node {
-    Node {
-        id: NodeId(id),
-        hostname: format!("n{id}"),
-        addr: format!("10.0.0.{id}:2377"),
-        role: Role::Worker,
-        availability: Availability::Active,
-        status: NodeStatus::Ready,
-        status_message: String::new(),
-        labels: BTreeMap::new(),
-        engine: EngineInfo::default(),
-        resources: Resources::default(),
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
+    Node::new(
+        NodeId(id),
+        format!("n{id}"),
+        format!("10.0.0.{id}:2377"),
+        Role::Worker,
+        0,
+    )
 }
 
 use hoist_types::NodeStatus;

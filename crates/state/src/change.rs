@@ -569,20 +569,13 @@ mod tests {
     use super::*;
 
     fn node(id: u64, role: Role) -> Node {
-        Node {
-            id: NodeId(id),
-            hostname: format!("n{id}"),
-            addr: format!("127.0.0.{id}:2377"),
+        Node::new(
+            NodeId(id),
+            format!("n{id}"),
+            format!("127.0.0.{id}:2377"),
             role,
-            availability: Availability::Active,
-            status: NodeStatus::Ready,
-            status_message: String::new(),
-            labels: BTreeMap::new(),
-            engine: EngineInfo::default(),
-            resources: Default::default(),
-            created_at_ms: 1,
-            updated_at_ms: 1,
-        }
+            1,
+        )
     }
 
     fn initialized() -> ClusterState {

@@ -142,6 +142,27 @@ pub struct Node {
     pub updated_at_ms: u64,
 }
 
+impl Node {
+    /// A node as it is first recorded: active and ready, no labels, nothing reported
+    /// yet of its engine or resources (its first heartbeat says).
+    pub fn new(id: NodeId, hostname: String, addr: String, role: Role, at_ms: u64) -> Node {
+        Node {
+            id,
+            hostname,
+            addr,
+            role,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_message: String::new(),
+            labels: BTreeMap::new(),
+            engine: EngineInfo::default(),
+            resources: Resources::default(),
+            created_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        }
+    }
+}
+
 /// CPU (in nano-CPUs, as Docker counts) and memory (bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Resources {

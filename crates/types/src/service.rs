@@ -1181,28 +1181,24 @@ impl ServiceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Availability, EngineInfo, NodeStatus};
+    use crate::node::EngineInfo;
     use crate::NodeId;
 
     fn node() -> Node {
-        Node {
-            id: NodeId(0xab),
-            hostname: "Node-1".into(),
-            addr: "10.0.0.1:2377".into(),
-            role: Role::Worker,
-            availability: Availability::Active,
-            status: NodeStatus::Ready,
-            status_message: String::new(),
-            labels: [("zone".to_string(), "a".to_string())].into(),
-            engine: EngineInfo {
-                drivers: vec!["process".into()],
-                docker_version: None,
-                storage_driver: Some("zfs".into()),
-            },
-            resources: Resources::default(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        let mut node = Node::new(
+            NodeId(0xab),
+            "Node-1".into(),
+            "10.0.0.1:2377".into(),
+            Role::Worker,
+            0,
+        );
+        node.labels = [("zone".to_string(), "a".to_string())].into();
+        node.engine = EngineInfo {
+            drivers: vec!["process".into()],
+            docker_version: None,
+            storage_driver: Some("zfs".into()),
+        };
+        node
     }
 
     fn web() -> ServiceSpec {
