@@ -164,6 +164,45 @@ pub enum ChangeError {
     ServiceNameTaken(String),
 }
 
+/// `node update`: availability and labels (`None` keeps the availability).
+fn update_node(
+    node: &mut Node,
+    availability: Option<Availability>,
+    label_add: &BTreeMap<String, String>,
+    label_rm: &[String],
+    at_ms: u64,
+) {
+    if let Some(availability) = availability {
+        node.availability = availability;
+    }
+    for key in label_rm {
+        node.labels.remove(key);
+    }
+    for (key, value) in label_add {
+        node.labels.insert(key.clone(), value.clone());
+    }
+    node.updated_at_ms = at_ms;
+}
+
+/// The new CA signs from now on; the old one stays trusted until every node renewed.
+fn start_ca_rotation(
+    ca: &mut CaMaterial,
+    cert_pem: &str,
+    key_pem: &str,
+    digest: &str,
+    cross_signed_pem: &str,
+    at_ms: u64,
+) {
+    ca.rotation = Some(CaRotation {
+        previous_cert_pem: std::mem::replace(&mut ca.cert_pem, cert_pem.to_owned()),
+        previous_digest: std::mem::replace(&mut ca.digest, digest.to_owned()),
+        cross_signed_pem: cross_signed_pem.to_owned(),
+        started_at_ms: at_ms,
+        renewed: Default::default(),
+    });
+    ca.key_pem = key_pem.to_owned();
+}
+
 impl ClusterState {
     /// Applies one change. On error nothing was modified.
     pub fn apply(&mut self, change: &Change) -> Result<ChangeOutcome, ChangeError> {
@@ -335,76 +374,35 @@ impl ClusterState {
                 let Some(node) = self.nodes.get_mut(node_id) else {
                     return;
                 };
-                if let Some(availability) = availability {
-                    node.availability = *availability;
-                }
-                for key in label_rm {
-                    node.labels.remove(key);
-                }
-                for (key, value) in label_add {
-                    node.labels.insert(key.clone(), value.clone());
-                }
-                node.updated_at_ms = *at_ms;
+                update_node(node, *availability, label_add, label_rm, *at_ms);
             }
             Change::SetNodeRole {
                 node_id,
                 role,
                 at_ms,
-            } => {
-                if let Some(node) = self.nodes.get_mut(node_id) {
-                    node.role = *role;
-                    node.updated_at_ms = *at_ms;
-                }
-            }
+            } => self.edit_node(node_id, *at_ms, |node| node.role = *role),
             Change::SetNodeStatus {
                 node_id,
                 status,
                 message,
                 at_ms,
-            } => {
-                if let Some(node) = self.nodes.get_mut(node_id) {
-                    node.status = *status;
-                    node.status_message = message.clone();
-                    node.updated_at_ms = *at_ms;
-                }
-            }
+            } => self.edit_node(node_id, *at_ms, |node| {
+                node.status = *status;
+                node.status_message = message.clone();
+            }),
             Change::SetNodeDescription {
                 node_id,
                 addr,
                 engine,
                 resources,
                 at_ms,
-            } => {
-                if let Some(node) = self.nodes.get_mut(node_id) {
-                    node.addr = addr.clone();
-                    node.engine = engine.clone();
-                    node.resources = *resources;
-                    node.updated_at_ms = *at_ms;
-                }
-            }
-            Change::RemoveNode { node_id, .. } => {
-                self.nodes.remove(node_id);
-                self.removed_nodes.insert(*node_id);
-                // The rotation may have been waiting for this node only.
-                self.finish_ca_rotation_if_done();
-            }
-            Change::RotateToken { role, new_secret } => {
-                let slot = match role {
-                    Role::Worker => &mut self.tokens.worker_secret,
-                    Role::Manager => &mut self.tokens.manager_secret,
-                };
-                let old = std::mem::replace(slot, new_secret.clone());
-                self.tokens.retired.push(RetiredSecret {
-                    role: *role,
-                    secret: old,
-                });
-                let excess = self
-                    .tokens
-                    .retired
-                    .len()
-                    .saturating_sub(RETIRED_SECRETS_KEPT);
-                self.tokens.retired.drain(..excess);
-            }
+            } => self.edit_node(node_id, *at_ms, |node| {
+                node.addr = addr.clone();
+                node.engine = engine.clone();
+                node.resources = *resources;
+            }),
+            Change::RemoveNode { node_id, .. } => self.remove_node(*node_id),
+            Change::RotateToken { role, new_secret } => self.rotate_token(*role, new_secret),
             Change::CreateService { service } => {
                 self.services.insert(service.id, service.clone());
             }
@@ -412,13 +410,7 @@ impl ClusterState {
                 service_id,
                 spec,
                 at_ms,
-            } => {
-                if let Some(service) = self.services.get_mut(service_id) {
-                    service.spec = spec.clone();
-                    service.version += 1;
-                    service.updated_at_ms = *at_ms;
-                }
-            }
+            } => self.update_service(service_id, spec, *at_ms),
             Change::RemoveService { service_id } => {
                 self.services.remove(service_id);
             }
@@ -436,20 +428,7 @@ impl ClusterState {
                 survivor,
                 dropped,
                 at_ms,
-            } => {
-                for node_id in dropped {
-                    if node_id != survivor {
-                        self.nodes.remove(node_id);
-                        self.removed_nodes.insert(*node_id);
-                    }
-                }
-                if let Some(node) = self.nodes.get_mut(survivor) {
-                    node.role = Role::Manager;
-                    node.status = NodeStatus::Ready;
-                    node.updated_at_ms = *at_ms;
-                }
-                self.finish_ca_rotation_if_done();
-            }
+            } => self.force_new_cluster(*survivor, dropped, *at_ms),
             Change::Noop => {}
             Change::UpdateSettings { settings } => self.settings = *settings,
             Change::RotateCa {
@@ -460,27 +439,85 @@ impl ClusterState {
                 at_ms,
             } => {
                 if let Some(ca) = &mut self.ca {
-                    ca.rotation = Some(CaRotation {
-                        previous_cert_pem: std::mem::replace(&mut ca.cert_pem, cert_pem.clone()),
-                        previous_digest: std::mem::replace(&mut ca.digest, digest.clone()),
-                        cross_signed_pem: cross_signed_pem.clone(),
-                        started_at_ms: *at_ms,
-                        renewed: Default::default(),
-                    });
-                    ca.key_pem = key_pem.clone();
+                    start_ca_rotation(ca, cert_pem, key_pem, digest, cross_signed_pem, *at_ms);
                 }
             }
-            Change::NoteCaRenewal { node_id, digest } => {
-                if let Some(ca) = &mut self.ca {
-                    if let Some(rotation) = &mut ca.rotation {
-                        if ca.digest == *digest && self.nodes.contains_key(node_id) {
-                            rotation.renewed.insert(*node_id);
-                        }
-                    }
+            Change::NoteCaRenewal { node_id, digest } => self.note_ca_renewal(*node_id, digest),
+        }
+    }
+
+    /// Changes a node that exists (a change about a removed node is a no-op) and stamps
+    /// the time.
+    fn edit_node(&mut self, node_id: &NodeId, at_ms: u64, edit: impl FnOnce(&mut Node)) {
+        if let Some(node) = self.nodes.get_mut(node_id) {
+            edit(node);
+            node.updated_at_ms = at_ms;
+        }
+    }
+
+    /// `node rm` or `leave`: gone for good, its certificate refused from now on.
+    fn remove_node(&mut self, node_id: NodeId) {
+        self.nodes.remove(&node_id);
+        self.removed_nodes.insert(node_id);
+        // The rotation may have been waiting for this node only.
+        self.finish_ca_rotation_if_done();
+    }
+
+    /// `service update`: the new spec, one version up.
+    fn update_service(&mut self, service_id: &ServiceId, spec: &ServiceSpec, at_ms: u64) {
+        if let Some(service) = self.services.get_mut(service_id) {
+            service.spec = spec.clone();
+            service.version += 1;
+            service.updated_at_ms = at_ms;
+        }
+    }
+
+    /// A node presented a certificate of the CA being rotated to.
+    fn note_ca_renewal(&mut self, node_id: NodeId, digest: &str) {
+        if let Some(ca) = &mut self.ca {
+            if let Some(rotation) = &mut ca.rotation {
+                if ca.digest == digest && self.nodes.contains_key(&node_id) {
+                    rotation.renewed.insert(node_id);
                 }
-                self.finish_ca_rotation_if_done();
             }
         }
+        self.finish_ca_rotation_if_done();
+    }
+
+    /// `join-token --rotate`: the old secret is kept, refused, so a join with it can
+    /// say that its token was rotated.
+    fn rotate_token(&mut self, role: Role, new_secret: &str) {
+        let slot = match role {
+            Role::Worker => &mut self.tokens.worker_secret,
+            Role::Manager => &mut self.tokens.manager_secret,
+        };
+        let old = std::mem::replace(slot, new_secret.to_owned());
+        self.tokens
+            .retired
+            .push(RetiredSecret { role, secret: old });
+        let excess = self
+            .tokens
+            .retired
+            .len()
+            .saturating_sub(RETIRED_SECRETS_KEPT);
+        self.tokens.retired.drain(..excess);
+    }
+
+    /// The survivor of a forced recovery is the only manager left; the dropped ones are
+    /// gone for good.
+    fn force_new_cluster(&mut self, survivor: NodeId, dropped: &[NodeId], at_ms: u64) {
+        for node_id in dropped {
+            if *node_id != survivor {
+                self.nodes.remove(node_id);
+                self.removed_nodes.insert(*node_id);
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(&survivor) {
+            node.role = Role::Manager;
+            node.status = NodeStatus::Ready;
+            node.updated_at_ms = at_ms;
+        }
+        self.finish_ca_rotation_if_done();
     }
 
     /// Ends a rotation once every node presents a certificate of the new CA: from then
