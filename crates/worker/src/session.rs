@@ -1,5 +1,6 @@
 //! The heartbeat session loop.
 
+use crate::backoff::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +150,9 @@ pub async fn run_session<H: SessionHost>(
     let mut period = Duration::from_secs(1);
     let mut target: Option<String> = None;
     let mut next_manager = 0usize;
+    // Retries after a failed or redirected beat: jittered, so the workers of a cluster
+    // do not all knock on the new leader in the same instant.
+    let mut retry = Backoff::new(period / 4, period);
     loop {
         if *shutdown.borrow() {
             return;
@@ -176,6 +180,7 @@ pub async fn run_session<H: SessionHost>(
                     });
                     target = Some(addr.clone());
                     period = Duration::from_millis(response.period_ms.max(50));
+                    retry = Backoff::new(period / 4, period);
                     state.send_modify(|state| state.heartbeat_period_ms = response.period_ms);
                     if !response.managers.is_empty() {
                         host.set_managers(response.managers.clone(), response.manager_ids.clone());
@@ -203,7 +208,7 @@ pub async fn run_session<H: SessionHost>(
         }
         let wait = if retry_now {
             // Try the next manager quickly, but not in a hot loop when all are down.
-            period / 4
+            retry.next()
         } else {
             period
         };

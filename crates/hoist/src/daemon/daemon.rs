@@ -109,15 +109,7 @@ impl Daemon {
         let member = self.member();
         if let Some(member) = member {
             self.stop_member(&member).await;
-            let runtime = member
-                .manager
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(runtime) = runtime {
-                let _ = runtime.stop.send(true);
-                runtime.manager.raft().shutdown().await;
-            }
+            self.halt_manager(&member).await;
         }
     }
 }

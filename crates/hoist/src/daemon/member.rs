@@ -218,11 +218,21 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
             .collect();
-        for task in tasks {
-            task.abort();
+        // The loops see `stop` and end on their own (the assignment runner lets its
+        // watchers finish within its grace); only one that overstays is aborted.
+        let deadline = tokio::time::Instant::now() + MEMBER_LOOPS_GRACE;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(node = %member.node_id, "a member loop did not stop in time: aborted");
+                task.abort();
+            }
         }
     }
 }
+
+/// How long a stopping member's loops may take to finish (the assignment runner's own
+/// grace for its watchers is 5 s).
+const MEMBER_LOOPS_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
 
 impl Member {
     /// Keeps the handles of loops this member started, for [`Daemon::stop_member`].

@@ -22,6 +22,9 @@ use super::member::{ManagerRuntime, Member};
 use super::records::raft_dir;
 use super::Daemon;
 
+/// How long a stopping manager's loops and background proposals may take to finish.
+const MANAGER_LOOPS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Daemon {
     /// Starts the worker session, through which the cluster says which role it wants.
     pub(super) fn start_session(self: &Arc<Self>, member: &Arc<Member>) {
@@ -88,7 +91,8 @@ impl Daemon {
         Ok(manager)
     }
 
-    /// Stops Raft and the manager's loops, keeping the store.
+    /// Stops the manager's loops (waiting for them up to a grace), then Raft, keeping the
+    /// store.
     pub(super) async fn halt_manager(&self, member: &Arc<Member>) -> bool {
         let runtime = member
             .manager
@@ -98,6 +102,9 @@ impl Daemon {
         match runtime {
             Some(runtime) => {
                 let _ = runtime.stop.send(true);
+                // The leader's loops and background proposals end before Raft does, so
+                // none is cut off halfway through a write.
+                runtime.manager.shutdown(MANAGER_LOOPS_GRACE).await;
                 runtime.manager.raft().shutdown().await;
                 member.voter_confirmed.store(false, Ordering::SeqCst);
                 true
