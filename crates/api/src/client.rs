@@ -6,9 +6,16 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use crate::endpoint::{Endpoint, TextStream};
 use crate::ErrorBody;
+
+/// How long a call may take. Writes wait for a quorum; a cluster that lost it answers
+/// "no quorum" within seconds, so a minute is only reached by a stuck daemon.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a streamed answer (`logs --follow`) may stay open.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a call failed, in words for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,10 @@ pub enum ClientError {
     /// The daemon refused the request; its message says why.
     #[error("{message}")]
     Api { status: u16, message: String },
+    /// The daemon accepted the connection but did not answer within the client's own
+    /// timeout.
+    #[error("the hoist daemon at unix://{socket} did not answer within {}s: it may be stuck, or waiting for a cluster that lost its quorum", after.as_secs())]
+    Timeout { socket: String, after: Duration },
     #[error("unexpected response from the daemon: {0}")]
     Protocol(String),
 }
@@ -43,9 +54,7 @@ impl Client {
         let socket = socket.into();
         let http = reqwest::Client::builder()
             .unix_socket(socket.clone())
-            // Writes wait for a quorum; a cluster that lost it answers "no quorum"
-            // within seconds, so a minute is only reached by a stuck daemon.
-            .timeout(Duration::from_secs(60))
+            .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|err| ClientError::Protocol(err.to_string()))?;
         Ok(Client { http, socket })
@@ -55,53 +64,118 @@ impl Client {
         &self.socket
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call::<(), T>(Method::GET, path, None).await
-    }
-
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
+    /// Calls endpoint `E` with its path parameters and body; the answer is `E`'s
+    /// response type.
+    pub async fn call<E>(
         &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        self.call(Method::POST, path, Some(body)).await
+        params: &E::Params,
+        body: &E::Request,
+    ) -> Result<E::Response, ClientError>
+    where
+        E: Endpoint<Query = crate::NoQuery>,
+        E::Response: DeserializeOwned,
+    {
+        self.call_with::<E>(params, &crate::NoQuery {}, body).await
     }
 
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call::<(), T>(Method::DELETE, path, None).await
+    /// [`Client::call`] with a query string.
+    pub async fn call_with<E>(
+        &self,
+        params: &E::Params,
+        query: &E::Query,
+        body: &E::Request,
+    ) -> Result<E::Response, ClientError>
+    where
+        E: Endpoint,
+        E::Response: DeserializeOwned,
+    {
+        let response = self.send::<E>(params, query, body, CALL_TIMEOUT).await?;
+        response
+            .json()
+            .await
+            .map_err(|err| ClientError::Protocol(err.to_string()))
     }
 
-    /// A raw GET whose body is streamed (logs, progress).
-    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+    /// Calls `E` and returns its answer as JSON without reading it into `E`'s type: for
+    /// a caller that must keep members this build does not know (a backup written to a
+    /// file as the daemon sent it).
+    pub async fn call_json<E>(
+        &self,
+        params: &E::Params,
+        body: &E::Request,
+    ) -> Result<serde_json::Value, ClientError>
+    where
+        E: Endpoint<Query = crate::NoQuery>,
+        E::Response: DeserializeOwned,
+    {
+        let response = self
+            .send::<E>(params, &crate::NoQuery {}, body, CALL_TIMEOUT)
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|err| ClientError::Protocol(err.to_string()))
+    }
+
+    /// Calls an endpoint whose answer is a text stream (logs, progress).
+    pub async fn stream<E>(
+        &self,
+        params: &E::Params,
+        query: &E::Query,
+    ) -> Result<reqwest::Response, ClientError>
+    where
+        E: Endpoint<Response = TextStream, Request = ()>,
+    {
+        self.send::<E>(params, query, &(), STREAM_TIMEOUT).await
+    }
+
+    /// A GET of a path that is not the control API's, for another daemon's API on a unix
+    /// socket (the benchmark reads Docker's engine this way).
+    pub async fn get_foreign<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let response = self
             .http
             .get(format!("http://hoist{path}"))
-            .timeout(Duration::from_secs(24 * 3600))
             .send()
             .await
-            .map_err(|err| self.connect_error(err))?;
-        Self::check(response).await
-    }
-
-    async fn call<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T, ClientError> {
-        let mut request = self.http.request(method, format!("http://hoist{path}"));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| self.connect_error(err))?;
+            .map_err(|err| self.send_error(err, CALL_TIMEOUT))?;
         let response = Self::check(response).await?;
         response
             .json()
             .await
             .map_err(|err| ClientError::Protocol(err.to_string()))
+    }
+
+    async fn send<E: Endpoint>(
+        &self,
+        params: &E::Params,
+        query: &E::Query,
+        body: &E::Request,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let path = E::path_and_query(params, query);
+        let mut request = self
+            .http
+            .request(E::METHOD, format!("http://hoist{path}"))
+            .timeout(timeout);
+        // GET and DELETE carry no body; a POST without one sends `null`.
+        if E::METHOD == Method::POST {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.send_error(err, timeout))?;
+        Self::check(response).await
+    }
+
+    fn send_error(&self, err: reqwest::Error, after: Duration) -> ClientError {
+        if err.is_timeout() {
+            return ClientError::Timeout {
+                socket: self.socket.display().to_string(),
+                after,
+            };
+        }
+        self.connect_error(err)
     }
 
     fn connect_error(&self, err: reqwest::Error) -> ClientError {

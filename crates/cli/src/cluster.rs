@@ -3,6 +3,7 @@
 //! `cluster` subcommands live in their own files beside this one.
 
 use clap::{Args, Subcommand};
+use hoist_api::endpoint as api;
 use hoist_api::{Client, ClusterUpdateRequest, ClusterView};
 
 use crate::output::{duration, print_json};
@@ -46,7 +47,7 @@ pub async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()>
     match command {
         ClusterCommand::Ca(args) => crate::cluster_ca::run(client, args).await,
         ClusterCommand::Inspect(args) => {
-            let view: ClusterView = client.get("/v1/cluster").await?;
+            let view: ClusterView = client.call::<api::ClusterInspect>(&(), &()).await?;
             if args.pretty {
                 print_pretty(&view)
             } else {
@@ -69,7 +70,7 @@ pub async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()>
                     "nothing to update: give --max-replicas, --join-rate-limit, --task-history-limit or --cert-expiry"
                 );
             }
-            let _: ClusterView = client.post("/v1/cluster/update", &request).await?;
+            let _: ClusterView = client.call::<api::ClusterUpdate>(&(), &request).await?;
             outln!("Cluster updated.");
             Ok(())
         }

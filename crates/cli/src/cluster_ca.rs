@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use hoist_api::endpoint as api;
 use hoist_api::{CaView, Client};
 
 /// Arguments of `hoist cluster ca`.
@@ -36,9 +37,9 @@ pub async fn run(client: &Client, args: CaArgs) -> anyhow::Result<()> {
         bail!("--detach goes with --rotate");
     }
     let mut view: CaView = if args.rotate {
-        client.post("/v1/cluster/ca/rotate", &()).await?
+        client.call::<api::CaRotate>(&(), &()).await?
     } else {
-        client.get("/v1/cluster/ca").await?
+        client.call::<api::CaStatus>(&(), &()).await?
     };
     if args.rotate && !args.detach {
         let mut shown = None;
@@ -54,7 +55,7 @@ pub async fn run(client: &Client, args: CaArgs) -> anyhow::Result<()> {
                 shown = Some(progress);
             }
             tokio::time::sleep(POLL).await;
-            view = client.get("/v1/cluster/ca").await?;
+            view = client.call::<api::CaStatus>(&(), &()).await?;
         }
     }
     if json {

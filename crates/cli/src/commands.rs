@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
+use hoist_api::endpoint as api;
 use hoist_api::{
     Client, ForceNewClusterResponse, InfoResponse, InitRequest, InitResponse, JoinClusterRequest,
     JoinClusterResponse, LeaveRequest, NodeUpdateRequest, NodeView, TokenResponse,
@@ -87,7 +88,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
             force_new_cluster(&client, args.advertise_addr).await?
         }
         Command::Backup(args) => {
-            let backup: serde_json::Value = client.get("/v1/backup").await?;
+            let backup: serde_json::Value = client.call_json::<api::Backup>(&(), &()).await?;
             let text = serde_json::to_vec_pretty(&backup)?;
             write_backup(&args.output, &text)?;
             let state = &backup["state"];
@@ -115,8 +116,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                 }
             })?;
             let response: ForceNewClusterResponse = client
-                .post(
-                    "/v1/restore",
+                .call::<api::Restore>(
+                    &(),
                     &hoist_api::RestoreRequest {
                         backup,
                         advertise_addr: args.advertise_addr,
@@ -143,7 +144,7 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
             if request.heartbeat_grace == Some(0) {
                 bail!("--heartbeat-grace must be at least 1");
             }
-            let response: InitResponse = client.post("/v1/init", &request).await?;
+            let response: InitResponse = client.call::<api::Init>(&(), &request).await?;
             print_init(&response)?;
         }
         Command::Join(args) => {
@@ -160,7 +161,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
             };
-            let response: JoinClusterResponse = client.post("/v1/join-cluster", &request).await?;
+            let response: JoinClusterResponse =
+                client.call::<api::JoinCluster>(&(), &request).await?;
             outln!(
                 "This node joined a cluster as a {} (node id {}).",
                 response.role,
@@ -169,8 +171,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         }
         Command::JoinToken(args) => join_token(&client, args).await?,
         Command::Leave(args) => {
-            let _: serde_json::Value = client
-                .post("/v1/leave", &LeaveRequest { force: args.force })
+            let _: api::Empty = client
+                .call::<api::Leave>(&(), &LeaveRequest { force: args.force })
                 .await?;
             outln!("Node left the cluster.");
         }
@@ -187,8 +189,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
 
 async fn force_new_cluster(client: &Client, advertise_addr: Option<String>) -> anyhow::Result<()> {
     let plan: ForceNewClusterResponse = client
-        .post(
-            "/v1/force-new-cluster",
+        .call::<api::ForceNewCluster>(
+            &(),
             &hoist_api::ForceNewClusterRequest {
                 dry_run: true,
                 advertise_addr: advertise_addr.clone(),
@@ -202,8 +204,8 @@ async fn force_new_cluster(client: &Client, advertise_addr: Option<String>) -> a
         plan.tasks
     );
     let done: ForceNewClusterResponse = client
-        .post(
-            "/v1/force-new-cluster",
+        .call::<api::ForceNewCluster>(
+            &(),
             &hoist_api::ForceNewClusterRequest {
                 dry_run: false,
                 advertise_addr,
@@ -250,14 +252,17 @@ fn print_init(response: &InitResponse) -> anyhow::Result<()> {
 
 async fn join_token(client: &Client, args: JoinTokenArgs) -> anyhow::Result<()> {
     let role: Role = args.role.parse().map_err(anyhow::Error::msg)?;
-    let path = format!(
-        "/v1/join-tokens/{role}{}",
-        if args.rotate { "?rotate=true" } else { "" }
-    );
+    let query = api::RotateQuery {
+        rotate: args.rotate,
+    };
     let response: TokenResponse = if args.rotate {
-        client.post(&path, &()).await?
+        client
+            .call_with::<api::JoinTokenRotate>(&role, &query, &())
+            .await?
     } else {
-        client.get(&path).await?
+        client
+            .call_with::<api::JoinToken>(&role, &query, &())
+            .await?
     };
     if args.quiet {
         outln!("{}", response.token);
@@ -285,9 +290,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
             let mut views = Vec::new();
             for reference in &node {
                 let reference = resolve_self(client, reference).await?;
-                let view: NodeView = client
-                    .get(&format!("/v1/nodes/{}", encode(&reference)))
-                    .await?;
+                let view: NodeView = client.call::<api::NodeInspect>(&reference, &()).await?;
                 views.push(view);
             }
             if pretty {
@@ -302,9 +305,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Update(args) => node_update(client, args).await,
         NodeCommand::Promote { nodes } => {
             each_node(&nodes, "promote", |reference| async move {
-                let view: NodeView = client
-                    .post(&format!("/v1/nodes/{}/promote", encode(&reference)), &())
-                    .await?;
+                let view: NodeView = client.call::<api::NodePromote>(&reference, &()).await?;
                 outln!(
                     "Node {} promoted to a manager in the cluster.",
                     view.node.hostname
@@ -315,9 +316,7 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Demote { nodes } => {
             each_node(&nodes, "demote", |reference| async move {
-                let view: NodeView = client
-                    .post(&format!("/v1/nodes/{}/demote", encode(&reference)), &())
-                    .await?;
+                let view: NodeView = client.call::<api::NodeDemote>(&reference, &()).await?;
                 outln!("Manager {} demoted in the cluster.", view.node.hostname);
                 Ok(())
             })
@@ -325,12 +324,8 @@ async fn node(client: &Client, command: NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Rm { force, nodes } => {
             each_node(&nodes, "rm", |reference| async move {
-                let _: serde_json::Value = client
-                    .delete(&format!(
-                        "/v1/nodes/{}{}",
-                        encode(&reference),
-                        if force { "?force=true" } else { "" }
-                    ))
+                let _: api::Empty = client
+                    .call_with::<api::NodeRemove>(&reference, &api::ForceQuery { force }, &())
                     .await?;
                 outln!("{reference}");
                 Ok(())
@@ -345,7 +340,7 @@ async fn resolve_self(client: &Client, reference: &str) -> anyhow::Result<String
     if reference != "self" {
         return Ok(reference.to_string());
     }
-    let info: InfoResponse = client.get("/v1/info").await?;
+    let info: InfoResponse = client.call::<api::Info>(&(), &()).await?;
     match info.node_id {
         Some(id) => Ok(id.to_string()),
         None => bail!("`self`: this daemon is not part of a cluster"),
@@ -374,22 +369,9 @@ where
     }
 }
 
-/// Node and service references go into a path; ids and names are plain, but be safe.
-pub(crate) fn encode(reference: &str) -> String {
-    reference
-        .bytes()
-        .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 async fn node_ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
-    let mut nodes: Vec<NodeView> = client.get("/v1/nodes").await?;
+    let mut nodes: Vec<NodeView> = client.call::<api::NodeList>(&(), &()).await?;
     nodes.sort_by(|a, b| {
         a.node
             .hostname
@@ -539,10 +521,7 @@ async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()
         label_rm: args.label_rm,
     };
     let _: NodeView = client
-        .post(
-            &format!("/v1/nodes/{}/update", encode(&args.node)),
-            &request,
-        )
+        .call::<api::NodeUpdate>(&args.node, &request)
         .await
         .with_context(|| format!("updating node {}", args.node))?;
     outln!("{}", args.node);
@@ -551,7 +530,7 @@ async fn node_update(client: &Client, args: NodeUpdateArgs) -> anyhow::Result<()
 
 async fn info(client: &Client, args: InfoArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
-    let info: InfoResponse = client.get("/v1/info").await?;
+    let info: InfoResponse = client.call::<api::Info>(&(), &()).await?;
     if json {
         return print_json(&info);
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use hoist_api::endpoint as api;
 use hoist_api::{
     Client, CreateServiceRequest, ScaleRequest, ServiceView, TaskView, UpdateServiceRequest,
 };
@@ -15,7 +16,6 @@ use hoist_types::service::{
 use hoist_types::task::{DesiredState, TaskState};
 use hoist_types::DriverKind;
 
-use crate::commands::encode;
 use crate::output::{ago, duration, print_json, print_table, wants_json};
 use crate::ListArgs;
 use hoist_types::clock::now_ms;
@@ -211,10 +211,7 @@ pub async fn run(client: &Client, command: ServiceCommand) -> anyhow::Result<()>
         ServiceCommand::Rm { services } => {
             let mut failures = Vec::new();
             for service in services {
-                match client
-                    .delete::<serde_json::Value>(&format!("/v1/services/{}", encode(&service)))
-                    .await
-                {
+                match client.call::<api::ServiceRemove>(&service, &()).await {
                     Ok(_) => outln!("{service}"),
                     Err(err) => failures.push(format!("{service}: {err}")),
                 }
@@ -383,7 +380,7 @@ async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         eprintln!("{warning}");
     }
     let created: ServiceView = client
-        .post("/v1/services", &CreateServiceRequest { spec })
+        .call::<api::ServiceCreate>(&(), &CreateServiceRequest { spec })
         .await?;
     outln!("{}", created.service.id);
     if !detach {
@@ -422,12 +419,8 @@ async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_printed = String::new();
     loop {
-        let view: ServiceView = client
-            .get(&format!("/v1/services/{}", encode(service)))
-            .await?;
-        let tasks: Vec<TaskView> = client
-            .get(&format!("/v1/services/{}/tasks", encode(service)))
-            .await?;
+        let view: ServiceView = client.call::<api::ServiceInspect>(service, &()).await?;
+        let tasks: Vec<TaskView> = client.call::<api::ServiceTasks>(service, &()).await?;
         let live: Vec<&TaskView> = tasks
             .iter()
             .filter(|view| view.task.desired_state == DesiredState::Running)
@@ -512,7 +505,7 @@ fn ports_text(spec: &ServiceSpec) -> String {
 
 async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
-    let mut services: Vec<ServiceView> = client.get("/v1/services").await?;
+    let mut services: Vec<ServiceView> = client.call::<api::ServiceList>(&(), &()).await?;
     services.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
     if args.quiet {
         for view in &services {
@@ -553,9 +546,7 @@ fn capitalized(text: &str) -> String {
 
 async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
-    let tasks: Vec<TaskView> = client
-        .get(&format!("/v1/services/{}/tasks", encode(&args.service)))
-        .await?;
+    let tasks: Vec<TaskView> = client.call::<api::ServiceTasks>(&args.service, &()).await?;
     if args.quiet {
         for view in &tasks {
             outln!("{}", view.task.id);
@@ -616,9 +607,7 @@ async fn inspect(client: &Client, services: Vec<String>, pretty: bool) -> anyhow
     }
     let mut views = Vec::new();
     for service in &services {
-        let view: ServiceView = client
-            .get(&format!("/v1/services/{}", encode(service)))
-            .await?;
+        let view: ServiceView = client.call::<api::ServiceInspect>(service, &()).await?;
         views.push(view);
     }
     if !pretty {
@@ -683,8 +672,8 @@ async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Re
     }
     for (name, replicas) in &parsed {
         let _: ServiceView = client
-            .post(
-                &format!("/v1/services/{}/scale", encode(name)),
+            .call::<api::ServiceScale>(
+                name,
                 &ScaleRequest {
                     replicas: *replicas,
                 },
@@ -702,7 +691,7 @@ async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Re
 
 async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
     let view: ServiceView = client
-        .get(&format!("/v1/services/{}", encode(&args.service)))
+        .call::<api::ServiceInspect>(&args.service, &())
         .await?;
     let mut spec = view.service.spec.clone();
     if let Some(replicas) = args.replicas {
@@ -734,8 +723,8 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
     }
     spec.validate()?;
     let updated: ServiceView = client
-        .post(
-            &format!("/v1/services/{}/update", encode(&args.service)),
+        .call::<api::ServiceUpdate>(
+            &args.service,
             &UpdateServiceRequest {
                 version: view.service.version,
                 spec,
@@ -756,13 +745,12 @@ async fn logs(
     tail: Option<usize>,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut query = format!("?follow={follow}");
-    if let Some(tail) = tail {
-        query.push_str(&format!("&tail={tail}"));
-    }
-    let mut response = client
-        .get_stream(&format!("/v1/services/{}/logs{query}", encode(service)))
-        .await?;
+    let query = hoist_api::LogsQuery {
+        tail,
+        follow,
+        task: None,
+    };
+    let mut response = client.stream::<api::ServiceLogs>(service, &query).await?;
     let mut stdout = std::io::stdout();
     while let Some(chunk) = response.chunk().await.context("reading logs")? {
         // A reader that went away (`| head`) ends the command quietly.
