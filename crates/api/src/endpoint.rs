@@ -226,6 +226,13 @@ macro_rules! endpoint {
             type Request = $request;
             type Response = $response;
         }
+
+        impl $name {
+            /// [`Endpoint::url`], callable without the trait in scope.
+            pub fn url(addr: &str, params: &$params) -> String {
+                <Self as Endpoint>::url(addr, params)
+            }
+        }
     };
 }
 

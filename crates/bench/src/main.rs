@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hoist_api::endpoint as api;
 use hoist_api::{Client, NodeUpdateRequest, NodeView, ServiceView, TaskView};
 use hoist_testkit::{Cluster, ClusterOptions};
 
@@ -60,10 +61,10 @@ fn client(cluster: &Cluster, index: usize) -> anyhow::Result<Client> {
 
 async fn leader_index(cluster: &Cluster, asked: usize) -> Option<usize> {
     let client = client(cluster, asked).ok()?;
-    let info: hoist_api::InfoResponse = client.get("/v1/info").await.ok()?;
+    let info: hoist_api::InfoResponse = client.call::<api::Info>(&(), &()).await.ok()?;
     if !info.is_leader {
         let leader = info.leader?;
-        let nodes: Vec<NodeView> = client.get("/v1/nodes").await.ok()?;
+        let nodes: Vec<NodeView> = client.call::<api::NodeList>(&(), &()).await.ok()?;
         let name = nodes
             .into_iter()
             .find(|view| view.node.id == leader)?
@@ -80,9 +81,7 @@ async fn label_write(client: &Client, node: &str, value: usize) -> anyhow::Resul
         label_add: [("bench".to_string(), value.to_string())].into(),
         label_rm: vec![],
     };
-    let _: NodeView = client
-        .post(&format!("/v1/nodes/{node}/update"), &request)
-        .await?;
+    let _: NodeView = client.call::<api::NodeUpdate>(node, &request).await?;
     Ok(())
 }
 
@@ -214,7 +213,7 @@ async fn failover(kills: usize, writes: usize, worker_runs: usize) -> anyhow::Re
         cluster.kill_tasks_of(victim);
         let killed = Instant::now();
         loop {
-            let tasks: Vec<TaskView> = api.get("/v1/services/web/tasks").await?;
+            let tasks: Vec<TaskView> = api.call::<api::ServiceTasks>("web", &()).await?;
             let running_elsewhere = tasks
                 .iter()
                 .filter(|view| {
@@ -271,7 +270,7 @@ async fn wait_until_converged(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let view: ServiceView = api.get(&format!("/v1/services/{service}")).await?;
+        let view: ServiceView = api.call::<api::ServiceInspect>(service, &()).await?;
         if view.running == view.desired {
             return Ok(());
         }

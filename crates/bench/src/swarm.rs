@@ -30,9 +30,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hoist_api::endpoint as api;
 use hoist_api::{Client, ServiceView, TaskView};
 use hoist_testkit::{Cluster, ClusterOptions};
 use hoist_types::task::{DesiredState, TaskState};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 const IMAGE: &str = "hoist-hello:bench";
@@ -83,19 +85,6 @@ fn docker_socket() -> PathBuf {
         Ok(host) if host.starts_with("unix://") => PathBuf::from(&host["unix://".len()..]),
         _ => PathBuf::from("/var/run/docker.sock"),
     }
-}
-
-/// Percent-encodes a query value (the engine's `filters` is JSON).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Ids of containers carrying `label` (`key` or `key=value`): all of them, or only the
@@ -233,7 +222,10 @@ where
 async fn swarm_tasks(engine: &Client) -> anyhow::Result<Vec<(String, String, String)>> {
     let filters = format!(r#"{{"service":["{SWARM_SERVICE}"],"desired-state":["running"]}}"#);
     let tasks: Value = engine
-        .get(&format!("/tasks?filters={}", encode(&filters)))
+        .get_foreign(&format!(
+            "/tasks?filters={}",
+            utf8_percent_encode(&filters, NON_ALPHANUMERIC)
+        ))
         .await
         .context("listing the swarm's tasks")?;
     Ok(tasks
@@ -315,8 +307,6 @@ async fn hoist_round(
     n: usize,
 ) -> anyhow::Result<(Duration, Duration, usize)> {
     let replicas = n.to_string();
-    let path = format!("/v1/services/{HOIST_SERVICE}");
-    let tasks_path = format!("{path}/tasks");
     let started = Instant::now();
     let output = cluster.hoist(
         0,
@@ -338,7 +328,7 @@ async fn hoist_round(
         );
     }
     let all_running = time_until("Hoist's replicas running", started, || async {
-        let view: ServiceView = api.get(&path).await?;
+        let view: ServiceView = api.call::<api::ServiceInspect>(HOIST_SERVICE, &()).await?;
         Ok(view.running == n as u64 && view.desired == n as u64)
     })
     .await?;
@@ -348,7 +338,7 @@ async fn hoist_round(
         view.task.desired_state == DesiredState::Running
             && view.task.status.state == TaskState::Running
     };
-    let tasks: Vec<TaskView> = api.get(&tasks_path).await?;
+    let tasks: Vec<TaskView> = api.call::<api::ServiceTasks>(HOIST_SERVICE, &()).await?;
     let victim = tasks
         .iter()
         .find(|view| running(view))
@@ -359,7 +349,7 @@ async fn hoist_round(
     let killed = Instant::now();
     docker(&["kill", &format!("hoist-{HOIST_SERVICE}.{victim}")])?;
     let replace = time_until("Hoist's replacement running", killed, || async {
-        let tasks: Vec<TaskView> = api.get(&tasks_path).await?;
+        let tasks: Vec<TaskView> = api.call::<api::ServiceTasks>(HOIST_SERVICE, &()).await?;
         Ok(tasks
             .iter()
             .filter(|view| running(view) && view.task.id.to_string() != victim)

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hoist_api::endpoint as api;
 use hoist_api::{
     Client, CreateServiceRequest, InitRequest, JoinClusterRequest, NodeView, ServiceView, TaskView,
     TokenResponse,
@@ -23,6 +24,7 @@ macro_rules! say {
     }};
 }
 use hoist_types::service::{Mount, PublishedPort, ServiceMode, ServiceSpec};
+use hoist_types::Role;
 
 const NODE_PORT: u16 = 2377;
 
@@ -175,10 +177,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let first = Client::unix(&processes.nodes[0].socket)?;
     first
-        .post::<_, serde_json::Value>("/v1/init", &InitRequest::default())
+        .call::<api::Init>(&(), &InitRequest::default())
         .await?;
-    let manager_token: TokenResponse = first.get("/v1/join-tokens/manager").await?;
-    let worker_token: TokenResponse = first.get("/v1/join-tokens/worker").await?;
+    let manager_token: TokenResponse = first
+        .call_with::<api::JoinToken>(&Role::Manager, &api::RotateQuery::default(), &())
+        .await?;
+    let worker_token: TokenResponse = first
+        .call_with::<api::JoinToken>(&Role::Worker, &api::RotateQuery::default(), &())
+        .await?;
     for (index, node) in processes.nodes.iter().enumerate().skip(1) {
         let token = if index < args.managers {
             &manager_token
@@ -186,8 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             &worker_token
         };
         Client::unix(&node.socket)?
-            .post::<_, serde_json::Value>(
-                "/v1/join-cluster",
+            .call::<api::JoinCluster>(
+                &(),
                 &JoinClusterRequest {
                     token: token.token.clone(),
                     manager_addr: processes.nodes[0].addr.clone(),
@@ -228,12 +234,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     spec.command = command;
     let created: ServiceView = first
-        .post("/v1/services", &CreateServiceRequest { spec })
+        .call::<api::ServiceCreate>(&(), &CreateServiceRequest { spec })
         .await?;
     let service = created.service.id.to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let view: ServiceView = first.get(&format!("/v1/services/{service}")).await?;
+        let view: ServiceView = first.call::<api::ServiceInspect>(&service, &()).await?;
         if view.running == view.desired && view.desired > 0 {
             break;
         }
@@ -246,7 +252,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let nodes: Vec<NodeView> = first.get("/v1/nodes").await?;
+    let nodes: Vec<NodeView> = first.call::<api::NodeList>(&(), &()).await?;
     let mut rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|view| {
@@ -276,7 +282,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    let tasks: Vec<TaskView> = first.get(&format!("/v1/services/{service}/tasks")).await?;
+    let tasks: Vec<TaskView> = first.call::<api::ServiceTasks>(&service, &()).await?;
     let live: Vec<&TaskView> = tasks
         .iter()
         .filter(|view| view.task.status.state == hoist_types::task::TaskState::Running)
@@ -342,13 +348,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "\nStopping the demo: removing the hello service and stopping {} daemons...",
         processes.nodes.len()
     );
-    let _ = first
-        .delete::<serde_json::Value>(&format!("/v1/services/{service}"))
-        .await;
+    let _ = first.call::<api::ServiceRemove>(&service, &()).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let tasks: Vec<TaskView> = first
-            .get(&format!("/v1/services/{service}/tasks"))
+            .call::<api::ServiceTasks>(&service, &())
             .await
             .unwrap_or_default();
         if tasks

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hoist_api::endpoint::{Assignments, Status};
 use hoist_api::{limits, AssignmentSet, StatusReportRequest};
 use hoist_driver::{BindMount, Driver, RunSpec, TaskExit};
 use hoist_state::TaskReport;
@@ -599,7 +600,7 @@ pub async fn run_reporter(
             reports: pending[..n_sent].to_vec(),
         };
         let sent = http()
-            .post(format!("https://{leader}/v1/dispatcher/status"))
+            .post(Status::url(&leader, &()))
             .json(&body)
             .timeout(Duration::from_secs(10))
             .send()
@@ -669,7 +670,7 @@ async fn follow_assignments(
             continue;
         };
         let response = http()
-            .post(format!("https://{leader}/v1/dispatcher/assignments"))
+            .post(Assignments::url(&leader, &()))
             .json(&())
             .send()
             .await;

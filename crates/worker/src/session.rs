@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hoist_api::endpoint::{Heartbeat, Renew};
 use hoist_api::{
     ErrorBody, HeartbeatRequest, HeartbeatResponse, NotLeaderBody, RenewRequest, RenewResponse,
 };
@@ -81,7 +82,7 @@ async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
         cert_role,
         raft_running: host.raft_running(),
     };
-    let url = format!("https://{addr}/v1/dispatcher/heartbeat");
+    let url = Heartbeat::url(addr, &());
     let response = match host
         .http()
         .post(&url)
@@ -117,7 +118,7 @@ async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
 
 async fn renew<H: SessionHost>(host: &H, addr: &str) -> Result<Role, String> {
     let csr = NodeCsr::generate().map_err(|err| err.to_string())?;
-    let url = format!("https://{addr}/v1/node/renew");
+    let url = Renew::url(addr, &());
     let response = host
         .http()
         .post(&url)

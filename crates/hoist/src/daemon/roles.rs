@@ -163,7 +163,7 @@ impl Daemon {
             }
             let response = member
                 .http()
-                .post(format!("https://{addr}/v1/raft/join-me"))
+                .post(hoist_api::endpoint::RaftJoinMe::url(&addr, &()))
                 .json(&body)
                 .timeout(Duration::from_secs(20))
                 .send()
@@ -276,7 +276,7 @@ pub(super) async fn refused_by_peers(member: &Arc<Member>) -> Option<String> {
         }
         let response = member
             .http()
-            .post(format!("https://{addr}/v1/dispatcher/heartbeat"))
+            .post(hoist_api::endpoint::Heartbeat::url(&addr, &()))
             .json(&request)
             .timeout(Duration::from_secs(2))
             .send()

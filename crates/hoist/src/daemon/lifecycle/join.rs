@@ -136,7 +136,7 @@ impl Daemon {
     ) -> Result<JoinResponse, LifecycleError> {
         let pinned = pinned_join_client(ca_pem, checked.source_ip)?;
         let response = pinned
-            .post(format!("https://{}/v1/join", request.manager_addr))
+            .post(hoist_api::endpoint::Join::url(&request.manager_addr, &()))
             .json(&JoinRequest {
                 secret: checked.token.secret.clone(),
                 expected_role: request.expected_role,
@@ -184,7 +184,7 @@ impl Daemon {
             });
         let outcome = match client {
             Ok(client) => client
-                .post(format!("https://{manager_addr}/v1/join/abandon"))
+                .post(hoist_api::endpoint::JoinAbandon::url(&manager_addr, &()))
                 .json(&serde_json::Value::Null)
                 .send()
                 .await
