@@ -301,6 +301,10 @@ endpoint! {
     RaftJoinMe: POST "/v1/raft/join-me", ManagerPeer,
     params (), query NoQuery, request RaftJoinRequest, response Empty
 }
+/// Where Raft's router is mounted: [`RaftRpc`]'s pattern is this and the message's own
+/// path (`/append`, `/vote`, ...).
+pub const RAFT_PREFIX: &str = "/raft";
+
 endpoint! {
     /// Raft's peer messages (`/raft/append`, `/raft/vote`, ...): the raft crate's router.
     RaftRpc: POST "/raft/{*rest}", RaftPeer, body Bulk,
@@ -506,5 +510,6 @@ mod tests {
         assert_eq!(RaftJoinMe::ACCESS, Access::ManagerPeer);
         assert_eq!(NodeList::ACCESS, Access::Control);
         assert_eq!(Restore::MAX_BODY, MaxBody::Bulk);
+        assert!(RaftRpc::PATH.starts_with(&format!("{RAFT_PREFIX}/")));
     }
 }

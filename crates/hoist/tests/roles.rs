@@ -84,10 +84,6 @@ fn manager_only_routes() -> Vec<(&'static str, String, Option<&'static str>)> {
     routes
 }
 
-/// The router's own source: the routes it mounts are read from here, so one added to the
-/// router but not to the table above fails `every_mounted_manager_only_route_is_in_the_table`.
-const ROUTER_SOURCE: &str = include_str!("../src/daemon/routes.rs");
-
 /// The routes a worker's certificate may reach (or that no certificate reaches), each with
 /// why; every other route the router mounts is for managers only.
 const NOT_MANAGER_ONLY: [(&str, &str, &str); 11] = [
@@ -112,31 +108,13 @@ const NOT_MANAGER_ONLY: [(&str, &str, &str); 11] = [
     ("POST", "/v1/dispatcher/status", "any member"),
 ];
 
-/// Every (method, path pattern) `routes::router` mounts, read from its source.
+/// Every (method, path pattern) `routes::router` mounts: the endpoint definitions it
+/// mounts each route from.
 fn mounted_routes() -> Vec<(String, String)> {
-    let body = ROUTER_SOURCE
-        .split("pub fn router(")
-        .nth(1)
-        .expect("routes.rs has `pub fn router(`");
-    let body = body.split("\n}\n").next().unwrap_or(body);
-    let mut mounted = Vec::new();
-    for segment in body.split(".route(").skip(1) {
-        let path = segment.split('"').nth(1).expect("a route's path literal");
-        let handlers = &segment[..segment.find(".layer(").unwrap_or(segment.len())];
-        for method in ["get", "post", "put", "patch", "delete"] {
-            let called = handlers
-                .match_indices(&format!("{method}("))
-                .any(|(at, _)| {
-                    at == 0
-                        || !handlers[..at]
-                            .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
-                });
-            if called {
-                mounted.push((method.to_uppercase(), path.to_string()));
-            }
-        }
-    }
-    mounted
+    hoist_api::ENDPOINTS
+        .iter()
+        .map(|route| (route.method.to_string(), route.path.to_string()))
+        .collect()
 }
 
 /// Whether a concrete request path (query ignored) falls under a router pattern with
@@ -175,7 +153,7 @@ fn every_mounted_manager_only_route_is_in_the_table() {
     ] {
         assert!(
             mounted.iter().any(|(m, p)| m == method && p == path),
-            "{method} {path} not read from routes.rs: {mounted:?}"
+            "{method} {path} not among the mounted endpoints: {mounted:?}"
         );
     }
     assert!(mounted.len() >= 30, "{mounted:?}");

@@ -20,7 +20,7 @@ use std::io::Cursor;
 pub use network::PeerNetwork;
 pub use node::{MembershipInfo, ProposeError, RaftConfig, RaftNode, RaftStatus};
 pub use recovery::{read_full_state, reseed_single_voter, RecoveredState};
-pub use routes::router;
+pub use routes::{router, sent_by_leader};
 pub use store::{check_store, open_store, store_file, SharedState, StoreError};
 
 use hoist_state::{Change, ChangeError, ChangeOutcome};

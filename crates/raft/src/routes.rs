@@ -1,11 +1,12 @@
 //! The peer RPC routes: Raft messages from other managers, and writes and read-index
 //! requests forwarded by followers. Mounted under `/raft` behind the daemon's
 //! manager-certificate check.
-
-use axum::extract::State;
+//!
+//! The router is built once; the daemon hands each request the [`RaftNode`] that runs
+//! at that moment as an extension (Raft starts and stops with the node's role).
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -17,26 +18,33 @@ use crate::{ApplyResult, TypeConfig};
 
 type NodeId = u64;
 
-/// Routes to mount at `/raft`.
-pub fn router(node: RaftNode) -> Router {
+/// Routes to mount at `/raft`; each request carries the [`RaftNode`] to use as an
+/// extension.
+pub fn router() -> Router {
     Router::new()
         .route("/append", post(append))
         .route("/vote", post(vote))
         .route("/snapshot", post(snapshot))
         .route("/write", post(write))
         .route("/read-index", post(read_index))
-        .with_state(node)
+}
+
+/// Whether the message at `route` (its path under `/raft`) is sent by a leader to its
+/// followers (appends and snapshots), rather than by any member to a node whose view
+/// of the group counts (votes, forwarded writes and read-index requests).
+pub fn sent_by_leader(route: &str) -> bool {
+    matches!(route, "/append" | "/snapshot")
 }
 
 async fn append(
-    State(node): State<RaftNode>,
+    Extension(node): Extension<RaftNode>,
     Json(request): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
     Json(node.raft().append_entries(request).await)
 }
 
 async fn vote(
-    State(node): State<RaftNode>,
+    Extension(node): Extension<RaftNode>,
     Json(request): Json<VoteRequest<NodeId>>,
 ) -> Result<Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>>, (StatusCode, String)> {
     if !node.may_vote() {
@@ -52,21 +60,21 @@ async fn vote(
 }
 
 async fn snapshot(
-    State(node): State<RaftNode>,
+    Extension(node): Extension<RaftNode>,
     Json(request): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
     Json(node.raft().install_snapshot(request).await)
 }
 
 async fn write(
-    State(node): State<RaftNode>,
+    Extension(node): Extension<RaftNode>,
     Json(change): Json<hoist_state::Change>,
 ) -> Json<Result<ApplyResult, ProposeError>> {
     Json(node.propose_local(change).await)
 }
 
 async fn read_index(
-    State(node): State<RaftNode>,
+    Extension(node): Extension<RaftNode>,
     Json(()): Json<()>,
 ) -> Json<Result<u64, ProposeError>> {
     Json(node.read_index_local().await)

@@ -5,10 +5,12 @@
 //! source address.
 //!
 //! Why here and not in the handlers: the body is read by the handlers' extractors, so
-//! the limit has to be in place before they run; and `/v1/join` is open to anyone who
-//! can reach the port, so its attempts are counted before the manager is asked.
+//! the limit has to be in place before they run; and the join endpoint is open to
+//! anyone who can reach the port, so its attempts are counted before the manager is
+//! asked. Each route's bound comes from its endpoint definition (`hoist_api::MaxBody`,
+//! and the open class for the join rate), applied where `routes.rs` mounts it.
 //!
-//! Does not know: who the caller is (that is `routes::authorize`), or what a body means.
+//! Does not know: who the caller is (that is `access.rs`), or what a body means.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +27,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::{DefaultKeyedRateLimiter, Quota};
+
+use hoist_api::{Access, MaxBody, Route};
 
 use super::routes::ApiError;
 
@@ -53,12 +57,12 @@ pub const JOIN_PER_SECOND: u32 = hoist_state::DEFAULT_JOIN_RATE_LIMIT;
 /// deadline) may send one: the routes' authorization runs before the body is read.
 pub const LARGE_BODY_DEADLINE: Duration = Duration::from_secs(300);
 
-/// How long the body of a request on `path` may take to arrive whole on the TLS
-/// listener, counted from the end of its head: the head's own bound (`header_timeout`,
-/// `--control-header-timeout`), so a slow body holds a connection no longer than a slow
-/// head; Raft snapshots and restores get [`LARGE_BODY_DEADLINE`].
-pub fn body_deadline(path: &str, header_timeout: Duration) -> Duration {
-    if body_limit(path) > NODE_BODY_LIMIT {
+/// How long the body of a request to a route accepting `max_body` may take to arrive
+/// whole on the TLS listener, counted from the end of its head: the head's own bound
+/// (`header_timeout`, `--control-header-timeout`), so a slow body holds a connection no
+/// longer than a slow head; Raft snapshots and restores get [`LARGE_BODY_DEADLINE`].
+pub fn body_deadline(max_body: MaxBody, header_timeout: Duration) -> Duration {
+    if body_limit(max_body) > NODE_BODY_LIMIT {
         LARGE_BODY_DEADLINE.max(header_timeout)
     } else {
         header_timeout
@@ -241,13 +245,31 @@ pub fn raise_open_files_limit() -> u64 {
     soft
 }
 
-/// The largest body `path` accepts.
-pub fn body_limit(path: &str) -> usize {
-    match path {
-        "/v1/join" => JOIN_BODY_LIMIT,
-        "/v1/restore" => RAFT_BODY_LIMIT,
-        _ if path.starts_with("/raft/") => RAFT_BODY_LIMIT,
-        _ => NODE_BODY_LIMIT,
+/// The largest body a route of kind `max_body` accepts.
+pub fn body_limit(max_body: MaxBody) -> usize {
+    match max_body {
+        MaxBody::Join => JOIN_BODY_LIMIT,
+        MaxBody::Standard => NODE_BODY_LIMIT,
+        MaxBody::Bulk => RAFT_BODY_LIMIT,
+    }
+}
+
+/// One route's input bounds, from its endpoint definition.
+#[derive(Clone)]
+pub struct InputBound {
+    joins: Arc<JoinLimiter>,
+    max_body: MaxBody,
+    /// The open endpoint (the join request) counts attempts per source address.
+    rate_limited: bool,
+}
+
+impl InputBound {
+    pub fn new(joins: Arc<JoinLimiter>, route: &Route) -> Self {
+        InputBound {
+            joins,
+            max_body: route.max_body,
+            rate_limited: route.access == Access::Open,
+        }
     }
 }
 
@@ -323,14 +345,15 @@ impl JoinLimiter {
 /// otherwise as soon as the streamed body passes the limit (the extractor then answers
 /// `413`). Join attempts over the source address's rate get `429`.
 pub async fn bound_input(
-    State(limiter): State<Arc<JoinLimiter>>,
+    State(bound): State<InputBound>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = request.uri().path().to_owned();
-    let limit = body_limit(&path);
+    let limit = body_limit(bound.max_body);
     let timeout = request.extensions().get::<BodyTimeout>().copied();
-    if path == "/v1/join" {
+    let limiter = &bound.joins;
+    if bound.rate_limited {
         // The local socket carries no address and is the operator: not counted.
         if let Some(ConnectInfo(source)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
             if !limiter.allow(source.ip()) {
@@ -366,7 +389,7 @@ pub async fn bound_input(
     let (parts, body) = request.into_parts();
     let mut body = Body::new(http_body_util::Limited::new(body, limit));
     let expired = Arc::new(AtomicBool::new(false));
-    let deadline = timeout.map(|BodyTimeout(header)| body_deadline(&path, header));
+    let deadline = timeout.map(|BodyTimeout(header)| body_deadline(bound.max_body, header));
     if let Some(deadline) = deadline {
         body = Body::new(DeadlineBody {
             inner: body,
@@ -411,6 +434,7 @@ pub async fn bound_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hoist_api::endpoint::{Endpoint, Heartbeat, Join, RaftRpc, Restore, ServiceCreate};
 
     #[test]
     fn connections_are_capped_per_source_and_in_total() {
@@ -458,11 +482,11 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(250));
         feeder.abort();
         assert_eq!(
-            body_deadline("/v1/join", Duration::from_secs(10)),
+            body_deadline(Join::MAX_BODY, Duration::from_secs(10)),
             Duration::from_secs(10)
         );
         assert_eq!(
-            body_deadline("/raft/snapshot", Duration::from_secs(10)),
+            body_deadline(RaftRpc::MAX_BODY, Duration::from_secs(10)),
             LARGE_BODY_DEADLINE
         );
     }
@@ -478,11 +502,11 @@ mod tests {
 
     #[test]
     fn routes_get_their_limits() {
-        assert_eq!(body_limit("/v1/join"), 64 * 1024);
-        assert_eq!(body_limit("/v1/dispatcher/heartbeat"), 1024 * 1024);
-        assert_eq!(body_limit("/v1/services"), 1024 * 1024);
-        assert_eq!(body_limit("/raft/snapshot"), 256 * 1024 * 1024);
-        assert_eq!(body_limit("/v1/restore"), 256 * 1024 * 1024);
+        assert_eq!(body_limit(Join::MAX_BODY), 64 * 1024);
+        assert_eq!(body_limit(Heartbeat::MAX_BODY), 1024 * 1024);
+        assert_eq!(body_limit(ServiceCreate::MAX_BODY), 1024 * 1024);
+        assert_eq!(body_limit(RaftRpc::MAX_BODY), 256 * 1024 * 1024);
+        assert_eq!(body_limit(Restore::MAX_BODY), 256 * 1024 * 1024);
     }
 
     #[test]

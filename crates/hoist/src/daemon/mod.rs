@@ -12,18 +12,22 @@
 //! mesh), `errors` (failures and their HTTP statuses), `files` (the data directory's
 //! permissions), and the listeners and routes (`server`, `routes`, `*_routes`, `limits`).
 
+mod access;
 mod ca_routes;
 mod cluster_routes;
 // The file holding `Daemon` is named for it, inside the module named for the command.
 #[allow(clippy::module_inception)]
 mod daemon;
+mod dispatcher_routes;
 mod drivers;
 mod errors;
 mod files;
 mod lifecycle;
+mod lifecycle_routes;
 mod limits;
 mod member;
 mod mesh_feed;
+mod node_routes;
 mod records;
 mod roles;
 mod routes;

@@ -1,29 +1,25 @@
-//! Routes for services, task assignments and status, and logs. Authorization is done
-//! by the router's layer (see `routes.rs`); these handlers only translate.
+//! Routes for services and their output: a service's logs gathered from the nodes
+//! that ran its tasks, and one task's output from this node (`node-logs`). Who may call
+//! each is declared with its endpoint (`hoist_api::endpoint`) and checked where
+//! `routes.rs` mounts it; these handlers only translate.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures::StreamExt;
+use hoist_api::endpoint::{Endpoint, NodeLogs, ServiceRemoved};
 use hoist_api::{
-    CreateServiceRequest, LogsQuery, ScaleRequest, ServiceView, StatusReportRequest, TaskView,
-    UpdateServiceRequest,
+    CreateServiceRequest, LogsQuery, ScaleRequest, ServiceView, TaskView, UpdateServiceRequest,
 };
 use hoist_driver::LogOptions;
 use hoist_types::TaskId;
 use tokio::sync::mpsc;
 
-use super::routes::{manager_of, member_of, peer_of, ApiError};
-use super::server::Caller;
-use super::Daemon;
-
-type AppState = Arc<Daemon>;
-type ApiResult<T> = Result<Json<T>, ApiError>;
+use super::routes::{manager_of, member_of, ApiError, ApiResult, AppState};
 
 pub async fn service_create(
     State(daemon): State<AppState>,
@@ -73,10 +69,10 @@ pub async fn service_scale(
 pub async fn service_rm(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<ServiceRemoved> {
     let (_, manager) = manager_of(&daemon)?;
-    let service_id = manager.remove_service(&service).await?;
-    Ok(Json(serde_json::json!({ "id": service_id })))
+    let id = manager.remove_service(&service).await?;
+    Ok(Json(ServiceRemoved { id }))
 }
 
 pub async fn service_tasks(
@@ -85,40 +81,6 @@ pub async fn service_tasks(
 ) -> ApiResult<Vec<TaskView>> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.service_tasks(&service).await?))
-}
-
-/// The assignment stream a worker follows: one JSON line per assignment set.
-pub async fn assignments(
-    State(daemon): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Response, ApiError> {
-    let peer = peer_of(&caller)?.clone();
-    let (_, manager) = manager_of(&daemon)?;
-    let lines = manager.assignment_stream(peer.node_id)?.map(|set| {
-        // A blank line is the keep-alive; workers skip it.
-        let mut line = match set {
-            Some(set) => serde_json::to_vec(&set).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        line.push(b'\n');
-        Ok::<_, Infallible>(line)
-    });
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(lines),
-    )
-        .into_response())
-}
-
-pub async fn status(
-    State(daemon): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(request): Json<StatusReportRequest>,
-) -> ApiResult<serde_json::Value> {
-    let peer = peer_of(&caller)?;
-    let (_, manager) = manager_of(&daemon)?;
-    manager.report_status(peer, request).await?;
-    Ok(Json(serde_json::json!({})))
 }
 
 fn text_stream(receiver: mpsc::Receiver<String>) -> Response {
@@ -188,13 +150,14 @@ pub async fn service_logs(
             &view.task.id.to_string()[..8],
             view.node_hostname.clone().unwrap_or_default()
         );
-        let mut url = format!(
-            "/v1/node-logs?task={}&follow={}",
-            view.task.id, query.follow
+        let path = NodeLogs::path_and_query(
+            &(),
+            &LogsQuery {
+                tail: query.tail,
+                follow: query.follow,
+                task: Some(view.task.id.to_string()),
+            },
         );
-        if let Some(tail) = query.tail {
-            url.push_str(&format!("&tail={tail}"));
-        }
         let sender = sender.clone();
         let local = node_id == member.node_id;
         // Only the node that ran the task may answer for it.
@@ -208,14 +171,9 @@ pub async fn service_logs(
         };
         let follow = query.follow;
         readers.push(async move {
+            let relay = Relay { prefix, sender };
             if local {
-                if let Ok(mut lines) = agent.logs(&task_id, options).await {
-                    while let Some(line) = lines.recv().await {
-                        if sender.send(format!("{prefix}{line}")).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+                relay.local(&agent, &task_id, options).await;
                 return;
             }
             let Some(addr) = addr else { return };
@@ -227,29 +185,7 @@ pub async fn service_logs(
                 }
                 None => return,
             };
-            let mut request = http.get(format!("https://{addr}{url}"));
-            if !follow {
-                request = request.timeout(Duration::from_secs(30));
-            }
-            let Ok(response) = request.send().await else {
-                return;
-            };
-            if !response.status().is_success() {
-                return;
-            }
-            let mut lines = hoist_api::body_lines(response, hoist_api::MAX_LOG_LINE);
-            while let Some(line) = lines.next().await {
-                let text = match line {
-                    Ok(text) => text,
-                    Err(err) => {
-                        tracing::warn!(addr = %addr, error = %err, "task output relay ended");
-                        return;
-                    }
-                };
-                if sender.send(format!("{prefix}{text}")).await.is_err() {
-                    return;
-                }
-            }
+            relay.remote(&http, &addr, &path, follow).await;
         });
     }
     drop(sender);
@@ -266,4 +202,60 @@ pub async fn service_logs(
         });
     }
     Ok(text_stream(receiver))
+}
+
+/// Where one task's lines go, and what each is prefixed with.
+struct Relay {
+    prefix: String,
+    sender: mpsc::Sender<String>,
+}
+
+impl Relay {
+    /// A task this node ran: its driver's output.
+    async fn local(self, agent: &hoist_worker::Agent, task_id: &str, options: LogOptions) {
+        if let Ok(mut lines) = agent.logs(task_id, options).await {
+            while let Some(line) = lines.recv().await {
+                if self
+                    .sender
+                    .send(format!("{}{line}", self.prefix))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A task another node ran: that node's `node-logs`, at `path`.
+    async fn remote(self, http: &reqwest::Client, addr: &str, path: &str, follow: bool) {
+        let mut request = http.get(format!("https://{addr}{path}"));
+        if !follow {
+            request = request.timeout(Duration::from_secs(30));
+        }
+        let Ok(response) = request.send().await else {
+            return;
+        };
+        if !response.status().is_success() {
+            return;
+        }
+        let mut lines = hoist_api::body_lines(response, hoist_api::MAX_LOG_LINE);
+        while let Some(line) = lines.next().await {
+            let text = match line {
+                Ok(text) => text,
+                Err(err) => {
+                    tracing::warn!(addr = %addr, error = %err, "task output relay ended");
+                    return;
+                }
+            };
+            if self
+                .sender
+                .send(format!("{}{text}", self.prefix))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
 }

@@ -184,7 +184,7 @@ impl Daemon {
             });
         let outcome = match client {
             Ok(client) => client
-                .post(hoist_api::endpoint::JoinAbandon::url(&manager_addr, &()))
+                .post(hoist_api::endpoint::JoinAbandon::url(manager_addr, &()))
                 .json(&serde_json::Value::Null)
                 .send()
                 .await
