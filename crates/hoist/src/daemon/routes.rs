@@ -39,8 +39,24 @@ pub(super) type AppState = Arc<Daemon>;
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    mount_all(Mounts::new(daemon.clone()))
+        .finish()
+        .with_state(daemon)
+}
+
+/// Mounts a handler at an endpoint's method and path, behind the endpoint's checks.
+trait Mount: Sized {
+    fn mount<E, H, T>(self, handler: H) -> Self
+    where
+        E: Endpoint,
+        H: Handler<T, AppState>,
+        T: 'static;
+}
+
+/// Every endpoint with its handler.
+fn mount_all<M: Mount>(mounts: M) -> M {
     let raft = hoist_raft::router();
-    let mounts = Mounts::new(daemon.clone())
+    mounts
         .mount::<api::Init, _, _>(lifecycle_routes::init)
         .mount::<api::JoinCluster, _, _>(lifecycle_routes::join_cluster)
         .mount::<api::Leave, _, _>(lifecycle_routes::leave)
@@ -79,8 +95,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .mount::<api::ServiceScale, _, _>(service_routes::service_scale)
         .mount::<api::ServiceTasks, _, _>(service_routes::service_tasks)
         .mount::<api::ServiceLogs, _, _>(service_routes::service_logs)
-        .mount::<api::NodeLogs, _, _>(service_routes::node_logs);
-    mounts.finish().with_state(daemon)
+        .mount::<api::NodeLogs, _, _>(service_routes::node_logs)
 }
 
 /// The router being built, and what every route's checks share.
@@ -88,8 +103,6 @@ struct Mounts {
     router: Router<AppState>,
     daemon: Arc<Daemon>,
     joins: Arc<JoinLimiter>,
-    /// What has been mounted, for the test that every endpoint is.
-    mounted: Vec<Route>,
 }
 
 /// An unknown path is answered `404` after the checks of the control API, as if it
@@ -111,21 +124,7 @@ impl Mounts {
             router: Router::new(),
             daemon,
             joins,
-            mounted: Vec::new(),
         }
-    }
-
-    /// Mounts `handler` at `E`'s method and path, behind `E`'s checks.
-    fn mount<E, H, T>(mut self, handler: H) -> Self
-    where
-        E: Endpoint,
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let method_router = self.guarded(on(method_filter(&E::METHOD), handler), &E::ROUTE);
-        self.router = self.router.route(E::PATH, method_router);
-        self.mounted.push(E::ROUTE);
-        self
     }
 
     /// The input bounds first (a body over the limit is refused before anything else
@@ -155,6 +154,19 @@ impl Mounts {
             .fallback_service(unknown.with_state(self.daemon.clone()))
             // Each route's own limit is `limits::bound_input`'s.
             .layer(DefaultBodyLimit::disable())
+    }
+}
+
+impl Mount for Mounts {
+    fn mount<E, H, T>(mut self, handler: H) -> Self
+    where
+        E: Endpoint,
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let method_router = self.guarded(on(method_filter(&E::METHOD), handler), &E::ROUTE);
+        self.router = self.router.route(E::PATH, method_router);
+        self
     }
 }
 
@@ -281,6 +293,32 @@ pub(super) fn source_ip(remote: Option<Extension<ConnectInfo<SocketAddr>>>) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `mount_all` mounts.
+    #[derive(Default)]
+    struct Recorder(Vec<Route>);
+
+    impl Mount for Recorder {
+        fn mount<E, H, T>(mut self, _: H) -> Self
+        where
+            E: Endpoint,
+            H: Handler<T, AppState>,
+            T: 'static,
+        {
+            self.0.push(E::ROUTE);
+            self
+        }
+    }
+
+    #[test]
+    fn every_endpoint_is_mounted_once() {
+        let Recorder(mounted) = mount_all(Recorder::default());
+        for route in hoist_api::ENDPOINTS {
+            let times = mounted.iter().filter(|other| *other == route).count();
+            assert_eq!(times, 1, "{route:?}");
+        }
+        assert_eq!(mounted.len(), hoist_api::ENDPOINTS.len());
+    }
 
     #[test]
     fn every_endpoint_is_mounted_under_its_own_method() {
