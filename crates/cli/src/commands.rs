@@ -14,7 +14,10 @@ use hoist_types::service::{format_cpus, format_memory};
 use hoist_types::{Availability, DriverKind, Role};
 
 use crate::output::{duration, print_json, print_table, timestamp, timestamp_ago, wants_json};
-use crate::{Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs};
+use crate::{
+    BackupArgs, Command, InfoArgs, JoinTokenArgs, ListArgs, NodeCommand, NodeUpdateArgs,
+    RestoreArgs,
+};
 
 /// Writes a backup, which holds the cluster CA's key and both join secrets, so that no
 /// one else can read it at any moment and a crash never leaves half a file: a new file
@@ -87,53 +90,8 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
         Command::Init(args) if args.force_new_cluster => {
             force_new_cluster(&client, args.advertise_addr).await?
         }
-        Command::Backup(args) => {
-            let backup: serde_json::Value = client.call_json::<api::Backup>(&(), &()).await?;
-            let text = serde_json::to_vec_pretty(&backup)?;
-            write_backup(&args.output, &text)?;
-            let state = &backup["state"];
-            outln!(
-                "Backup written to {}: {} nodes, {} services, {} tasks.",
-                args.output.display(),
-                state["nodes"].as_object().map(|map| map.len()).unwrap_or(0),
-                state["services"]
-                    .as_object()
-                    .map(|map| map.len())
-                    .unwrap_or(0),
-                state["tasks"].as_object().map(|map| map.len()).unwrap_or(0),
-            );
-        }
-        Command::Restore(args) => {
-            let text = std::fs::read_to_string(&args.file)
-                .with_context(|| format!("reading {}", args.file.display()))?;
-            let backup = hoist_api::BackupFile::parse(&text).map_err(|err| {
-                let file = args.file.display();
-                match err {
-                    hoist_api::BackupParseError::Version(_) => {
-                        anyhow::anyhow!("{file} cannot be restored: {err}")
-                    }
-                    _ => anyhow::anyhow!("{file} is not a hoist backup: {err}"),
-                }
-            })?;
-            let response: ForceNewClusterResponse = client
-                .call::<api::Restore>(
-                    &(),
-                    &hoist_api::RestoreRequest {
-                        backup,
-                        advertise_addr: args.advertise_addr,
-                    },
-                )
-                .await?;
-            outln!(
-                "Cluster {} restored on this node ({}): {} nodes, {} services, {} tasks.",
-                response.cluster_id,
-                response.node_id,
-                response.nodes,
-                response.services,
-                response.tasks
-            );
-            print_dropped(&response)?;
-        }
+        Command::Backup(args) => backup(&client, args).await?,
+        Command::Restore(args) => restore(&client, args).await?,
         Command::Init(args) => {
             let request = InitRequest {
                 advertise_addr: args.advertise_addr,
@@ -184,6 +142,59 @@ pub async fn run_client(host: Option<&str>, command: Command) -> anyhow::Result<
             bail!("this command is not a client command")
         }
     }
+    Ok(())
+}
+
+/// Writes the daemon's answer to the file as it came, so that a newer daemon's members
+/// this build does not know are kept.
+async fn backup(client: &Client, args: BackupArgs) -> anyhow::Result<()> {
+    let backup: serde_json::Value = client.call_json::<api::Backup>(&(), &()).await?;
+    let text = serde_json::to_vec_pretty(&backup)?;
+    write_backup(&args.output, &text)?;
+    let state = &backup["state"];
+    outln!(
+        "Backup written to {}: {} nodes, {} services, {} tasks.",
+        args.output.display(),
+        state["nodes"].as_object().map(|map| map.len()).unwrap_or(0),
+        state["services"]
+            .as_object()
+            .map(|map| map.len())
+            .unwrap_or(0),
+        state["tasks"].as_object().map(|map| map.len()).unwrap_or(0),
+    );
+    Ok(())
+}
+
+async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let backup = hoist_api::BackupFile::parse(&text).map_err(|err| {
+        let file = args.file.display();
+        match err {
+            hoist_api::BackupParseError::Version(_) => {
+                anyhow::anyhow!("{file} cannot be restored: {err}")
+            }
+            _ => anyhow::anyhow!("{file} is not a hoist backup: {err}"),
+        }
+    })?;
+    let response: ForceNewClusterResponse = client
+        .call::<api::Restore>(
+            &(),
+            &hoist_api::RestoreRequest {
+                backup,
+                advertise_addr: args.advertise_addr,
+            },
+        )
+        .await?;
+    outln!(
+        "Cluster {} restored on this node ({}): {} nodes, {} services, {} tasks.",
+        response.cluster_id,
+        response.node_id,
+        response.nodes,
+        response.services,
+        response.tasks
+    );
+    print_dropped(&response)?;
     Ok(())
 }
 

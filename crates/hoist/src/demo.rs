@@ -142,39 +142,72 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.workers
     );
     for index in 0..n_nodes {
-        let name = if index < args.managers {
-            format!("manager-{}", index + 1)
-        } else {
-            format!("worker-{}", index + 1 - args.managers)
-        };
-        let addr = format!("{}:{NODE_PORT}", Ipv4Addr::new(127, a, b, index as u8 + 1));
-        let data_dir = root.join(&name);
-        std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::File::create(root.join(format!("{name}.log")))?;
-        let child = Command::new(&exe)
-            .arg("daemon")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen-addr")
-            .arg(&addr)
-            .arg("--hostname")
-            .arg(&name)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting a daemon")?;
-        processes.nodes.push(DemoNode {
-            socket: data_dir.join("hoist.sock"),
-            name,
-            addr,
-            data_dir,
-            child,
-        });
+        let node = spawn_node(&args, &exe, &root, [a, b], index)?;
+        processes.nodes.push(node);
     }
     for node in &processes.nodes {
         wait_for_socket(&node.socket).await?;
     }
+    let first = form_cluster(&processes, args.managers).await?;
+
+    let spec = hello_spec(&args, &exe)?;
+    let created: ServiceView = first
+        .call::<api::ServiceCreate>(&(), &CreateServiceRequest { spec })
+        .await?;
+    let service = created.service.id.to_string();
+    wait_running(&first, &service, &root).await?;
+
+    show(&first, &service, &processes, &args, &root).await?;
+
+    wait_for_ctrl_c().await;
+    stop(&first, &service, &processes).await;
+    drop(processes);
+    say!("Demo stopped.");
+    Ok(())
+}
+
+/// Starts the daemon of node `index`, on 127.A.B.(index + 1).
+fn spawn_node(
+    args: &DemoArgs,
+    exe: &Path,
+    root: &Path,
+    [a, b]: [u8; 2],
+    index: usize,
+) -> anyhow::Result<DemoNode> {
+    let name = if index < args.managers {
+        format!("manager-{}", index + 1)
+    } else {
+        format!("worker-{}", index + 1 - args.managers)
+    };
+    let addr = format!("{}:{NODE_PORT}", Ipv4Addr::new(127, a, b, index as u8 + 1));
+    let data_dir = root.join(&name);
+    std::fs::create_dir_all(&data_dir)?;
+    let log = std::fs::File::create(root.join(format!("{name}.log")))?;
+    let child = Command::new(exe)
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--listen-addr")
+        .arg(&addr)
+        .arg("--hostname")
+        .arg(&name)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting a daemon")?;
+    Ok(DemoNode {
+        socket: data_dir.join("hoist.sock"),
+        name,
+        addr,
+        data_dir,
+        child,
+    })
+}
+
+/// Initializes the cluster on the first node and joins the others to it (the first
+/// `managers` as managers); returns the first node's client.
+async fn form_cluster(processes: &Processes, managers: usize) -> anyhow::Result<Client> {
     let first = Client::unix(&processes.nodes[0].socket)?;
     first
         .call::<api::Init>(&(), &InitRequest::default())
@@ -186,7 +219,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .call_with::<api::JoinToken>(&Role::Worker, &api::RotateQuery::default(), &())
         .await?;
     for (index, node) in processes.nodes.iter().enumerate().skip(1) {
-        let token = if index < args.managers {
+        let token = if index < managers {
             &manager_token
         } else {
             &worker_token
@@ -204,7 +237,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("joining {}", node.name))?;
     }
+    Ok(first)
+}
 
+/// The hello service: three replicas of `hoist hello`, published on `--port`.
+fn hello_spec(args: &DemoArgs, exe: &Path) -> anyhow::Result<ServiceSpec> {
     let mut command = vec![exe.display().to_string(), "hello".to_string()];
     let mut spec = ServiceSpec {
         name: "hello".into(),
@@ -233,13 +270,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     spec.command = command;
-    let created: ServiceView = first
-        .call::<api::ServiceCreate>(&(), &CreateServiceRequest { spec })
-        .await?;
-    let service = created.service.id.to_string();
+    Ok(spec)
+}
+
+async fn wait_running(first: &Client, service: &str, root: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let view: ServiceView = first.call::<api::ServiceInspect>(&service, &()).await?;
+        let view: ServiceView = first.call::<api::ServiceInspect>(service, &()).await?;
         if view.running == view.desired && view.desired > 0 {
             break;
         }
@@ -251,7 +288,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(())
+}
 
+/// The nodes, the running tasks, and where to reach them.
+async fn show(
+    first: &Client,
+    service: &str,
+    processes: &Processes,
+    args: &DemoArgs,
+    root: &Path,
+) -> anyhow::Result<()> {
     let nodes: Vec<NodeView> = first.call::<api::NodeList>(&(), &()).await?;
     let mut rows: Vec<Vec<String>> = nodes
         .iter()
@@ -282,7 +329,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    let tasks: Vec<TaskView> = first.call::<api::ServiceTasks>(&service, &()).await?;
+    let tasks: Vec<TaskView> = first.call::<api::ServiceTasks>(service, &()).await?;
     let live: Vec<&TaskView> = tasks
         .iter()
         .filter(|view| view.task.status.state == hoist_types::task::TaskState::Running)
@@ -342,17 +389,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "Node logs are in {}. Press Ctrl-C to stop the demo.",
         root.display()
     );
+    Ok(())
+}
 
-    wait_for_ctrl_c().await;
+/// Removes the hello service and waits (a while) for its tasks to end.
+async fn stop(first: &Client, service: &str, processes: &Processes) {
     say!(
         "\nStopping the demo: removing the hello service and stopping {} daemons...",
         processes.nodes.len()
     );
-    let _ = first.call::<api::ServiceRemove>(&service, &()).await;
+    let _ = first.call::<api::ServiceRemove>(service, &()).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let tasks: Vec<TaskView> = first
-            .call::<api::ServiceTasks>(&service, &())
+            .call::<api::ServiceTasks>(service, &())
             .await
             .unwrap_or_default();
         if tasks
@@ -363,9 +413,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    drop(processes);
-    say!("Demo stopped.");
-    Ok(())
 }
 
 async fn wait_for_ctrl_c() {
