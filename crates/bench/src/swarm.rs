@@ -12,7 +12,7 @@
 //! then `service rm`, and a wait until the containers are gone.
 //!
 //! Both are polled the same way, every 50 ms, through their APIs on unix sockets (the
-//! engine's `/tasks` for Swarm, the daemon's `/v1/services/hb[/tasks]` for Hoist); the
+//! engine's `/tasks` for Swarm, the daemon's service inspect and tasks endpoints for Hoist); the
 //! commands themselves go through the `docker` and `hoist` CLIs.
 //!
 //! The image `hoist-hello:bench` is `FROM scratch`, the `hoist` binary and the shared
@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hoist_api::endpoint as api;
+use hoist_api::endpoint::{self as api, Endpoint};
 use hoist_api::{Client, ServiceView, TaskView};
 use hoist_testkit::{Cluster, ClusterOptions};
 use hoist_types::task::{DesiredState, TaskState};
@@ -561,7 +561,8 @@ async fn measure(
     println!("All running: from `service create --detach` until N tasks run. Kill -> replaced: from `docker kill` of one task's container until N tasks run again, a new task in its place.");
     println!("Both use their default restart delay: Swarm 5 s, Hoist 5 s (so ~5 s of each replace time is the delay).");
     println!(
-        "Both polled every 50 ms through their APIs (engine /tasks, hoist /v1/services/hb[/tasks])."
+        "Both polled every 50 ms through their APIs (engine /tasks, hoist {}[/tasks]).",
+        api::ServiceInspect::path(HOIST_SERVICE)
     );
     if ended_left > 0 {
         println!("Cleanup differs: after `service rm`, Swarm removed every container; Hoist stopped its containers but kept ended ones (up to {ended_left} per round, kept 10 min for logs), which the bench removed.");
