@@ -27,7 +27,7 @@ pub enum ClientError {
     Api { status: u16, message: String },
     /// The daemon accepted the connection but did not answer within the client's own
     /// timeout.
-    #[error("the hoist daemon at unix://{socket} did not answer within {}s: it may be stuck, or waiting for a cluster that lost its quorum", after.as_secs())]
+    #[error("the hoist daemon at unix://{socket} did not answer within {after:?}: it may be stuck, or waiting for a cluster that lost its quorum")]
     Timeout { socket: String, after: Duration },
     #[error("unexpected response from the daemon: {0}")]
     Protocol(String),
@@ -47,6 +47,8 @@ impl ClientError {
 pub struct Client {
     http: reqwest::Client,
     socket: PathBuf,
+    /// How long a call may take before it fails with [`ClientError::Timeout`].
+    timeout: Duration,
 }
 
 impl Client {
@@ -57,7 +59,17 @@ impl Client {
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|err| ClientError::Protocol(err.to_string()))?;
-        Ok(Client { http, socket })
+        Ok(Client {
+            http,
+            socket,
+            timeout: CALL_TIMEOUT,
+        })
+    }
+
+    /// The same client with another bound on each call (streams keep theirs).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn socket(&self) -> &std::path::Path {
@@ -89,7 +101,7 @@ impl Client {
         E: Endpoint,
         E::Response: DeserializeOwned,
     {
-        let response = self.send::<E>(params, query, body, CALL_TIMEOUT).await?;
+        let response = self.send::<E>(params, query, body, self.timeout).await?;
         response
             .json()
             .await
@@ -109,7 +121,7 @@ impl Client {
         E::Response: DeserializeOwned,
     {
         let response = self
-            .send::<E>(params, &crate::NoQuery {}, body, CALL_TIMEOUT)
+            .send::<E>(params, &crate::NoQuery {}, body, self.timeout)
             .await?;
         response
             .json()
@@ -135,9 +147,10 @@ impl Client {
         let response = self
             .http
             .get(format!("http://hoist{path}"))
+            .timeout(self.timeout)
             .send()
             .await
-            .map_err(|err| self.send_error(err, CALL_TIMEOUT))?;
+            .map_err(|err| self.send_error(err, self.timeout))?;
         let response = Self::check(response).await?;
         response
             .json()
@@ -206,5 +219,40 @@ impl Client {
             status: status.as_u16(),
             message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Info;
+
+    #[tokio::test]
+    async fn a_daemon_that_does_not_answer_in_time_is_a_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("hoist.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        // Accepts and holds the connection without answering.
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let client = Client::unix(&socket)
+            .expect("client")
+            .with_timeout(Duration::from_millis(200));
+        let err = client.call::<Info>(&(), &()).await.expect_err("no answer");
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("did not answer within"), "{err}");
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn no_daemon_is_a_connect_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = Client::unix(dir.path().join("absent.sock")).expect("client");
+        let err = client.call::<Info>(&(), &()).await.expect_err("no daemon");
+        assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
     }
 }
