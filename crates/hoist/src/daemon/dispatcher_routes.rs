@@ -13,22 +13,21 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
+use hoist_api::endpoint as api;
 use hoist_api::{
     Empty, HeartbeatRequest, JoinRequest, RaftJoinRequest, RenewRequest, StatusReportRequest,
 };
 use hoist_manager::ManagerError;
 use tower::ServiceExt;
 
-use super::routes::{
-    manager_of, peer_of, source_ip, ApiError, ApiResult, AppState, NOT_IN_CLUSTER,
-};
+use super::routes::{manager_of, peer_of, source_ip, ApiError, AppState, Reply, NOT_IN_CLUSTER};
 use super::server::Caller;
 
 pub(super) async fn join(
     State(daemon): State<AppState>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(request): Json<JoinRequest>,
-) -> ApiResult<hoist_api::JoinResponse> {
+) -> Reply<api::Join> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.join(request, source_ip(remote)).await?))
 }
@@ -37,7 +36,7 @@ pub(super) async fn join(
 pub(super) async fn join_abandon(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Empty> {
+) -> Reply<api::JoinAbandon> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
     manager.abandon_join(peer).await?;
@@ -49,7 +48,7 @@ pub(super) async fn heartbeat(
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     Json(request): Json<HeartbeatRequest>,
-) -> ApiResult<hoist_api::HeartbeatResponse> {
+) -> Reply<api::Heartbeat> {
     let peer = peer_of(&caller)?;
     let member = daemon
         .member()
@@ -70,7 +69,7 @@ pub(super) async fn renew(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(request): Json<RenewRequest>,
-) -> ApiResult<hoist_api::RenewResponse> {
+) -> Reply<api::Renew> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.renew(peer, &request.csr_pem).await?))
@@ -80,7 +79,7 @@ pub(super) async fn raft_join(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(request): Json<RaftJoinRequest>,
-) -> ApiResult<Empty> {
+) -> Reply<api::RaftJoinMe> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
     manager
@@ -140,7 +139,7 @@ pub(super) async fn status(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
     Json(request): Json<StatusReportRequest>,
-) -> ApiResult<Empty> {
+) -> Reply<api::Status> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
     manager.report_status(peer, request).await?;

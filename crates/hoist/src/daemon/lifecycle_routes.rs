@@ -6,11 +6,12 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hoist_api::endpoint as api;
 use hoist_api::{Empty, InfoResponse, InitRequest, JoinClusterRequest, LeaveRequest};
 use hoist_manager::ManagerError;
 use hoist_types::Role;
 
-use super::routes::{member_of, ApiError, ApiResult, AppState};
+use super::routes::{member_of, ApiError, AppState, Reply};
 
 /// `--advertise-addr` as given (an interface name allowed) turned into IP:PORT.
 fn advertise_addr(given: Option<String>) -> Result<Option<String>, ApiError> {
@@ -23,7 +24,7 @@ fn advertise_addr(given: Option<String>) -> Result<Option<String>, ApiError> {
 pub(super) async fn init(
     State(daemon): State<AppState>,
     Json(mut request): Json<InitRequest>,
-) -> ApiResult<hoist_api::InitResponse> {
+) -> Reply<api::Init> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.init(request).await?))
 }
@@ -31,7 +32,7 @@ pub(super) async fn init(
 pub(super) async fn join_cluster(
     State(daemon): State<AppState>,
     Json(mut request): Json<JoinClusterRequest>,
-) -> ApiResult<hoist_api::JoinClusterResponse> {
+) -> Reply<api::JoinCluster> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.join(request).await?))
 }
@@ -39,7 +40,7 @@ pub(super) async fn join_cluster(
 pub(super) async fn leave(
     State(daemon): State<AppState>,
     Json(request): Json<LeaveRequest>,
-) -> ApiResult<Empty> {
+) -> Reply<api::Leave> {
     daemon.leave(request.force).await?;
     Ok(Json(Empty {}))
 }
@@ -47,7 +48,7 @@ pub(super) async fn leave(
 pub(super) async fn force_new_cluster(
     State(daemon): State<AppState>,
     Json(request): Json<hoist_api::ForceNewClusterRequest>,
-) -> ApiResult<hoist_api::ForceNewClusterResponse> {
+) -> Reply<api::ForceNewCluster> {
     // The recovered cluster keeps this node's address (its certificate, its peers'
     // records and its workers all know it by it): `--advertise-addr` may confirm it,
     // not change it.
@@ -69,12 +70,12 @@ pub(super) async fn force_new_cluster(
 pub(super) async fn restore(
     State(daemon): State<AppState>,
     Json(mut request): Json<hoist_api::RestoreRequest>,
-) -> ApiResult<hoist_api::ForceNewClusterResponse> {
+) -> Reply<api::Restore> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.restore(request).await?))
 }
 
-pub(super) async fn backup(State(daemon): State<AppState>) -> ApiResult<hoist_api::BackupFile> {
+pub(super) async fn backup(State(daemon): State<AppState>) -> Reply<api::Backup> {
     Ok(Json(daemon.backup().await?))
 }
 
@@ -93,7 +94,7 @@ pub(super) async fn metrics(State(daemon): State<AppState>) -> Result<Response, 
 
 /// What this node knows of the cluster. A manager without quorum answers from its last
 /// applied state and says so, rather than failing: that is when an operator needs it.
-pub(super) async fn info(State(daemon): State<AppState>) -> ApiResult<InfoResponse> {
+pub(super) async fn info(State(daemon): State<AppState>) -> Reply<api::Info> {
     let Some(member) = daemon.member() else {
         return Ok(Json(InfoResponse {
             hostname: daemon.hostname().to_string(),

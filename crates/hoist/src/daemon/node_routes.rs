@@ -14,9 +14,9 @@ use hoist_manager::{Demotion, ManagerError};
 use hoist_types::Role;
 
 use super::member::Member;
-use super::routes::{manager_of, ApiError, ApiResult, AppState};
+use super::routes::{manager_of, ApiError, AppState, Reply};
 
-pub(super) async fn node_ls(State(daemon): State<AppState>) -> ApiResult<Vec<hoist_api::NodeView>> {
+pub(super) async fn node_ls(State(daemon): State<AppState>) -> Reply<api::NodeList> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.list_nodes().await?))
 }
@@ -24,7 +24,7 @@ pub(super) async fn node_ls(State(daemon): State<AppState>) -> ApiResult<Vec<hoi
 pub(super) async fn node_inspect(
     State(daemon): State<AppState>,
     Path(node): Path<String>,
-) -> ApiResult<hoist_api::NodeView> {
+) -> Reply<api::NodeInspect> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.inspect_node(&node).await?))
 }
@@ -33,7 +33,7 @@ pub(super) async fn node_update(
     State(daemon): State<AppState>,
     Path(node): Path<String>,
     Json(request): Json<NodeUpdateRequest>,
-) -> ApiResult<hoist_api::NodeView> {
+) -> Reply<api::NodeUpdate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.update_node(&node, request).await?))
 }
@@ -41,7 +41,7 @@ pub(super) async fn node_update(
 pub(super) async fn node_promote(
     State(daemon): State<AppState>,
     Path(node): Path<String>,
-) -> ApiResult<hoist_api::NodeView> {
+) -> Reply<api::NodePromote> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.promote(&node).await?))
 }
@@ -230,7 +230,7 @@ pub(super) async fn join_token(
     State(daemon): State<AppState>,
     Path(role): Path<String>,
     Query(query): Query<RotateQuery>,
-) -> ApiResult<TokenResponse> {
+) -> Reply<api::JoinToken> {
     let role = parse_role(&role)?;
     if query.rotate {
         return Err(ApiError::new(
@@ -252,7 +252,7 @@ pub(super) async fn join_token_rotate(
     State(daemon): State<AppState>,
     Path(role): Path<String>,
     Query(query): Query<RotateQuery>,
-) -> ApiResult<TokenResponse> {
+) -> Reply<api::JoinTokenRotate> {
     let role = parse_role(&role)?;
     let (member, manager) = manager_of(&daemon)?;
     let token = if query.rotate {

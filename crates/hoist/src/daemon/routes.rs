@@ -36,7 +36,8 @@ use super::{
 };
 
 pub(super) type AppState = Arc<Daemon>;
-pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
+/// What a handler of endpoint `E` answers: `E`'s response type, or an error.
+pub(super) type Reply<E> = Result<Json<<E as Endpoint>::Response>, ApiError>;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     mount_all(Mounts::new(daemon.clone()))

@@ -11,25 +11,23 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use hoist_api::endpoint::{Endpoint, NodeLogs, ServiceRemoved};
-use hoist_api::{
-    CreateServiceRequest, LogsQuery, ScaleRequest, ServiceView, TaskView, UpdateServiceRequest,
-};
+use hoist_api::endpoint::{self as api, Endpoint, NodeLogs, ServiceRemoved};
+use hoist_api::{CreateServiceRequest, LogsQuery, ScaleRequest, UpdateServiceRequest};
 use hoist_driver::LogOptions;
 use hoist_types::TaskId;
 use tokio::sync::mpsc;
 
-use super::routes::{manager_of, member_of, ApiError, ApiResult, AppState};
+use super::routes::{manager_of, member_of, ApiError, AppState, Reply};
 
 pub async fn service_create(
     State(daemon): State<AppState>,
     Json(request): Json<CreateServiceRequest>,
-) -> ApiResult<ServiceView> {
+) -> Reply<api::ServiceCreate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.create_service(request.spec).await?))
 }
 
-pub async fn service_ls(State(daemon): State<AppState>) -> ApiResult<Vec<ServiceView>> {
+pub async fn service_ls(State(daemon): State<AppState>) -> Reply<api::ServiceList> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.list_services().await?))
 }
@@ -37,7 +35,7 @@ pub async fn service_ls(State(daemon): State<AppState>) -> ApiResult<Vec<Service
 pub async fn service_inspect(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-) -> ApiResult<ServiceView> {
+) -> Reply<api::ServiceInspect> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.inspect_service(&service).await?))
 }
@@ -46,7 +44,7 @@ pub async fn service_update(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
     Json(request): Json<UpdateServiceRequest>,
-) -> ApiResult<ServiceView> {
+) -> Reply<api::ServiceUpdate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(
         manager
@@ -59,7 +57,7 @@ pub async fn service_scale(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
     Json(request): Json<ScaleRequest>,
-) -> ApiResult<ServiceView> {
+) -> Reply<api::ServiceScale> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(
         manager.scale_service(&service, request.replicas).await?,
@@ -69,7 +67,7 @@ pub async fn service_scale(
 pub async fn service_rm(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-) -> ApiResult<ServiceRemoved> {
+) -> Reply<api::ServiceRemove> {
     let (_, manager) = manager_of(&daemon)?;
     let id = manager.remove_service(&service).await?;
     Ok(Json(ServiceRemoved { id }))
@@ -78,7 +76,7 @@ pub async fn service_rm(
 pub async fn service_tasks(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-) -> ApiResult<Vec<TaskView>> {
+) -> Reply<api::ServiceTasks> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.service_tasks(&service).await?))
 }
