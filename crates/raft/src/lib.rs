@@ -4,8 +4,9 @@
 //! This crate owns the Raft log format on disk, the snapshot format, and the peer RPC
 //! routes (`/raft/*`). It exposes [`RaftNode`], a handle that proposes [`Change`]s
 //! (forwarding to the leader when needed), serves linearizable reads and changes
-//! membership; openraft's generics stay inside. It does not decide who may call the
-//! routes (the daemon's TLS layer does) nor what a change means (`hoist-state` does).
+//! membership; openraft's generics stay inside. It says which of its messages a leader
+//! sends (`sent_by_leader`), but does not decide who may call the routes (the daemon's
+//! TLS layer does) nor what a change means (`hoist-state` does).
 //!
 //! [`Change`]: hoist_state::Change
 

@@ -1,5 +1,6 @@
 //! Routes of `hoist cluster ca`: the current CA and a rotation's progress, and starting
-//! a rotation. Control API: the local operator or a current manager (see `routes.rs`).
+//! a rotation. Control API: the local operator or a current manager (declared with each
+//! endpoint, checked by `access.rs`).
 
 use axum::extract::State;
 use axum::Json;

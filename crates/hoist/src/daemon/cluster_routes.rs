@@ -1,5 +1,6 @@
-//! Routes for the cluster's settings (`hoist cluster inspect|update`). Control API:
-//! authorized by the router's layer; these handlers only translate.
+//! Routes for the cluster's settings (`hoist cluster inspect|update`). Control API: the
+//! class is declared with each endpoint and checked where `routes.rs` mounts it; these
+//! handlers only translate.
 
 use axum::extract::State;
 use axum::Json;
