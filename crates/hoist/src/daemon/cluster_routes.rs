@@ -5,9 +5,8 @@
 use axum::extract::State;
 use axum::Json;
 use hoist_api::endpoint as api;
-use hoist_api::ClusterUpdateRequest;
 
-use super::routes::{manager_of, AppState, Reply};
+use super::routes::{manager_of, AppState, JsonBody, Reply};
 
 pub async fn cluster_inspect(State(daemon): State<AppState>) -> Reply<api::ClusterInspect> {
     let (_, manager) = manager_of(&daemon)?;
@@ -16,7 +15,7 @@ pub async fn cluster_inspect(State(daemon): State<AppState>) -> Reply<api::Clust
 
 pub async fn cluster_update(
     State(daemon): State<AppState>,
-    Json(request): Json<ClusterUpdateRequest>,
+    Json(request): JsonBody<api::ClusterUpdate>,
 ) -> Reply<api::ClusterUpdate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.update_cluster(request).await?))

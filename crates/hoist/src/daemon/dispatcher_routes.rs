@@ -14,19 +14,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use hoist_api::endpoint as api;
-use hoist_api::{
-    Empty, HeartbeatRequest, JoinRequest, RaftJoinRequest, RenewRequest, StatusReportRequest,
-};
+use hoist_api::Empty;
 use hoist_manager::ManagerError;
 use tower::ServiceExt;
 
-use super::routes::{manager_of, peer_of, source_ip, ApiError, AppState, Reply, NOT_IN_CLUSTER};
+use super::routes::{
+    manager_of, peer_of, source_ip, ApiError, AppState, JsonBody, Reply, NOT_IN_CLUSTER,
+};
 use super::server::Caller;
 
 pub(super) async fn join(
     State(daemon): State<AppState>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Json(request): Json<JoinRequest>,
+    Json(request): JsonBody<api::Join>,
 ) -> Reply<api::Join> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.join(request, source_ip(remote)).await?))
@@ -47,7 +47,7 @@ pub(super) async fn heartbeat(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Json(request): Json<HeartbeatRequest>,
+    Json(request): JsonBody<api::Heartbeat>,
 ) -> Reply<api::Heartbeat> {
     let peer = peer_of(&caller)?;
     let member = daemon
@@ -68,7 +68,7 @@ pub(super) async fn heartbeat(
 pub(super) async fn renew(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Json(request): Json<RenewRequest>,
+    Json(request): JsonBody<api::Renew>,
 ) -> Reply<api::Renew> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
@@ -78,7 +78,7 @@ pub(super) async fn renew(
 pub(super) async fn raft_join(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Json(request): Json<RaftJoinRequest>,
+    Json(request): JsonBody<api::RaftJoinMe>,
 ) -> Reply<api::RaftJoinMe> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;
@@ -138,7 +138,7 @@ pub(super) async fn assignments(
 pub(super) async fn status(
     State(daemon): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Json(request): Json<StatusReportRequest>,
+    Json(request): JsonBody<api::Status>,
 ) -> Reply<api::Status> {
     let peer = peer_of(&caller)?;
     let (_, manager) = manager_of(&daemon)?;

@@ -7,11 +7,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hoist_api::endpoint as api;
-use hoist_api::{Empty, InfoResponse, InitRequest, JoinClusterRequest, LeaveRequest};
+use hoist_api::{Empty, InfoResponse};
 use hoist_manager::ManagerError;
 use hoist_types::Role;
 
-use super::routes::{member_of, ApiError, AppState, Reply};
+use super::routes::{member_of, ApiError, AppState, JsonBody, Reply};
 
 /// `--advertise-addr` as given (an interface name allowed) turned into IP:PORT.
 fn advertise_addr(given: Option<String>) -> Result<Option<String>, ApiError> {
@@ -23,7 +23,7 @@ fn advertise_addr(given: Option<String>) -> Result<Option<String>, ApiError> {
 
 pub(super) async fn init(
     State(daemon): State<AppState>,
-    Json(mut request): Json<InitRequest>,
+    Json(mut request): JsonBody<api::Init>,
 ) -> Reply<api::Init> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.init(request).await?))
@@ -31,7 +31,7 @@ pub(super) async fn init(
 
 pub(super) async fn join_cluster(
     State(daemon): State<AppState>,
-    Json(mut request): Json<JoinClusterRequest>,
+    Json(mut request): JsonBody<api::JoinCluster>,
 ) -> Reply<api::JoinCluster> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.join(request).await?))
@@ -39,7 +39,7 @@ pub(super) async fn join_cluster(
 
 pub(super) async fn leave(
     State(daemon): State<AppState>,
-    Json(request): Json<LeaveRequest>,
+    Json(request): JsonBody<api::Leave>,
 ) -> Reply<api::Leave> {
     daemon.leave(request.force).await?;
     Ok(Json(Empty {}))
@@ -47,7 +47,7 @@ pub(super) async fn leave(
 
 pub(super) async fn force_new_cluster(
     State(daemon): State<AppState>,
-    Json(request): Json<hoist_api::ForceNewClusterRequest>,
+    Json(request): JsonBody<api::ForceNewCluster>,
 ) -> Reply<api::ForceNewCluster> {
     // The recovered cluster keeps this node's address (its certificate, its peers'
     // records and its workers all know it by it): `--advertise-addr` may confirm it,
@@ -69,7 +69,7 @@ pub(super) async fn force_new_cluster(
 
 pub(super) async fn restore(
     State(daemon): State<AppState>,
-    Json(mut request): Json<hoist_api::RestoreRequest>,
+    Json(mut request): JsonBody<api::Restore>,
 ) -> Reply<api::Restore> {
     request.advertise_addr = advertise_addr(request.advertise_addr)?;
     Ok(Json(daemon.restore(request).await?))

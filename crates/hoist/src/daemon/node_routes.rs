@@ -9,12 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hoist_api::endpoint::{self as api, Endpoint, ForceQuery, RotateQuery};
-use hoist_api::{Empty, NodeUpdateRequest, NotLeaderBody, TokenResponse};
+use hoist_api::{Empty, NotLeaderBody, TokenResponse};
 use hoist_manager::{Demotion, ManagerError};
 use hoist_types::Role;
 
 use super::member::Member;
-use super::routes::{manager_of, ApiError, AppState, Reply};
+use super::routes::{manager_of, ApiError, AppState, JsonBody, Reply};
 
 pub(super) async fn node_ls(State(daemon): State<AppState>) -> Reply<api::NodeList> {
     let (_, manager) = manager_of(&daemon)?;
@@ -32,7 +32,7 @@ pub(super) async fn node_inspect(
 pub(super) async fn node_update(
     State(daemon): State<AppState>,
     Path(node): Path<String>,
-    Json(request): Json<NodeUpdateRequest>,
+    Json(request): JsonBody<api::NodeUpdate>,
 ) -> Reply<api::NodeUpdate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.update_node(&node, request).await?))

@@ -36,6 +36,9 @@ use super::{
 };
 
 pub(super) type AppState = Arc<Daemon>;
+/// The JSON body a handler of endpoint `E` reads.
+pub(super) type JsonBody<E> = Json<<E as Endpoint>::Request>;
+
 /// What a handler of endpoint `E` answers: `E`'s response type, or an error.
 pub(super) type Reply<E> = Result<Json<<E as Endpoint>::Response>, ApiError>;
 

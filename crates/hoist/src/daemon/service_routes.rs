@@ -12,16 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use hoist_api::endpoint::{self as api, Endpoint, NodeLogs, ServiceRemoved};
-use hoist_api::{CreateServiceRequest, LogsQuery, ScaleRequest, UpdateServiceRequest};
+use hoist_api::LogsQuery;
 use hoist_driver::LogOptions;
 use hoist_types::TaskId;
 use tokio::sync::mpsc;
 
-use super::routes::{manager_of, member_of, ApiError, AppState, Reply};
+use super::routes::{manager_of, member_of, ApiError, AppState, JsonBody, Reply};
 
 pub async fn service_create(
     State(daemon): State<AppState>,
-    Json(request): Json<CreateServiceRequest>,
+    Json(request): JsonBody<api::ServiceCreate>,
 ) -> Reply<api::ServiceCreate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(manager.create_service(request.spec).await?))
@@ -43,7 +43,7 @@ pub async fn service_inspect(
 pub async fn service_update(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-    Json(request): Json<UpdateServiceRequest>,
+    Json(request): JsonBody<api::ServiceUpdate>,
 ) -> Reply<api::ServiceUpdate> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(
@@ -56,7 +56,7 @@ pub async fn service_update(
 pub async fn service_scale(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
-    Json(request): Json<ScaleRequest>,
+    Json(request): JsonBody<api::ServiceScale>,
 ) -> Reply<api::ServiceScale> {
     let (_, manager) = manager_of(&daemon)?;
     Ok(Json(
