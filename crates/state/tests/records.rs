@@ -143,7 +143,7 @@ fn spec() -> ServiceSpec {
         routes: vec![
             HttpRoute {
                 host: Some("a.example.com".into()),
-                path_prefix: Some("/v1".into()),
+                path_prefix: Some("/app".into()),
             },
             HttpRoute {
                 host: None,
