@@ -15,6 +15,9 @@
 //! its own image, and a [`Cleanup`] guard force-removes both when the test ends,
 //! even on a failed assertion, so tests run in parallel and leave nothing.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::net::TcpStream;

@@ -6,6 +6,9 @@
 //! process group it started, even when an assertion fails first. Tests wait on
 //! conditions with deadlines, never on fixed sleeps.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

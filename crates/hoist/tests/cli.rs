@@ -5,6 +5,9 @@
 //! `--force-new-cluster`, and a process task given a target port its command never
 //! reads is warned about.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

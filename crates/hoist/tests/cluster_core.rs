@@ -1,5 +1,8 @@
 //! Cluster core acceptance: real daemon processes on loopback addresses, real signals.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

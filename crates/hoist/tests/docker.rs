@@ -2,6 +2,9 @@
 //! note) where no engine runs, unless HOIST_REQUIRE_DOCKER=1, which `.ci/run` sets when
 //! /var/run/docker.sock exists: then a missing engine fails the test.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 

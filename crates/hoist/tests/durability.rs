@@ -2,6 +2,9 @@
 //! ask for (mount types no driver runs), and what happens when the store is damaged or
 //! the disk fills up.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

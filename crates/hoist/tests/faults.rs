@@ -10,6 +10,9 @@
 //! choices of victims and timings. The long form is
 //! `cargo build --release -p hoist && cargo run --release -p hoist-bench -- faults --seeds 5 --kills 30`.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use hoist_testkit::hoist_bin;
 use hoist_testkit::{fault_seed_or, run_scenario, Scenario, Size};
 

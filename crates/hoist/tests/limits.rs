@@ -2,6 +2,9 @@
 //! route's limit, join attempts over the rate, slow and idle clients of the control
 //! listener.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! Membership changes that must not split the cluster: demoting the leader, demoting
 //! and promoting again the manager that forced a new cluster, and a join that fails.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use hoist_testkit::hoist_bin;

@@ -1,6 +1,9 @@
 //! The routing mesh through real daemons: every node's published port reaches the
 //! tasks wherever they run.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;

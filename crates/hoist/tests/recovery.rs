@@ -1,5 +1,8 @@
 //! Disaster recovery: force-new-cluster on a surviving manager, backup and restore.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

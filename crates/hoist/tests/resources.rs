@@ -3,6 +3,9 @@
 //! and a process-driver task over its memory limit is killed by the kernel (its
 //! cgroup) and shown as out of memory.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use hoist_testkit::hoist_bin;

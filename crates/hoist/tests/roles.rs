@@ -3,6 +3,9 @@
 //! authorizes a call is the one the cluster records now, not the one a certificate
 //! still carries.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use hoist_testkit::hoist_bin;

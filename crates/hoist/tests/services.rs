@@ -1,6 +1,9 @@
 //! Services that heal themselves: real daemons on loopback addresses running real
 //! processes through the process driver.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

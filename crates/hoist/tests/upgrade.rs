@@ -3,6 +3,9 @@
 //! this build and the cluster keeps working: the same nodes, services and settings, a
 //! leader, writes that commit on every manager, and snapshots in the new format.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

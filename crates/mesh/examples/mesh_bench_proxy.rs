@@ -10,6 +10,9 @@
 //!
 //! Knows only the public `Mesh` API, as the daemon does.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 

@@ -4,6 +4,9 @@
 //! A test binary of its own, with one test: it takes every descriptor of its process,
 //! which would break any test running beside it.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs::File;

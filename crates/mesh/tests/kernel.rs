@@ -6,6 +6,9 @@
 //! Each test listens on its own 127.77.0.x address, which names its own nftables table,
 //! so the tests run in parallel with each other and with the userspace tests on 127.0.0.1.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{IpAddr, SocketAddr};

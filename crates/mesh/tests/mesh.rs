@@ -5,6 +5,9 @@
 //!
 //! Knows the mesh only through its public API and its sockets.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};

@@ -2,6 +2,9 @@
 //! format had a version) opens and is marked as this build's; a store a newer build
 //! wrote is refused by name.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use hoist_raft::{open_store, read_full_state, StoreError};

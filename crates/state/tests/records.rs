@@ -8,6 +8,9 @@
 //! Never regenerate them to make a test pass: a difference is a change of the format,
 //! which bumps `FORMAT_VERSION` and gets a golden file of its own.
 
+// A test fails by panicking: unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use hoist_state::{

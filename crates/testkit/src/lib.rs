@@ -13,6 +13,9 @@
 //! JSON output, and looks at the process driver's records in the data directories only
 //! to find task processes (to check them, and to clean them up).
 
+// The test kit runs inside tests: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod check;
 pub mod faults;
 pub mod linearizable;
