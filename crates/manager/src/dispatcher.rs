@@ -171,38 +171,7 @@ impl Manager {
             (needs_status || needs_description) && dispatcher.in_flight.insert(peer.node_id)
         };
         if propose {
-            let manager = self.clone();
-            let node_id = peer.node_id;
-            self.spawn(async move {
-                let at_ms = now_ms();
-                if needs_description {
-                    let change = Change::SetNodeDescription {
-                        node_id,
-                        addr: request.addr,
-                        engine: request.engine,
-                        resources: request.resources,
-                        at_ms,
-                    };
-                    if let Err(err) = manager.propose(change).await {
-                        tracing::warn!(node = %node_id, error = %err, "recording node description");
-                    }
-                }
-                if needs_status {
-                    let change = Change::SetNodeStatus {
-                        node_id,
-                        status: NodeStatus::Ready,
-                        message: String::new(),
-                        at_ms,
-                    };
-                    match manager.propose(change).await {
-                        Ok(_) => tracing::info!(node = %node_id, "node is ready"),
-                        Err(err) => {
-                            tracing::warn!(node = %node_id, error = %err, "marking node ready")
-                        }
-                    }
-                }
-                manager.dispatcher().lock().in_flight.remove(&node_id);
-            });
+            self.record_beat(peer.node_id, request, needs_description, needs_status);
         }
         let demoting = self.dispatcher().lock().demoting.contains(&peer.node_id);
         let raft_rejoin = must_rejoin(
@@ -225,6 +194,48 @@ impl Manager {
             trust_pem,
             ca_digest,
         })
+    }
+
+    /// Records in the background what a beat changed: the node's description (address,
+    /// engine, resources) and its becoming Ready. One at a time per node (`in_flight`).
+    fn record_beat(
+        &self,
+        node_id: NodeId,
+        request: HeartbeatRequest,
+        needs_description: bool,
+        needs_status: bool,
+    ) {
+        let manager = self.clone();
+        self.spawn(async move {
+            let at_ms = now_ms();
+            if needs_description {
+                let change = Change::SetNodeDescription {
+                    node_id,
+                    addr: request.addr,
+                    engine: request.engine,
+                    resources: request.resources,
+                    at_ms,
+                };
+                if let Err(err) = manager.propose(change).await {
+                    tracing::warn!(node = %node_id, error = %err, "recording node description");
+                }
+            }
+            if needs_status {
+                let change = Change::SetNodeStatus {
+                    node_id,
+                    status: NodeStatus::Ready,
+                    message: String::new(),
+                    at_ms,
+                };
+                match manager.propose(change).await {
+                    Ok(_) => tracing::info!(node = %node_id, "node is ready"),
+                    Err(err) => {
+                        tracing::warn!(node = %node_id, error = %err, "marking node ready")
+                    }
+                }
+            }
+            manager.dispatcher().lock().in_flight.remove(&node_id);
+        });
     }
 
     /// Marks nodes Down when their beats stop, for as long as this node leads. Returns
