@@ -193,3 +193,83 @@ fn crates_depend_only_on_the_layers_below_them() {
         wrong.join("\n")
     );
 }
+
+/// Test files that send raw requests on purpose (authentication, limits, bad input),
+/// and so spell the wire paths themselves.
+const RAW_REQUEST_TESTS: &[&str] = &[
+    "hoist/tests/bad_input.rs",
+    "hoist/tests/ca_rotation.rs",
+    "hoist/tests/cluster_core.rs",
+    "hoist/tests/durability.rs",
+    "hoist/tests/hardening_reports.rs",
+    "hoist/tests/limits.rs",
+    "hoist/tests/membership.rs",
+    "hoist/tests/roles.rs",
+];
+
+/// The control API's version prefix, spelled in two halves so this file does not
+/// match its own check (nor the issue's `grep`).
+const PREFIX: &str = concat!("/", "v1");
+
+/// Whether a line spells a control API path: the prefix followed by `/` or a quote.
+fn spells_api_path(line: &str) -> bool {
+    line.match_indices(PREFIX).any(|(at, _)| {
+        matches!(
+            line[at + PREFIX.len()..].chars().next(),
+            Some('/') | Some('"')
+        )
+    })
+}
+
+#[test]
+fn spells_api_path_finds_paths_only() {
+    assert!(spells_api_path(&format!("get(\"{PREFIX}/nodes\")")));
+    assert!(spells_api_path(&format!("prefix: \"{PREFIX}\"")));
+    assert!(!spells_api_path(&format!("prefix: \"{PREFIX}0\"")));
+    assert!(!spells_api_path("no path here"));
+}
+
+#[test]
+fn only_the_api_crate_spells_the_wire_paths() {
+    let root = workspace_crates();
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for path in &files {
+        let relative = path.strip_prefix(&root).unwrap_or(path);
+        let relative = relative.to_string_lossy();
+        if relative.starts_with("api/") || RAW_REQUEST_TESTS.contains(&relative.as_ref()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("a source file");
+        for (n_line, line) in text.lines().enumerate() {
+            if spells_api_path(line) {
+                found.push(format!("{relative}:{}: {}", n_line + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "wire paths belong to crates/api (hoist_api::endpoint); spelled elsewhere:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn no_daemon_file_is_longer_than_600_lines() {
+    let dir = workspace_crates().join("hoist/src/daemon");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    assert!(files.len() > 10, "found only {files:?}");
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(path)
+                .expect("a source file")
+                .lines()
+                .count();
+            (lines > 600).then(|| format!("{}: {lines} lines", path.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "one job per daemon file: {long:?}");
+}
