@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoist_state::{Change, ChangeError, ChangeOutcome};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -478,48 +478,67 @@ impl RaftNode {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, incarnation);
-        self.raft
-            .add_learner(id, BasicNode::new(addr), true)
+        let learner = BasicNode::new(addr);
+        retry_in_progress(|| self.raft.add_learner(id, learner.clone(), true)).await?;
+        self.change_membership(ChangeMembers::AddVoterIds([id].into()))
             .await
-            .map_err(map_membership_error)?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-            .await
-            .map_err(map_membership_error)?;
-        Ok(())
+    }
+
+    /// A membership change, waiting for one still in progress (a promotion's joint
+    /// configuration, say) to finish first rather than failing with it.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<u64, BasicNode>,
+    ) -> Result<(), ProposeError> {
+        retry_in_progress(|| self.raft.change_membership(change.clone(), false)).await
     }
 
     /// Removes a voter (and forgets its address). Leader only.
     pub async fn remove_voter(&self, id: u64) -> Result<(), ProposeError> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
-            .await
-            .map_err(map_membership_error)?;
+        self.change_membership(ChangeMembers::RemoveVoters([id].into()))
+            .await?;
         let membership = self.membership();
         if membership.learners.contains_key(&id) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
-                .await
-                .map_err(map_membership_error)?;
+            self.change_membership(ChangeMembers::RemoveNodes([id].into()))
+                .await?;
         }
         Ok(())
     }
 
     /// Updates a member's address (a manager that moved).
     pub async fn set_member_addr(&self, id: u64, addr: &str) -> Result<(), ProposeError> {
-        self.raft
-            .change_membership(
-                ChangeMembers::SetNodes([(id, BasicNode::new(addr))].into()),
-                false,
-            )
+        self.change_membership(ChangeMembers::SetNodes([(id, BasicNode::new(addr))].into()))
             .await
-            .map_err(map_membership_error)?;
-        Ok(())
     }
 
     pub async fn shutdown(&self) {
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(error = %err, "raft shutdown");
+        }
+    }
+}
+
+/// How long a membership change waits for an earlier one to finish.
+const MEMBERSHIP_IN_PROGRESS_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a membership change, again while openraft answers that another is still in
+/// progress (only one joint configuration at a time), until it is done or the wait is
+/// over.
+async fn retry_in_progress<T, F, Fut>(mut change: F) -> Result<(), ProposeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RaftError<u64, ClientWriteError<u64, BasicNode>>>>,
+{
+    let deadline = Instant::now() + MEMBERSHIP_IN_PROGRESS_WAIT;
+    loop {
+        match change().await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => return Err(map_membership_error(err)),
         }
     }
 }
