@@ -153,6 +153,9 @@ pub struct CreateArgs {
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
+    /// How long to show progress before giving up with an error, e.g. 2m (default 10m).
+    #[arg(long = "progress-deadline", value_parser = crate::parse_duration_ms)]
+    pub progress_deadline: Option<u64>,
     /// The command (process driver) or the image and its command (docker driver).
     #[arg(required = true, trailing_var_arg = true)]
     pub command: Vec<String>,
@@ -196,6 +199,9 @@ pub struct UpdateArgs {
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
+    /// How long to show progress before giving up with an error, e.g. 2m (default 10m).
+    #[arg(long = "progress-deadline", value_parser = crate::parse_duration_ms)]
+    pub progress_deadline: Option<u64>,
     /// The service: name, id or id prefix.
     pub service: String,
 }
@@ -375,6 +381,7 @@ fn parse_rebalance(text: &str) -> anyhow::Result<Rebalance> {
 
 async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let detach = args.detach;
+    let deadline = progress_deadline(args.progress_deadline);
     let spec = spec_from(args)?;
     if let Some(warning) = port_contract_warning(&spec) {
         eprintln!("{warning}");
@@ -384,7 +391,7 @@ async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         .await?;
     outln!("{}", created.service.id);
     if !detach {
-        converge(client, &created.service.id.to_string()).await?;
+        converge(client, &created.service.id.to_string(), deadline).await?;
     }
     Ok(())
 }
@@ -412,43 +419,104 @@ fn bar(step: usize) -> String {
     }
 }
 
+/// How long `create`, `update` and `scale` show progress before they give up (Docker's
+/// and Kubernetes' progress deadline is 10 minutes too).
+const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+fn progress_deadline(flag_ms: Option<u64>) -> Duration {
+    flag_ms.map_or(DEFAULT_PROGRESS_DEADLINE, Duration::from_millis)
+}
+
+/// The label of one slot's line: its state, why it is pending, or the error of its
+/// last attempt when that failed (so a command that cannot start says why at once).
+fn slot_label(task: &TaskView, last_error: Option<&str>) -> String {
+    let state = task.task.status.state;
+    match (&task.task.pending_reason, state, last_error) {
+        (Some(reason), TaskState::Pending, _) => format!("pending: {reason}"),
+        (_, TaskState::Running, _) => state.to_string(),
+        (_, _, Some(err)) => format!("{state} (last attempt: {})", one_line(err, 100)),
+        _ => state.to_string(),
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max {
+        format!("{}...", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+/// The error of the newest failed or rejected task of each slot, by slot name.
+fn last_errors(tasks: &[TaskView]) -> BTreeMap<String, (u64, String)> {
+    let mut errors: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for view in tasks {
+        let status = &view.task.status;
+        let Some(err) = &status.err else { continue };
+        if !matches!(status.state, TaskState::Failed | TaskState::Rejected) {
+            continue;
+        }
+        let at = view.task.created_at_ms;
+        let newer = errors.get(&view.name).is_none_or(|(seen, _)| *seen < at);
+        if newer {
+            errors.insert(view.name.clone(), (at, err.clone()));
+        }
+    }
+    errors
+}
+
+/// Why waiting longer is pointless: a slot whose tasks failed as often as the restart
+/// policy allows and that has no task left to run. `None` while retries remain (a
+/// policy with a window may allow more later, so only one without counts).
+fn restarts_exhausted(spec: &ServiceSpec, tasks: &[TaskView]) -> Option<String> {
+    let policy = &spec.restart_policy;
+    let allowed = match policy.condition {
+        RestartCondition::None => 0,
+        _ if policy.window_ms.is_some() => return None,
+        _ => policy.max_attempts?,
+    };
+    let mut slots: BTreeMap<&str, (u64, bool, Option<&TaskView>)> = BTreeMap::new();
+    for view in tasks {
+        let slot = slots.entry(view.name.as_str()).or_insert((0, false, None));
+        let state = view.task.status.state;
+        if matches!(state, TaskState::Failed | TaskState::Rejected) {
+            slot.0 += 1;
+            if slot
+                .2
+                .is_none_or(|last| last.task.created_at_ms < view.task.created_at_ms)
+            {
+                slot.2 = Some(view);
+            }
+        } else if view.task.desired_state == DesiredState::Running {
+            slot.1 = true;
+        }
+    }
+    slots
+        .into_iter()
+        .find_map(|(name, (failures, live, last))| {
+            let last = last?;
+            (!live && failures > allowed).then(|| {
+                format!(
+                "task {name} failed {failures} time{} and the restart policy allows no more: {}",
+                if failures == 1 { "" } else { "s" },
+                last.task.status.err.as_deref().unwrap_or("no error recorded")
+            )
+            })
+        })
+}
+
 /// Shows progress until every slot runs (Docker's `overall progress` display, one
-/// line printed per change since output may not be a terminal).
-async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
-    const PATIENCE: Duration = Duration::from_secs(120);
+/// line printed per change since output may not be a terminal); gives up with the
+/// tasks' own error when the restart policy allows no more attempts, or when
+/// `deadline` passes.
+async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_printed = String::new();
     loop {
         let view: ServiceView = client.call::<api::ServiceInspect>(service, &()).await?;
         let tasks: Vec<TaskView> = client.call::<api::ServiceTasks>(service, &()).await?;
-        let live: Vec<&TaskView> = tasks
-            .iter()
-            .filter(|view| view.task.desired_state == DesiredState::Running)
-            .collect();
-        let mut lines = vec![format!(
-            "overall progress: {} out of {} tasks",
-            view.running, view.desired
-        )];
-        let total = view.desired;
-        let mut slots: BTreeMap<String, &TaskView> = BTreeMap::new();
-        for task in &live {
-            slots.entry(task.name.clone()).or_insert(task);
-        }
-        for (index, (_, task)) in slots.iter().enumerate() {
-            let state = task.task.status.state;
-            let label = match (&task.task.pending_reason, state) {
-                (Some(reason), TaskState::Pending) => format!("pending: {reason}"),
-                _ => state.to_string(),
-            };
-            lines.push(format!(
-                "{}/{}: {:<9} {}",
-                index + 1,
-                total.max(slots.len() as u64),
-                label,
-                bar(progress_step(state))
-            ));
-        }
-        let text = lines.join("\n");
+        let text = progress_text(&view, &tasks);
         if text != last_printed {
             outln!("{text}");
             last_printed = text;
@@ -457,14 +525,51 @@ async fn converge(client: &Client, service: &str) -> anyhow::Result<()> {
             outln!("verify: Service converged");
             return Ok(());
         }
-        if started.elapsed() > PATIENCE {
+        if let Some(reason) = restarts_exhausted(&view.service.spec, &tasks) {
+            bail!("service {service} did not converge: {reason}");
+        }
+        if started.elapsed() > deadline {
+            let errors = last_errors(&tasks);
+            let last = errors
+                .values()
+                .max_by_key(|(at, _)| *at)
+                .map(|(_, err)| format!("; last error: {}", one_line(err, 200)))
+                .unwrap_or_default();
             bail!(
-                "the service has not converged after {}s: see `hoist service ps {service}`",
-                PATIENCE.as_secs()
+                "service {service} has not converged after {} (--progress-deadline){last}: see `hoist service ps {service}`",
+                crate::output::duration(deadline.as_millis() as u64)
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The progress display: the overall count, then a line per slot.
+fn progress_text(view: &ServiceView, tasks: &[TaskView]) -> String {
+    let mut lines = vec![format!(
+        "overall progress: {} out of {} tasks",
+        view.running, view.desired
+    )];
+    let errors = last_errors(tasks);
+    let mut slots: BTreeMap<String, &TaskView> = BTreeMap::new();
+    for task in tasks
+        .iter()
+        .filter(|view| view.task.desired_state == DesiredState::Running)
+    {
+        slots.entry(task.name.clone()).or_insert(task);
+    }
+    let total = view.desired.max(slots.len() as u64);
+    for (index, (name, task)) in slots.iter().enumerate() {
+        let last_error = errors.get(name).map(|(_, err)| err.as_str());
+        lines.push(format!(
+            "{}/{}: {:<9} {}",
+            index + 1,
+            total,
+            slot_label(task, last_error),
+            bar(progress_step(task.task.status.state))
+        ));
+    }
+    lines.join("\n")
 }
 
 fn mode_text(view: &ServiceView) -> &'static str {
@@ -683,7 +788,7 @@ async fn scale(client: &Client, scales: Vec<String>, detach: bool) -> anyhow::Re
     }
     if !detach {
         for (name, _) in &parsed {
-            converge(client, name).await?;
+            converge(client, name, progress_deadline(None)).await?;
         }
     }
     Ok(())
@@ -733,7 +838,12 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
         .await?;
     outln!("{}", updated.service.spec.name);
     if !args.detach {
-        converge(client, &updated.service.id.to_string()).await?;
+        converge(
+            client,
+            &updated.service.id.to_string(),
+            progress_deadline(args.progress_deadline),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -767,6 +877,102 @@ async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task_view(
+        slot: u64,
+        state: TaskState,
+        desired: DesiredState,
+        at: u64,
+        err: Option<&str>,
+    ) -> TaskView {
+        let mut status = hoist_types::task::TaskStatus::new(state, "", at);
+        status.err = err.map(str::to_owned);
+        TaskView {
+            task: hoist_types::task::Task {
+                id: hoist_types::TaskId::random(),
+                service_id: hoist_types::ServiceId::random(),
+                slot,
+                node_id: None,
+                service_version: 1,
+                spec: ServiceSpec::default(),
+                desired_state: desired,
+                status,
+                created_at_ms: at,
+                updated_at_ms: at,
+                attempt: 0,
+                origin: Default::default(),
+                pending_reason: None,
+            },
+            node_hostname: None,
+            name: format!("web.{slot}"),
+        }
+    }
+
+    fn spec_with(condition: RestartCondition, max_attempts: Option<u64>) -> ServiceSpec {
+        let mut spec = ServiceSpec::default();
+        spec.restart_policy.condition = condition;
+        spec.restart_policy.max_attempts = max_attempts;
+        spec
+    }
+
+    #[test]
+    fn a_slot_out_of_restarts_is_reported_with_its_error() {
+        use DesiredState::{Running, Shutdown};
+        use TaskState::{Failed, Pending, Rejected};
+        let missing = "cannot start task (no-such-program): No such file or directory";
+        let once = vec![task_view(1, Rejected, Running, 10, Some(missing))];
+        let twice = vec![
+            task_view(1, Failed, Shutdown, 10, Some("task: non-zero exit (1)")),
+            task_view(1, Rejected, Shutdown, 20, Some(missing)),
+        ];
+        let retrying = vec![
+            task_view(1, Rejected, Shutdown, 10, Some(missing)),
+            task_view(1, Pending, Running, 20, None),
+        ];
+        // (restart condition, max attempts, tasks, exhausted?)
+        let rows: Vec<(RestartCondition, Option<u64>, &Vec<TaskView>, bool)> = vec![
+            (RestartCondition::None, None, &once, true),
+            (RestartCondition::Any, None, &once, false),
+            (RestartCondition::OnFailure, Some(1), &once, false),
+            (RestartCondition::OnFailure, Some(1), &twice, true),
+            (RestartCondition::Any, Some(0), &retrying, false),
+        ];
+        for (condition, max_attempts, tasks, exhausted) in rows {
+            let verdict = restarts_exhausted(&spec_with(condition, max_attempts), tasks);
+            assert_eq!(
+                verdict.is_some(),
+                exhausted,
+                "{condition:?} {max_attempts:?}: {verdict:?}"
+            );
+            if let Some(reason) = verdict {
+                assert!(reason.contains(missing), "the newest error: {reason}");
+                assert!(reason.contains("web.1"), "{reason}");
+            }
+        }
+        // A window may allow more attempts later: never judged exhausted.
+        let mut windowed = spec_with(RestartCondition::Any, Some(0));
+        windowed.restart_policy.window_ms = Some(60_000);
+        assert_eq!(restarts_exhausted(&windowed, &twice), None);
+    }
+
+    #[test]
+    fn a_slot_whose_last_attempt_failed_shows_the_error() {
+        let tasks = vec![
+            task_view(
+                1,
+                TaskState::Rejected,
+                DesiredState::Shutdown,
+                10,
+                Some("no such program\nmore"),
+            ),
+            task_view(1, TaskState::Pending, DesiredState::Running, 20, None),
+        ];
+        let errors = last_errors(&tasks);
+        let label = slot_label(&tasks[1], errors.get("web.1").map(|(_, err)| err.as_str()));
+        assert_eq!(label, "pending (last attempt: no such program)");
+        let running = task_view(2, TaskState::Running, DesiredState::Running, 30, None);
+        assert_eq!(slot_label(&running, Some("old error")), "running");
+    }
 
     #[test]
     fn images_and_commands_are_told_apart() {

@@ -534,3 +534,57 @@ fn a_worker_removed_by_force_stops_its_tasks_and_its_mesh() {
     let counts = spread(&tasks(&cluster, "web"));
     assert!(!counts.contains_key("node-3"), "{counts:?}");
 }
+
+/// A command that cannot start: the progress display shows the task's error, and
+/// `service create` gives up with it once the restart policy allows no more attempts,
+/// or once `--progress-deadline` passes.
+#[test]
+fn create_gives_up_with_the_tasks_error() {
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    let started = Instant::now();
+    let out = cluster.hoist(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "broken",
+            "--driver",
+            "process",
+            "--restart-condition",
+            "none",
+            "--",
+            "/no/such/program",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("restart policy allows no more"), "{stderr}");
+    assert!(stderr.contains("/no/such/program"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+
+    let out = cluster.hoist(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "retried",
+            "--driver",
+            "process",
+            "--restart-delay",
+            "100ms",
+            "--progress-deadline",
+            "3s",
+            "--",
+            "/no/such/program",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("--progress-deadline"), "{stderr}");
+    assert!(stderr.contains("/no/such/program"), "{stderr}");
+    assert!(stdout.contains("last attempt: "), "{stdout}");
+}
