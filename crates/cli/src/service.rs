@@ -61,7 +61,7 @@ pub enum ServiceCommand {
         /// Only the last N lines of each task.
         #[arg(long)]
         tail: Option<usize>,
-        /// The service: name, id or id prefix.
+        /// The service (name, id or id prefix), or one task's id (or id prefix).
         service: String,
     },
 }

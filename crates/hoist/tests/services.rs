@@ -562,7 +562,11 @@ fn create_gives_up_with_the_tasks_error() {
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("restart policy allows no more"), "{stderr}");
     assert!(stderr.contains("/no/such/program"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 
     let out = cluster.hoist(
         0,
@@ -587,4 +591,99 @@ fn create_gives_up_with_the_tasks_error() {
     assert!(stderr.contains("--progress-deadline"), "{stderr}");
     assert!(stderr.contains("/no/such/program"), "{stderr}");
     assert!(stdout.contains("last attempt: "), "{stdout}");
+}
+
+/// `service logs -f` shows the output of a task that starts while it follows (a
+/// scale-up), and `service logs TASK_ID` reads one task.
+#[test]
+fn logs_follow_new_tasks_and_take_a_task_id() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "talk",
+            "--driver",
+            "process",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $HOIST_TASK; exec sleep 600",
+        ],
+    );
+    wait_converged(&cluster, 0, "talk", Duration::from_secs(30));
+    let first = tasks(&cluster, "talk");
+    let first_id = first[0]["id"].as_str().expect("a task id").to_string();
+
+    // One task, by its id (and by a prefix of it).
+    for reference in [first_id.as_str(), &first_id[..8]] {
+        let logs = cluster.hoist_ok(0, &["service", "logs", reference]);
+        assert!(logs.contains(&format!("hello from {first_id}")), "{logs}");
+    }
+    let err = cluster.hoist_err(0, &["service", "logs", "nosuchthing"]);
+    assert!(err.contains("no such task or service"), "{err}");
+
+    // Following, then a second replica: its line arrives on the same stream.
+    let mut follower = std::process::Command::new(hoist_bin!())
+        .env(
+            "HOIST_HOST",
+            format!("unix://{}", cluster.nodes[0].socket.display()),
+        )
+        .args(["service", "logs", "-f", "talk"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hoist service logs -f");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |what: &str, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("{what}: no line with {needle:?} in {seen:?}");
+    };
+    wait_line("the first task", &first_id);
+    cluster.hoist_ok(0, &["service", "scale", "--detach", "talk=2"]);
+    let second_id = wait_for("a second task", Duration::from_secs(30), || {
+        tasks(&cluster, "talk")
+            .iter()
+            .filter_map(|task| task["id"].as_str())
+            .find(|id| *id != first_id)
+            .map(str::to_string)
+    });
+    wait_line(
+        "the task started after following began",
+        &format!("hello from {second_id}"),
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
 }

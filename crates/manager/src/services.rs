@@ -183,6 +183,40 @@ impl Manager {
         .await?
         .map_err(ManagerError::not_found(Object::Service, reference))
     }
+
+    /// What `service logs REFERENCE` reads: the tasks of the service it names, or else
+    /// the one task whose id it is (or whose id it begins, unambiguously), as Docker's
+    /// `service logs` takes either.
+    pub async fn log_tasks(&self, reference: &str) -> Result<Vec<TaskView>> {
+        let by_service = self.service_tasks(reference).await;
+        if !matches!(by_service, Err(ManagerError::NotFound { .. })) {
+            return by_service;
+        }
+        self.read(|state| {
+            let matching: Vec<&hoist_types::task::Task> = state
+                .tasks
+                .values()
+                .filter(|task| !reference.is_empty() && task.id.to_string().starts_with(reference))
+                .collect();
+            match matching.as_slice() {
+                [task] => Ok(vec![TaskView {
+                    node_hostname: task
+                        .node_id
+                        .and_then(|node_id| state.nodes.get(&node_id))
+                        .map(|node| node.hostname.clone()),
+                    name: task.name(),
+                    task: (*task).clone(),
+                }]),
+                [] => Err(format!("no such task or service: {reference}")),
+                many => Err(format!(
+                    "task id prefix {reference:?} is ambiguous ({} tasks match)",
+                    many.len()
+                )),
+            }
+        })
+        .await?
+        .map_err(ManagerError::not_found(Object::Service, reference))
+    }
 }
 
 #[cfg(test)]

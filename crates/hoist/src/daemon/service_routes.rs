@@ -122,76 +122,43 @@ pub async fn node_logs(
 }
 
 /// A service's output: every task's lines, each prefixed with the task and its node
-/// (Docker's `name.slot.id@node | line`), gathered from the nodes that ran them.
+/// (Docker's `name.slot.id@node | line`), gathered from the nodes that ran them. The
+/// reference may also be one task's id (or an unambiguous prefix of it). Following a
+/// service also follows the tasks that start later (a scale-up, a replacement).
 pub async fn service_logs(
     State(daemon): State<AppState>,
     Path(service): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let (member, manager) = manager_of(&daemon)?;
-    let tasks = manager.service_tasks(&service).await?;
-    let addresses = manager
-        .list_nodes()
-        .await?
-        .into_iter()
-        .map(|view| (view.node.id, view.node.addr))
-        .collect::<std::collections::HashMap<_, _>>();
+    let (tasks, is_service) = match manager.service_tasks(&service).await {
+        Ok(tasks) => (tasks, true),
+        Err(hoist_manager::ManagerError::NotFound { .. }) => {
+            (manager.log_tasks(&service).await?, false)
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let addresses = node_addresses(&manager).await?;
     let (sender, receiver) = mpsc::channel::<String>(256);
+    let mut seen = std::collections::HashSet::new();
     let mut readers = Vec::new();
     for view in tasks {
-        let Some(node_id) = view.task.node_id else {
-            continue;
-        };
-        let prefix = format!(
-            "{}.{}@{}    | ",
-            view.name,
-            &view.task.id.to_string()[..8],
-            view.node_hostname.clone().unwrap_or_default()
-        );
-        let path = NodeLogs::path_and_query(
-            &(),
-            &LogsQuery {
-                tail: query.tail,
-                follow: query.follow,
-                task: Some(view.task.id.to_string()),
-            },
-        );
-        let sender = sender.clone();
-        let local = node_id == member.node_id;
-        // Only the node that ran the task may answer for it.
-        let http = (!local).then(|| member.http_to_node(node_id));
-        let agent = member.agent.clone();
-        let addr = addresses.get(&node_id).cloned();
-        let task_id = view.task.id.to_string();
-        let options = LogOptions {
-            tail: query.tail,
-            follow: query.follow,
-        };
-        let follow = query.follow;
-        readers.push(async move {
-            let relay = Relay { prefix, sender };
-            if local {
-                relay.local(&agent, &task_id, options).await;
-                return;
-            }
-            let Some(addr) = addr else { return };
-            let http = match http {
-                Some(Ok(http)) => http,
-                Some(Err(err)) => {
-                    tracing::warn!(node = %node_id, error = %err, "building the client for task output");
-                    return;
-                }
-                None => return,
-            };
-            relay.remote(&http, &addr, &path, follow).await;
-        });
+        seen.insert(view.task.id);
+        if let Some(reader) = task_reader(&member, &addresses, &view, &query, sender.clone()) {
+            readers.push(reader);
+        }
     }
-    drop(sender);
     if query.follow {
         for reader in readers {
             tokio::spawn(reader);
         }
+        if is_service {
+            tokio::spawn(follow_new_tasks(
+                member, manager, service, query, seen, sender,
+            ));
+        }
     } else {
+        drop(sender);
         // Without --follow, tasks are shown one after the other, in slot order.
         tokio::spawn(async move {
             for reader in readers {
@@ -200,6 +167,116 @@ pub async fn service_logs(
         });
     }
     Ok(text_stream(receiver))
+}
+
+/// How often a followed service is checked for tasks that started since.
+const NEW_TASK_POLL: Duration = Duration::from_millis(500);
+
+/// While the client follows, starts a reader for each task of the service that was not
+/// there before; ends when the client goes (or the service does).
+async fn follow_new_tasks(
+    member: std::sync::Arc<super::member::Member>,
+    manager: hoist_manager::Manager,
+    service: String,
+    query: LogsQuery,
+    mut seen: std::collections::HashSet<TaskId>,
+    sender: mpsc::Sender<String>,
+) {
+    // A new task's output is shown from its start, whatever --tail said.
+    let query = LogsQuery {
+        tail: None,
+        ..query
+    };
+    while !sender.is_closed() {
+        tokio::time::sleep(NEW_TASK_POLL).await;
+        let Ok(tasks) = manager.service_tasks(&service).await else {
+            continue;
+        };
+        let fresh: Vec<_> = tasks
+            .into_iter()
+            .filter(|view| view.task.node_id.is_some() && !seen.contains(&view.task.id))
+            // Once started, the driver has its output; before, a reader would find none
+            // and the task would not be looked at again.
+            .filter(|view| view.task.status.state >= hoist_types::task::TaskState::Starting)
+            .collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let Ok(addresses) = node_addresses(&manager).await else {
+            continue;
+        };
+        for view in fresh {
+            seen.insert(view.task.id);
+            if let Some(reader) = task_reader(&member, &addresses, &view, &query, sender.clone()) {
+                tokio::spawn(reader);
+            }
+        }
+    }
+}
+
+async fn node_addresses(
+    manager: &hoist_manager::Manager,
+) -> Result<std::collections::HashMap<hoist_types::NodeId, String>, ApiError> {
+    Ok(manager
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|view| (view.node.id, view.node.addr))
+        .collect())
+}
+
+/// Reads one task's output, from this node's driver or from the node that ran it, into
+/// `sender` with the task's prefix. `None` for a task not placed on a node yet.
+fn task_reader(
+    member: &std::sync::Arc<super::member::Member>,
+    addresses: &std::collections::HashMap<hoist_types::NodeId, String>,
+    view: &hoist_api::TaskView,
+    query: &LogsQuery,
+    sender: mpsc::Sender<String>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let node_id = view.task.node_id?;
+    let prefix = format!(
+        "{}.{}@{}    | ",
+        view.name,
+        &view.task.id.to_string()[..8],
+        view.node_hostname.clone().unwrap_or_default()
+    );
+    let path = NodeLogs::path_and_query(
+        &(),
+        &LogsQuery {
+            tail: query.tail,
+            follow: query.follow,
+            task: Some(view.task.id.to_string()),
+        },
+    );
+    let local = node_id == member.node_id;
+    // Only the node that ran the task may answer for it.
+    let http = (!local).then(|| member.http_to_node(node_id));
+    let agent = member.agent.clone();
+    let addr = addresses.get(&node_id).cloned();
+    let task_id = view.task.id.to_string();
+    let options = LogOptions {
+        tail: query.tail,
+        follow: query.follow,
+    };
+    let follow = query.follow;
+    Some(async move {
+        let relay = Relay { prefix, sender };
+        if local {
+            relay.local(&agent, &task_id, options).await;
+            return;
+        }
+        let Some(addr) = addr else { return };
+        let http = match http {
+            Some(Ok(http)) => http,
+            Some(Err(err)) => {
+                tracing::warn!(node = %node_id, error = %err, "building the client for task output");
+                return;
+            }
+            None => return,
+        };
+        relay.remote(&http, &addr, &path, follow).await;
+    })
 }
 
 /// Where one task's lines go, and what each is prefixed with.
