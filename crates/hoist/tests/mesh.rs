@@ -591,3 +591,39 @@ fn the_kernel_data_path_reaches_every_task_and_drops_a_killed_one() {
         || (!nft_table_exists(ip)).then_some(()),
     );
 }
+
+/// `-p 80`: no published number given, so the managers pick one from Swarm's range,
+/// and every node's mesh answers on it.
+#[test]
+fn a_port_published_without_a_number_gets_one_from_the_range_and_answers() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    create(&cluster, "auto", 1, "80");
+    let inspect = cluster.hoist_ok(0, &["service", "inspect", "auto"]);
+    let view: Value = serde_json::from_str(&inspect).expect("inspect is JSON");
+    let published = view[0]["spec"]["ports"][0]["published"]
+        .as_u64()
+        .expect("a published port");
+    assert!((30000..=32767).contains(&published), "{inspect}");
+    let published = published as u16;
+    for index in 0..2 {
+        wait_mesh(&cluster, index, published);
+        let answer = get(&mesh_addr(&cluster, index, published), "/api");
+        assert!(answer.is_ok(), "node {index} on {published}: {answer:?}");
+    }
+    // A second one gets another port.
+    create(&cluster, "auto2", 1, "80");
+    let inspect = cluster.hoist_ok(0, &["service", "inspect", "auto2"]);
+    let view: Value = serde_json::from_str(&inspect).expect("inspect is JSON");
+    let second = view[0]["spec"]["ports"][0]["published"].as_u64();
+    assert!(
+        second.is_some_and(|port| port != u64::from(published) && (30000..=32767).contains(&port)),
+        "{inspect}"
+    );
+}

@@ -1,10 +1,12 @@
 //! Services as the operator sees them: create, update, scale, remove, list, and the
 //! tasks of one service.
 
+use std::collections::BTreeSet;
+
 use hoist_api::{ServiceView, TaskView};
 use hoist_orchestrator::service_replica_counts;
 use hoist_state::{Change, ClusterState};
-use hoist_types::service::{Service, ServiceMode, ServiceSpec};
+use hoist_types::service::{Service, ServiceMode, ServiceSpec, AUTO_PUBLISHED_PORTS};
 use hoist_types::ServiceId;
 
 use crate::{now_ms, Conflict, Input, Manager, ManagerError, Object, Result};
@@ -65,10 +67,48 @@ fn check_spec(
         .map_err(|err| ManagerError::refused(Conflict::PublishedPort, err.to_string()))
 }
 
+/// Gives every port published without a number the lowest one of
+/// [`AUTO_PUBLISHED_PORTS`] that no other service publishes (and this one does not
+/// either), as Swarm does. Pure.
+fn assign_published_ports(
+    state: &ClusterState,
+    own: Option<ServiceId>,
+    spec: &mut ServiceSpec,
+) -> Result<()> {
+    let mut taken: BTreeSet<u16> = state
+        .services
+        .values()
+        .filter(|service| Some(service.id) != own)
+        .flat_map(|service| service.spec.ports.iter().map(|port| port.published))
+        .collect();
+    taken.extend(spec.ports.iter().map(|port| port.published));
+    for port in spec.ports.iter_mut().filter(|port| port.published == 0) {
+        let free = AUTO_PUBLISHED_PORTS
+            .clone()
+            .find(|candidate| !taken.contains(candidate))
+            .ok_or_else(|| {
+                ManagerError::refused(
+                    Conflict::PublishedPort,
+                    format!(
+                        "no free port left in {}-{} to publish target port {}",
+                        AUTO_PUBLISHED_PORTS.start(),
+                        AUTO_PUBLISHED_PORTS.end(),
+                        port.target
+                    ),
+                )
+            })?;
+        port.published = free;
+        taken.insert(free);
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Validates and stores a new service. Nothing is stored when anything is wrong.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceView> {
+        let mut spec = spec;
         let state = self.read(ClusterState::clone).await?;
+        assign_published_ports(&state, None, &mut spec)?;
         check_spec(&state, None, None, &spec)?;
         let at_ms = now_ms();
         let service = Service {
@@ -122,6 +162,8 @@ impl Manager {
                 service.spec.name, service.version
             )));
         }
+        let mut spec = spec;
+        assign_published_ports(&state, Some(service.id), &mut spec)?;
         check_spec(&state, Some(service.id), Some(&service.spec), &spec)?;
         let service_id = service.id;
         self.propose(Change::UpdateService {
@@ -222,7 +264,7 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoist_types::service::{Mount, MountKind};
+    use hoist_types::service::{Mount, MountKind, PublishedPort};
 
     fn stored_with_volume() -> (ClusterState, Service) {
         let mut spec = ServiceSpec {
@@ -246,6 +288,32 @@ mod tests {
         let mut state = ClusterState::default();
         state.services.insert(service.id, service.clone());
         (state, service)
+    }
+
+    #[test]
+    fn ports_without_a_number_get_the_lowest_free_one_of_the_range() {
+        let (mut state, stored) = stored_with_volume();
+        let mut taken = stored.clone();
+        taken.id = ServiceId::random();
+        taken.spec.name = "taken".into();
+        taken.spec.ports = vec![PublishedPort::parse("30000:80").unwrap()];
+        state.services.insert(taken.id, taken);
+        let mut spec = ServiceSpec {
+            name: "new".into(),
+            ports: vec![
+                PublishedPort::parse("80").unwrap(),
+                PublishedPort::parse("30001:81").unwrap(),
+                PublishedPort::parse("82/http").unwrap(),
+            ],
+            ..ServiceSpec::default()
+        };
+        assign_published_ports(&state, None, &mut spec).unwrap();
+        let published: Vec<u16> = spec.ports.iter().map(|port| port.published).collect();
+        assert_eq!(published, vec![30002, 30001, 30003]);
+        // Given numbers are kept, and an update re-picks nothing.
+        let before = spec.clone();
+        assign_published_ports(&state, None, &mut spec).unwrap();
+        assert_eq!(spec, before);
     }
 
     #[test]

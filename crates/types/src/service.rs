@@ -475,9 +475,13 @@ pub struct PublishedPort {
     pub mode: PortMode,
 }
 
+/// Where a published port given without a number is picked from, as Swarm does.
+pub const AUTO_PUBLISHED_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 impl PublishedPort {
-    /// Parses `8080:80`, `8080:80/tcp`, `8080:80/http`, or the long form
-    /// `published=8080,target=80[,protocol=tcp|http][,mode=ingress|host]`.
+    /// Parses `8080:80`, `8080:80/tcp`, `8080:80/http`, `80` (a published port the
+    /// managers pick from [`AUTO_PUBLISHED_PORTS`]; `published` is 0 until then), or the
+    /// long form `[published=8080,]target=80[,protocol=tcp|http][,mode=ingress|host]`.
     pub fn parse(text: &str) -> Result<PublishedPort, InvalidSpec> {
         let bad = |reason: String| InvalidSpec::new("port", format!("{text:?}: {reason}"));
         let text = text.trim();
@@ -512,11 +516,11 @@ impl PublishedPort {
                     }
                 }
             }
-            let (Some(published), Some(target)) = (published, target) else {
-                return Err(bad("both published= and target= are required".into()));
+            let Some(target) = target else {
+                return Err(bad("target= is required".into()));
             };
             PublishedPort {
-                published,
+                published: published.unwrap_or(0),
                 target,
                 protocol,
                 mode,
@@ -526,14 +530,18 @@ impl PublishedPort {
                 Some((ports, protocol)) => (ports, parse_protocol(protocol).map_err(bad)?),
                 None => (text, Protocol::Tcp),
             };
-            let Some((published, target)) = ports.split_once(':') else {
-                return Err(bad(
-                    "expected PUBLISHED:TARGET[/PROTOCOL] or published=P,target=T[,protocol=tcp|http][,mode=ingress|host]"
-                        .into(),
-                ));
+            let (published, target) = match ports.split_once(':') {
+                Some((published, target)) => (parse_port_number(published).map_err(bad)?, target),
+                None if ports.trim().parse::<u16>().is_ok() => (0, ports),
+                None => {
+                    return Err(bad(
+                        "expected [PUBLISHED:]TARGET[/PROTOCOL] or [published=P,]target=T[,protocol=tcp|http][,mode=ingress|host]"
+                            .into(),
+                    ))
+                }
             };
             PublishedPort {
-                published: parse_port_number(published).map_err(bad)?,
+                published,
                 target: parse_port_number(target).map_err(bad)?,
                 protocol,
                 mode: PortMode::Ingress,
@@ -565,6 +573,9 @@ impl fmt::Display for PublishedPort {
     /// always parses back to the same port.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.mode {
+            PortMode::Ingress if self.published == 0 => {
+                write!(f, "{}/{}", self.target, self.protocol.as_str())
+            }
             PortMode::Ingress => write!(
                 f,
                 "{}:{}/{}",
@@ -1024,11 +1035,15 @@ impl ServiceSpec {
         }
         let mut published = BTreeSet::new();
         for port in &self.ports {
-            if port.target == 0 || port.published == 0 {
+            if port.target == 0 {
                 return Err(InvalidSpec::new(
                     "port",
                     format!("{port}: port 0 is not allowed"),
                 ));
+            }
+            // 0: the managers pick one when the service is created.
+            if port.published == 0 {
+                continue;
             }
             // Both protocols are TCP underneath, so one published port serves one mapping.
             if !published.insert(port.published) {
@@ -1305,13 +1320,26 @@ mod tests {
     }
 
     #[test]
+    fn a_port_without_a_published_number_is_left_for_the_managers() {
+        for text in ["80", "80/http", "target=80,protocol=http"] {
+            let port = PublishedPort::parse(text).unwrap();
+            assert_eq!((port.published, port.target), (0, 80), "{text}");
+            assert_eq!(PublishedPort::parse(&port.to_string()).unwrap(), port);
+        }
+        assert_eq!(
+            PublishedPort::parse("80/http").unwrap().protocol,
+            Protocol::Http
+        );
+    }
+
+    #[test]
     fn bad_ports_say_what_is_wrong() {
         let reason = |text: &str| PublishedPort::parse(text).unwrap_err().reason;
-        assert!(reason("8080").contains("expected PUBLISHED:TARGET"));
+        assert!(reason("http").contains("expected [PUBLISHED:]TARGET"));
         assert!(reason("8080:0").contains("port 0"));
         assert!(reason("70000:80").contains("not a port number"));
         assert!(reason("8080:80/udp").contains("udp is not supported"));
-        assert!(reason("published=1").contains("both published= and target="));
+        assert!(reason("published=1").contains("target= is required"));
         assert!(reason("published=1,target=2,mode=bridge").contains("unknown mode"));
         assert!(reason("published=1,target=2,foo=3").contains("unknown key"));
     }
