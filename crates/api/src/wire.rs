@@ -281,6 +281,9 @@ pub struct ServiceView {
     pub service: hoist_types::service::Service,
     pub running: u64,
     pub desired: u64,
+    /// Slots whose task completed (exit 0): a job's progress.
+    #[serde(default)]
+    pub completed: u64,
 }
 
 /// `service update`: the whole new spec, with the version it was derived from, so two

@@ -74,9 +74,13 @@ pub struct CreateArgs {
     /// Number of tasks (replicated mode).
     #[arg(long, allow_negative_numbers = true)]
     pub replicas: Option<i64>,
-    /// replicated or global.
+    /// replicated, global, replicated-job (tasks that run to completion: --replicas of
+    /// them, --max-concurrent at a time) or global-job (one to completion per node).
     #[arg(long, default_value = "replicated")]
     pub mode: String,
+    /// replicated-job: how many tasks run at once (default: all of --replicas).
+    #[arg(long = "max-concurrent")]
+    pub max_concurrent: Option<u64>,
     /// Publish a port: PUBLISHED:TARGET[/tcp|http] or published=..,target=..[,protocol=..][,mode=ingress|host].
     #[arg(long, short = 'p')]
     pub publish: Vec<String>,
@@ -272,8 +276,32 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
             }
             ServiceMode::Global
         }
-        other => bail!("invalid --mode {other:?}: expected replicated or global"),
+        "replicated-job" => {
+            let total_completions = args.replicas.map(replicas_arg).transpose()?.unwrap_or(1);
+            ServiceMode::ReplicatedJob {
+                // Docker's default: all of them at once.
+                max_concurrent: args.max_concurrent.unwrap_or(total_completions).max(1),
+                total_completions,
+            }
+        }
+        "global-job" => {
+            if args.replicas.is_some() {
+                bail!("--replicas can only be used with --mode replicated or replicated-job");
+            }
+            ServiceMode::GlobalJob
+        }
+        other => bail!(
+            "invalid --mode {other:?}: expected replicated, global, replicated-job or global-job"
+        ),
     };
+    if args.max_concurrent.is_some() && !matches!(spec.mode, ServiceMode::ReplicatedJob { .. }) {
+        bail!("--max-concurrent can only be used with --mode replicated-job");
+    }
+    if spec.mode.is_job() && args.restart_condition.is_none() {
+        // A job's task that exits 0 is done; one that fails is tried again (Docker's
+        // default for jobs).
+        spec.restart_policy.condition = RestartCondition::OnFailure;
+    }
     let driver = match args.driver {
         Some(driver) => driver.parse::<DriverKind>()?,
         None if looks_like_image(&args.command[0]) => DriverKind::Docker,
@@ -521,8 +549,12 @@ async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow:
             outln!("{text}");
             last_printed = text;
         }
-        if view.running == view.desired {
-            outln!("verify: Service converged");
+        if converged(&view) {
+            if view.service.spec.mode.is_job() {
+                outln!("verify: Job complete");
+            } else {
+                outln!("verify: Service converged");
+            }
             return Ok(());
         }
         if let Some(reason) = restarts_exhausted(&view.service.spec, &tasks) {
@@ -546,10 +578,17 @@ async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow:
 
 /// The progress display: the overall count, then a line per slot.
 fn progress_text(view: &ServiceView, tasks: &[TaskView]) -> String {
-    let mut lines = vec![format!(
-        "overall progress: {} out of {} tasks",
-        view.running, view.desired
-    )];
+    let mut lines = vec![if view.service.spec.mode.is_job() {
+        format!(
+            "job progress: {} out of {} complete; active tasks: {}",
+            view.completed, view.desired, view.running
+        )
+    } else {
+        format!(
+            "overall progress: {} out of {} tasks",
+            view.running, view.desired
+        )
+    }];
     let errors = last_errors(tasks);
     let mut slots: BTreeMap<String, &TaskView> = BTreeMap::new();
     for task in tasks
@@ -572,10 +611,35 @@ fn progress_text(view: &ServiceView, tasks: &[TaskView]) -> String {
     lines.join("\n")
 }
 
+/// `service ls`'s REPLICAS: running out of desired, and a job's completions (Docker
+/// writes `2/6 (3/6 completed)`).
+fn replicas_text(view: &ServiceView) -> String {
+    if view.service.spec.mode.is_job() {
+        format!(
+            "{}/{} ({}/{} completed)",
+            view.running, view.desired, view.completed, view.desired
+        )
+    } else {
+        format!("{}/{}", view.running, view.desired)
+    }
+}
+
+/// Whether `create`, `update` or `scale` may stop showing progress: every slot runs,
+/// or, for a job, every completion is done.
+fn converged(view: &ServiceView) -> bool {
+    if view.service.spec.mode.is_job() {
+        view.completed >= view.desired
+    } else {
+        view.running == view.desired
+    }
+}
+
 fn mode_text(view: &ServiceView) -> &'static str {
     match view.service.spec.mode {
         ServiceMode::Replicated { .. } => "replicated",
         ServiceMode::Global => "global",
+        ServiceMode::ReplicatedJob { .. } => "replicated job",
+        ServiceMode::GlobalJob => "global job",
     }
 }
 
@@ -628,7 +692,7 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
                 view.service.id.to_string(),
                 view.service.spec.name.clone(),
                 mode_text(view).to_string(),
-                format!("{}/{}", view.running, view.desired),
+                replicas_text(view),
                 what_runs(&view.service.spec),
                 ports_text(&view.service.spec),
             ]
@@ -806,7 +870,15 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
                     replicas: replicas_arg(replicas)?,
                 }
             }
-            ServiceMode::Global => bail!("--replicas can only be used with replicated mode"),
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => {
+                spec.mode = ServiceMode::ReplicatedJob {
+                    max_concurrent,
+                    total_completions: replicas_arg(replicas)?,
+                }
+            }
+            ServiceMode::Global | ServiceMode::GlobalJob => {
+                bail!("--replicas can only be used with replicated mode")
+            }
         }
     }
     for key in &args.env_rm {

@@ -687,3 +687,86 @@ fn logs_follow_new_tasks_and_take_a_task_id() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// A replicated job of 6 completions, 2 at a time: 6 tasks run to completion, never
+/// more than 2 at once (as the tasks themselves recorded), and none is restarted.
+#[test]
+fn a_replicated_job_completes_six_tasks_two_at_a_time() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let marks = tempfile::tempdir().expect("a directory for the tasks' marks");
+    let script = format!(
+        "date +%s%N > {dir}/$HOIST_TASK.start; sleep 0.4; date +%s%N > {dir}/$HOIST_TASK.end",
+        dir = marks.path().display()
+    );
+    let out = cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "batch",
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "6",
+            "--max-concurrent",
+            "2",
+            "--driver",
+            "process",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.contains("Job complete"), "{out}");
+    let read = |path: std::path::PathBuf| -> u128 {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .trim()
+            .parse()
+            .expect("nanoseconds")
+    };
+    let listed = tasks(&cluster, "batch");
+    assert_eq!(
+        listed.len(),
+        6,
+        "one task per completion, none restarted: {listed:?}"
+    );
+    let mut spans = Vec::new();
+    for task in &listed {
+        assert_eq!(task["status"]["state"], "complete", "{task}");
+        let id = task["id"].as_str().expect("id");
+        spans.push((
+            read(marks.path().join(format!("{id}.start"))),
+            read(marks.path().join(format!("{id}.end"))),
+        ));
+    }
+    let most_at_once = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(other_start, other_end)| other_start <= start && start < other_end)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most_at_once <= 2, "{most_at_once} ran at once: {spans:?}");
+    assert!(
+        most_at_once == 2,
+        "the job never ran two at once: {spans:?}"
+    );
+    let ls = cluster.hoist_ok(0, &["service", "ls"]);
+    assert!(ls.contains("(6/6 completed)"), "{ls}");
+    // Nothing starts again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(tasks(&cluster, "batch").len(), 6);
+}

@@ -78,10 +78,7 @@ fn with_task(
     (observed, at_ms): (TaskState, u64),
 ) -> ClusterState {
     let replicas = match state.services.get(&ServiceId(1)) {
-        Some(service) => match service.spec.mode {
-            ServiceMode::Replicated { replicas } => replicas,
-            ServiceMode::Global => 0,
-        },
+        Some(service) => service.spec.replicas().unwrap_or(0),
         None => 0,
     };
     state.tasks.insert(

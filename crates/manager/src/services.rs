@@ -17,6 +17,7 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
         service: service.clone(),
         running: counts.running,
         desired: counts.desired,
+        completed: counts.completed,
     }
 }
 

@@ -182,7 +182,12 @@ pub struct ReplicaCounts {
     /// Slots with a task observed running (and still wanted).
     pub running: u64,
     /// Replicated: the replicas asked for. Global: the nodes that have a live task.
+    /// Replicated job: the completions asked for. Global job: the nodes with a live or
+    /// completed task.
     pub desired: u64,
+    /// Jobs: slots whose task completed (exit 0). Services: slots whose last task
+    /// completed, which the restart policy has yet to restart.
+    pub completed: u64,
 }
 
 /// Counts `service`'s running and desired replicas among `tasks` (which may include
@@ -193,6 +198,7 @@ pub fn service_replica_counts<'t>(
 ) -> ReplicaCounts {
     let mut running: BTreeSet<SlotKey> = BTreeSet::new();
     let mut live: BTreeSet<SlotKey> = BTreeSet::new();
+    let mut completed: BTreeSet<SlotKey> = BTreeSet::new();
     for task in tasks {
         if task.service_id != service.id {
             continue;
@@ -200,9 +206,7 @@ pub fn service_replica_counts<'t>(
         let Some(slot) = task.slot_key() else {
             continue;
         };
-        if let (ServiceMode::Replicated { replicas }, SlotKey::Replica(number)) =
-            (service.spec.mode, slot)
-        {
+        if let (Some(replicas), SlotKey::Replica(number)) = (service.spec.replicas(), slot) {
             if number > replicas {
                 continue;
             }
@@ -213,12 +217,20 @@ pub fn service_replica_counts<'t>(
         if task.is_live() {
             live.insert(slot);
         }
+        if task.succeeded() {
+            completed.insert(slot);
+        }
     }
     ReplicaCounts {
         running: running.len() as u64,
         desired: match service.spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
+            ServiceMode::ReplicatedJob {
+                total_completions, ..
+            } => total_completions,
             ServiceMode::Global => live.len() as u64,
+            ServiceMode::GlobalJob => (live.len() + completed.len()) as u64,
         },
+        completed: completed.len() as u64,
     }
 }

@@ -119,89 +119,178 @@ impl<'a, F: FnMut() -> TaskId> Pass<'a, F> {
                 None => self.retire(&[task], true, "the task has no slot"),
             }
         }
-        let mut outcomes = Vec::new();
-        match service.spec.mode {
+        let outcomes = match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
-                for (key, tasks) in &slots {
-                    match key {
-                        SlotKey::Replica(number) if (1..=replicas).contains(number) => {}
-                        SlotKey::Replica(_) => self.retire(tasks, true, "scaled down"),
-                        SlotKey::Node(_) => self.retire(tasks, true, "the service is not global"),
-                    }
-                }
-                // Slots that have tasks are always reconciled (they are bounded by the
-                // task table); empty ones only while this pass's budget lasts, and never
-                // above the cluster's maximum. The loop walks the slots that exist
-                // plus at most the budget of empty ones, never the whole 1..=replicas.
-                let wanted = replicas.min(self.max_replicas);
-                let mut deferred = false;
-                let mut number = 0;
-                while number < wanted {
-                    number += 1;
-                    let key = SlotKey::Replica(number);
-                    let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
-                    if tasks.is_empty() {
-                        if self.new_slots_left == 0 {
-                            deferred = true;
-                            // Jump to the next slot that has tasks, if any.
-                            match slots
-                                .range(SlotKey::Replica(number + 1)..=SlotKey::Replica(wanted))
-                                .next()
-                            {
-                                Some((SlotKey::Replica(next), _)) => {
-                                    number = next - 1;
-                                    continue;
-                                }
-                                _ => break,
-                            }
-                        }
-                        self.new_slots_left -= 1;
-                    }
-                    outcomes.push(self.reconcile_slot(service, key, tasks, true));
-                }
-                if deferred {
-                    // Moves wait until every slot exists: a half-filled service is not
-                    // the spread to rebalance, and the next pass comes right after this
-                    // change is applied.
-                    return;
+                match self.reconcile_replicated(service, &slots, replicas) {
+                    Some(outcomes) => outcomes,
+                    // Moves wait until every slot exists.
+                    None => return,
                 }
             }
-            ServiceMode::Global => {
-                for (key, tasks) in &slots {
-                    let node_id = match key {
-                        SlotKey::Node(node_id) => *node_id,
-                        SlotKey::Replica(_) => {
-                            self.retire(tasks, true, "the service is global");
+            ServiceMode::Global => self.reconcile_global(service, &slots, false),
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => {
+                self.reconcile_replicated_job(service, &slots, max_concurrent, total_completions);
+                return;
+            }
+            ServiceMode::GlobalJob => {
+                self.reconcile_global(service, &slots, true);
+                return;
+            }
+        };
+        self.start_move(service, &outcomes, last_failure);
+    }
+
+    /// A replicated service's slots `1..=replicas`; `None` when empty slots were left for
+    /// a later pass (its budget ran out), so moves wait.
+    fn reconcile_replicated(
+        &mut self,
+        service: &'a Service,
+        slots: &BTreeMap<SlotKey, Vec<&'a Task>>,
+        replicas: u64,
+    ) -> Option<Vec<SlotOutcome<'a>>> {
+        let mut outcomes = Vec::new();
+        for (key, tasks) in slots {
+            match key {
+                SlotKey::Replica(number) if (1..=replicas).contains(number) => {}
+                SlotKey::Replica(_) => self.retire(tasks, true, "scaled down"),
+                SlotKey::Node(_) => self.retire(tasks, true, "the service is not global"),
+            }
+        }
+        // Slots that have tasks are always reconciled (they are bounded by the
+        // task table); empty ones only while this pass's budget lasts, and never
+        // above the cluster's maximum. The loop walks the slots that exist
+        // plus at most the budget of empty ones, never the whole 1..=replicas.
+        let wanted = replicas.min(self.max_replicas);
+        let mut deferred = false;
+        let mut number = 0;
+        while number < wanted {
+            number += 1;
+            let key = SlotKey::Replica(number);
+            let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
+            if tasks.is_empty() {
+                if self.new_slots_left == 0 {
+                    deferred = true;
+                    // Jump to the next slot that has tasks, if any.
+                    match slots
+                        .range(SlotKey::Replica(number + 1)..=SlotKey::Replica(wanted))
+                        .next()
+                    {
+                        Some((SlotKey::Replica(next), _)) => {
+                            number = next - 1;
                             continue;
                         }
-                    };
-                    match self.nodes.get(&node_id) {
-                        None => self.retire(tasks, true, &format!("node {node_id} was removed")),
-                        Some(node) => {
-                            if let Some(problem) = self.node_problem(node, &service.spec) {
-                                self.retire(tasks, false, &problem);
-                            }
-                        }
+                        _ => break,
                     }
                 }
-                let nodes: Vec<&'a Node> = self.nodes.values().copied().collect();
-                for node in nodes {
-                    if self.node_problem(node, &service.spec).is_some() {
-                        continue;
+                self.new_slots_left -= 1;
+            }
+            outcomes.push(self.reconcile_slot(service, key, tasks, true));
+        }
+        if deferred {
+            // Moves wait until every slot exists: a half-filled service is not
+            // the spread to rebalance, and the next pass comes right after this
+            // change is applied.
+            return None;
+        }
+        Some(outcomes)
+    }
+
+    /// A global service (or job): a slot per eligible node. For a job, a node whose task
+    /// completed is done: nothing more runs there.
+    fn reconcile_global(
+        &mut self,
+        service: &'a Service,
+        slots: &BTreeMap<SlotKey, Vec<&'a Task>>,
+        job: bool,
+    ) -> Vec<SlotOutcome<'a>> {
+        let mut outcomes = Vec::new();
+        for (key, tasks) in slots {
+            let node_id = match key {
+                SlotKey::Node(node_id) => *node_id,
+                SlotKey::Replica(_) => {
+                    self.retire(tasks, true, "the service is global");
+                    continue;
+                }
+            };
+            match self.nodes.get(&node_id) {
+                None => self.retire(tasks, true, &format!("node {node_id} was removed")),
+                Some(node) => {
+                    if let Some(problem) = self.node_problem(node, &service.spec) {
+                        self.retire(tasks, false, &problem);
                     }
-                    let key = SlotKey::Node(node.id);
-                    let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
-                    // A node that keeps its task may still take no new one (paused, or
-                    // not heard from since this leader took over).
-                    let can_create = check_node_eligible(node, &service.spec).is_ok();
-                    if tasks.is_empty() && !can_create {
-                        continue;
-                    }
-                    outcomes.push(self.reconcile_slot(service, key, tasks, can_create));
                 }
             }
         }
-        self.start_move(service, &outcomes, last_failure);
+        let nodes: Vec<&'a Node> = self.nodes.values().copied().collect();
+        for node in nodes {
+            if self.node_problem(node, &service.spec).is_some() {
+                continue;
+            }
+            let key = SlotKey::Node(node.id);
+            let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
+            if job && tasks.iter().any(|task| task.succeeded()) {
+                self.prune(tasks, history_len(&service.spec, self.history_per_slot));
+                continue;
+            }
+            // A node that keeps its task may still take no new one (paused, or
+            // not heard from since this leader took over).
+            let can_create = check_node_eligible(node, &service.spec).is_ok();
+            if tasks.is_empty() && !can_create {
+                continue;
+            }
+            outcomes.push(self.reconcile_slot(service, key, tasks, can_create));
+        }
+        outcomes
+    }
+
+    /// A replicated job: slots `1..=total_completions`, each done once a task of it
+    /// completed; at most `max_concurrent` slots have a task at a time, the lowest
+    /// numbers first. A completed task is never restarted; a failed one is, as its
+    /// restart policy says.
+    fn reconcile_replicated_job(
+        &mut self,
+        service: &'a Service,
+        slots: &BTreeMap<SlotKey, Vec<&'a Task>>,
+        max_concurrent: u64,
+        total_completions: u64,
+    ) {
+        for (key, tasks) in slots {
+            match key {
+                SlotKey::Replica(number) if (1..=total_completions).contains(number) => {}
+                SlotKey::Replica(_) => self.retire(tasks, true, "scaled down"),
+                SlotKey::Node(_) => self.retire(tasks, true, "the service is not global"),
+            }
+        }
+        let done = |tasks: &[&Task]| tasks.iter().any(|task| task.succeeded());
+        let live = |tasks: &[&Task]| tasks.iter().any(|task| task.is_live());
+        let running = slots
+            .values()
+            .filter(|tasks| !done(tasks) && live(tasks))
+            .count() as u64;
+        let mut may_start = max_concurrent.max(1).saturating_sub(running);
+        for number in 1..=total_completions.min(self.max_replicas) {
+            let key = SlotKey::Replica(number);
+            let tasks = slots.get(&key).map_or(&[][..], Vec::as_slice);
+            if done(tasks) {
+                self.prune(tasks, history_len(&service.spec, self.history_per_slot));
+                continue;
+            }
+            if live(tasks) {
+                self.reconcile_slot(service, key, tasks, true);
+                continue;
+            }
+            if may_start == 0 || (tasks.is_empty() && self.new_slots_left == 0) {
+                continue;
+            }
+            if tasks.is_empty() {
+                self.new_slots_left -= 1;
+            }
+            may_start -= 1;
+            self.reconcile_slot(service, key, tasks, true);
+        }
     }
 
     /// Shuts down every task of a slot that is no longer wanted, and forgets the settled

@@ -679,7 +679,8 @@ fn global_services_run_one_task_per_eligible_node() {
         counts,
         ReplicaCounts {
             running: 2,
-            desired: 2
+            desired: 2,
+            completed: 0,
         }
     );
 
@@ -785,7 +786,8 @@ fn a_returning_node_gets_its_share_back_one_move_at_a_time() {
         counts,
         ReplicaCounts {
             running: 6,
-            desired: 6
+            desired: 6,
+            completed: 0,
         }
     );
 }
@@ -985,7 +987,8 @@ fn replica_counts_count_slots_not_tasks() {
         service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 0,
-            desired: 3
+            desired: 3,
+            completed: 0,
         }
     );
     sim.node_mut(2).availability = Availability::Pause;
@@ -994,7 +997,8 @@ fn replica_counts_count_slots_not_tasks() {
         service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 3,
-            desired: 3
+            desired: 3,
+            completed: 0,
         }
     );
     // During a move two tasks run in one slot: still 3.
@@ -1007,7 +1011,8 @@ fn replica_counts_count_slots_not_tasks() {
         service_replica_counts(sim.service(web), sim.state.tasks.values()),
         ReplicaCounts {
             running: 3,
-            desired: 3
+            desired: 3,
+            completed: 0,
         }
     );
 }
@@ -1145,4 +1150,85 @@ fn the_history_limit_is_the_clusters_setting() {
         .count();
     assert_eq!(ended, 2);
     assert_eq!(of_slot.len(), 3);
+}
+
+#[test]
+fn a_replicated_job_runs_its_completions_at_most_max_concurrent_at_a_time() {
+    let mut sim = Sim::new(3);
+    let id = sim.add_service(spec(ServiceMode::ReplicatedJob {
+        max_concurrent: 2,
+        total_completions: 6,
+    }));
+    let mut finished = 0;
+    let mut most_at_once = 0;
+    for _ in 0..20 {
+        sim.settle();
+        let live: Vec<TaskId> = sim.live().iter().map(|task| task.id).collect();
+        most_at_once = most_at_once.max(live.len());
+        assert!(live.len() <= 2, "{} live at once", live.len());
+        if live.is_empty() {
+            break;
+        }
+        // The first one that runs completes.
+        let done = live[0];
+        sim.exit(done, TaskState::Complete, 0);
+        finished += 1;
+    }
+    sim.settle();
+    assert_eq!(finished, 6, "six completions, then nothing more");
+    assert_eq!(most_at_once, 2);
+    assert!(sim.live().is_empty(), "a completed job starts nothing");
+    let counts = service_replica_counts(sim.service(id), sim.state.tasks.values());
+    assert_eq!(
+        counts,
+        ReplicaCounts {
+            running: 0,
+            desired: 6,
+            completed: 6,
+        }
+    );
+    let completed: Vec<u64> = sim
+        .state
+        .tasks
+        .values()
+        .filter(|task| task.succeeded())
+        .map(|task| task.slot)
+        .collect();
+    assert_eq!(
+        completed.len(),
+        6,
+        "one task per slot, none restarted: {completed:?}"
+    );
+}
+
+#[test]
+fn a_failed_job_task_is_restarted_and_a_global_job_runs_once_per_node() {
+    let mut sim = Sim::new(2);
+    sim.add_service(spec(ServiceMode::ReplicatedJob {
+        max_concurrent: 1,
+        total_completions: 1,
+    }));
+    sim.settle();
+    let first = sim.live()[0].id;
+    sim.exit(first, TaskState::Failed, 1);
+    sim.now_ms += 10_000;
+    sim.settle();
+    let again: Vec<TaskId> = sim.live().iter().map(|task| task.id).collect();
+    assert_eq!(again.len(), 1, "the failed run is tried again");
+    assert_ne!(again[0], first);
+
+    let mut sim = Sim::new(3);
+    sim.add_service(spec(ServiceMode::GlobalJob));
+    sim.settle();
+    let live: Vec<TaskId> = sim.live().iter().map(|task| task.id).collect();
+    assert_eq!(live.len(), 3, "one per node");
+    for task in live {
+        sim.exit(task, TaskState::Complete, 0);
+    }
+    sim.now_ms += 10_000;
+    sim.settle();
+    assert!(
+        sim.live().is_empty(),
+        "nothing runs again once every node completed"
+    );
 }

@@ -51,7 +51,9 @@ use crate::ClusterState;
 ///   records of their own (`records/`), in the same form.
 /// - 5: `Change::SetNodeDescription` carries the node's `resources` (CPUs and memory
 ///   from its kernel; left out when not reported, so older entries read as before).
-pub const FORMAT_VERSION: u32 = 5;
+/// - 6: job modes: a spec's `mode` may be `replicated_job` (with `max_concurrent` and
+///   `total_completions`) or `global_job`.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The version files without one were written in.
 pub const UNVERSIONED: u32 = 1;

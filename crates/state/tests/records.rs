@@ -616,3 +616,27 @@ fn a_node_description_with_resources_is_written_as_version_5_stores_it() {
     };
     same_as_stored(&change, golden[0]);
 }
+
+/// Version 6: job modes are stored by name, with their counts.
+#[test]
+fn job_modes_are_written_as_version_6_stores_them() {
+    use hoist_types::service::ServiceMode;
+    for (mode, stored) in [
+        (
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 6,
+            },
+            r#""mode":{"replicated_job":{"max_concurrent":2,"total_completions":6}}"#,
+        ),
+        (ServiceMode::GlobalJob, r#""mode":"global_job""#),
+    ] {
+        let mut service = service();
+        service.spec.mode = mode;
+        let change = Change::CreateService { service };
+        let written = serde_json::to_string(&change).expect("writes");
+        assert!(written.contains(stored), "{written}");
+        let read: Change = serde_json::from_str(&written).expect("reads");
+        assert_eq!(read, change);
+    }
+}

@@ -184,6 +184,27 @@ pub enum ServiceMode {
     Replicated { replicas: u64 },
     /// One task on every eligible node.
     Global,
+    /// Tasks that run to completion (Docker's `replicated-job`): `total_completions`
+    /// successful runs, at most `max_concurrent` at a time; a task that exits 0 is
+    /// never restarted.
+    #[serde(rename = "replicated_job")]
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// One task to completion on every eligible node (Docker's `global-job`).
+    #[serde(rename = "global_job")]
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Whether the tasks run to completion instead of for ever.
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
 }
 
 impl Default for ServiceMode {
@@ -1163,7 +1184,10 @@ impl ServiceSpec {
     pub fn replicas(&self) -> Option<u64> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),
-            ServiceMode::Global => None,
+            ServiceMode::ReplicatedJob {
+                total_completions, ..
+            } => Some(total_completions),
+            ServiceMode::Global | ServiceMode::GlobalJob => None,
         }
     }
 

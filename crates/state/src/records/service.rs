@@ -96,8 +96,19 @@ impl Default for ServiceSpecRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceModeRecord {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
+    /// Since version 6.
+    #[serde(rename = "replicated_job")]
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// Since version 6.
+    #[serde(rename = "global_job")]
+    GlobalJob,
 }
 
 /// Missing: one replica.
@@ -225,6 +236,14 @@ impl From<ServiceMode> for ServiceModeRecord {
         match mode {
             ServiceMode::Replicated { replicas } => ServiceModeRecord::Replicated { replicas },
             ServiceMode::Global => ServiceModeRecord::Global,
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => ServiceModeRecord::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            },
+            ServiceMode::GlobalJob => ServiceModeRecord::GlobalJob,
         }
     }
 }
@@ -234,6 +253,14 @@ impl From<ServiceModeRecord> for ServiceMode {
         match record {
             ServiceModeRecord::Replicated { replicas } => ServiceMode::Replicated { replicas },
             ServiceModeRecord::Global => ServiceMode::Global,
+            ServiceModeRecord::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            },
+            ServiceModeRecord::GlobalJob => ServiceMode::GlobalJob,
         }
     }
 }
