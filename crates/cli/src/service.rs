@@ -81,6 +81,9 @@ pub struct CreateArgs {
     /// replicated-job: how many tasks run at once (default: all of --replicas).
     #[arg(long = "max-concurrent")]
     pub max_concurrent: Option<u64>,
+    /// At most this many of the service's tasks on one node (the rest stay pending; 0: no limit).
+    #[arg(long = "replicas-max-per-node")]
+    pub replicas_max_per_node: Option<u64>,
     /// Publish a port: PUBLISHED:TARGET[/tcp|http] or published=..,target=..[,protocol=..][,mode=ingress|host].
     #[arg(long, short = 'p')]
     pub publish: Vec<String>,
@@ -200,6 +203,9 @@ pub struct UpdateArgs {
     /// Move tasks to even out the spread when nodes come back: auto or off.
     #[arg(long)]
     pub rebalance: Option<String>,
+    /// At most this many of the service's tasks on one node; 0 lifts the limit.
+    #[arg(long = "replicas-max-per-node")]
+    pub replicas_max_per_node: Option<u64>,
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
@@ -302,6 +308,7 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
         // default for jobs).
         spec.restart_policy.condition = RestartCondition::OnFailure;
     }
+    spec.max_replicas_per_node = args.replicas_max_per_node.filter(|max| *max > 0);
     let driver = match args.driver {
         Some(driver) => driver.parse::<DriverKind>()?,
         None if looks_like_image(&args.command[0]) => DriverKind::Docker,
@@ -897,6 +904,9 @@ async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
     }
     if let Some(text) = &args.rebalance {
         spec.rebalance = parse_rebalance(text)?;
+    }
+    if let Some(max) = args.replicas_max_per_node {
+        spec.max_replicas_per_node = (max > 0).then_some(max);
     }
     spec.validate()?;
     let updated: ServiceView = client

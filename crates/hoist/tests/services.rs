@@ -770,3 +770,57 @@ fn a_replicated_job_completes_six_tasks_two_at_a_time() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(tasks(&cluster, "batch").len(), 6);
 }
+
+/// `--replicas-max-per-node 1` on two nodes: two tasks run, the third waits and says why.
+#[test]
+fn replicas_max_per_node_leaves_the_rest_pending_with_the_reason() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "spread",
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--driver",
+            "process",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let reason = wait_for(
+        "two running and one pending",
+        Duration::from_secs(30),
+        || {
+            let listed = tasks(&cluster, "spread");
+            let running = listed
+                .iter()
+                .filter(|task| task["status"]["state"] == "running")
+                .count();
+            let pending = listed
+                .iter()
+                .find(|task| task["status"]["state"] == "pending")?;
+            (running == 2).then(|| pending["pending_reason"].as_str().unwrap_or("").to_string())
+        },
+    );
+    assert!(reason.contains("maximum of 1 task per node"), "{reason}");
+    let nodes: std::collections::BTreeSet<String> = tasks(&cluster, "spread")
+        .iter()
+        .filter(|task| task["status"]["state"] == "running")
+        .filter_map(|task| task["node_hostname"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(nodes.len(), 2, "one per node: {nodes:?}");
+}
