@@ -157,6 +157,21 @@ pub struct CreateArgs {
     /// Consecutive failures needed to report unhealthy (default 3).
     #[arg(long = "health-retries")]
     pub health_retries: Option<u32>,
+    /// How long one health check may take, e.g. 3s (default: the interval).
+    #[arg(long = "health-timeout", value_parser = crate::parse_duration_ms)]
+    pub health_timeout: Option<u64>,
+    /// Failed checks within this time of the start do not count, e.g. 30s.
+    #[arg(long = "health-start-period", value_parser = crate::parse_duration_ms)]
+    pub health_start_period: Option<u64>,
+    /// Disable the image's HEALTHCHECK (docker driver).
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// The container's hostname (docker driver).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Replace the image's ENTRYPOINT (docker driver).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
     /// Return at once instead of showing progress until converged.
     #[arg(long, short)]
     pub detach: bool,
@@ -267,12 +282,9 @@ fn replicas_arg(replicas: i64) -> anyhow::Result<u64> {
         .map_err(|_| anyhow::anyhow!("invalid --replicas {replicas}: it must be 0 or more"))
 }
 
-fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
-    let mut spec = ServiceSpec {
-        name: args.name,
-        ..ServiceSpec::default()
-    };
-    spec.mode = match args.mode.as_str() {
+/// `--mode`, `--replicas` and `--max-concurrent` as a service mode.
+fn mode_from(args: &CreateArgs) -> anyhow::Result<ServiceMode> {
+    let mode = match args.mode.as_str() {
         "replicated" => ServiceMode::Replicated {
             replicas: args.replicas.map(replicas_arg).transpose()?.unwrap_or(1),
         },
@@ -300,9 +312,19 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
             "invalid --mode {other:?}: expected replicated, global, replicated-job or global-job"
         ),
     };
-    if args.max_concurrent.is_some() && !matches!(spec.mode, ServiceMode::ReplicatedJob { .. }) {
+    if args.max_concurrent.is_some() && !matches!(mode, ServiceMode::ReplicatedJob { .. }) {
         bail!("--max-concurrent can only be used with --mode replicated-job");
     }
+    Ok(mode)
+}
+
+fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
+    let mode = mode_from(&args)?;
+    let mut spec = ServiceSpec {
+        name: args.name,
+        mode,
+        ..ServiceSpec::default()
+    };
     if spec.mode.is_job() && args.restart_condition.is_none() {
         // A job's task that exits 0 is done; one that fails is tried again (Docker's
         // default for jobs).
@@ -377,6 +399,11 @@ fn spec_from(args: CreateArgs) -> anyhow::Result<ServiceSpec> {
     spec.health_cmd = args.health_cmd;
     spec.health_interval_ms = args.health_interval;
     spec.health_retries = args.health_retries;
+    spec.health_timeout_ms = args.health_timeout;
+    spec.health_start_period_ms = args.health_start_period;
+    spec.no_healthcheck = args.no_healthcheck;
+    spec.hostname = args.hostname;
+    spec.entrypoint = args.entrypoint;
     for text in &args.route {
         spec.routes.push(HttpRoute::parse(text)?);
     }

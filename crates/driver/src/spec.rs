@@ -48,8 +48,8 @@ pub struct RunSpec {
     /// Target ports the workload listens on; the driver gives each a free host port.
     pub ports: Vec<u16>,
     pub mounts: Vec<BindMount>,
-    /// Resource limits. The process driver does not enforce them yet (it would
-    /// need cgroups); the scheduler still uses them for placement.
+    /// Resource limits: a cgroup per limited task (process driver), the container's
+    /// limits (docker driver).
     pub limits: Option<Limits>,
     /// How long `stop` waits after SIGTERM before SIGKILL, when the worker uses
     /// the task's own setting.
@@ -67,6 +67,15 @@ pub struct RunSpec {
     /// A health check run inside the task (docker driver), overriding the image's.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// Disables the image's HEALTHCHECK (docker driver).
+    #[serde(default)]
+    pub no_healthcheck: bool,
+    /// The container's hostname (docker driver).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Replaces the image's ENTRYPOINT (docker driver).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
     /// A directory that belongs to this task alone, where the driver keeps the
     /// task's files (captured output). Absolute; created when missing. The worker
     /// picks it, typically `<worker state>/tasks/<task_id>`.
@@ -101,4 +110,7 @@ pub struct HealthCheck {
     pub timeout: Duration,
     /// Consecutive failures that make the task unhealthy.
     pub retries: u32,
+    /// Failures within this time of the start do not count.
+    #[serde(default)]
+    pub start_period: Duration,
 }

@@ -283,6 +283,9 @@ impl Fixture {
             user: None,
             read_only: false,
             health: None,
+            no_healthcheck: false,
+            hostname: None,
+            entrypoint: None,
             state_dir: self.dir.path().join(task_id),
         }
     }
@@ -621,6 +624,9 @@ async fn a_missing_image_that_cannot_be_pulled_is_a_clear_error() {
         user: None,
         read_only: false,
         health: None,
+        no_healthcheck: false,
+        hostname: None,
+        entrypoint: None,
         state_dir: dir.path().join("t1"),
     };
     let err = tokio::time::timeout(DEADLINE, driver.start(&spec))

@@ -40,6 +40,9 @@ fn spec(dir: &Path, task_id: &str, script: &str) -> RunSpec {
         user: None,
         read_only: false,
         health: None,
+        no_healthcheck: false,
+        hostname: None,
+        entrypoint: None,
         state_dir: dir.join("task-dirs").join(task_id),
     }
 }

@@ -407,3 +407,51 @@ fn an_unhealthy_container_is_replaced() {
         },
     );
 }
+
+/// `--no-healthcheck` turns off the image's failing HEALTHCHECK (the service converges
+/// instead of being replaced for ever), and `--hostname` and `--entrypoint` reach the
+/// container.
+#[test]
+fn no_healthcheck_hostname_and_entrypoint_reach_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let tag = format!("hoist-hello:test-flags-{}", std::process::id());
+    let mut image = Image::build(
+        &tag,
+        Some("HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hoist\", \"no-such-command\"]"),
+    );
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    image.node_ids = node_ids(&cluster);
+    cluster.hoist_ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "flags",
+            "--no-healthcheck",
+            "--hostname",
+            "web-box",
+            "--entrypoint",
+            "/hoist",
+            &tag,
+            "hello",
+        ],
+    );
+    wait_for("the service running", Duration::from_secs(60), || {
+        converged(&cluster, "flags").then_some(())
+    });
+    let container = containers_of(&image.node_ids[0])
+        .into_iter()
+        .next()
+        .expect("the task's container");
+    let config = docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.Hostname}} {{json .Config.Entrypoint}} {{json .Config.Healthcheck.Test}}",
+        &container,
+    ]);
+    assert_eq!(config.trim(), r#"web-box ["/hoist"] ["NONE"]"#, "{config}");
+}

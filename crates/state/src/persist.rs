@@ -52,7 +52,9 @@ use crate::ClusterState;
 /// - 5: `Change::SetNodeDescription` carries the node's `resources` (CPUs and memory
 ///   from its kernel; left out when not reported, so older entries read as before).
 /// - 6: job modes: a spec's `mode` may be `replicated_job` (with `max_concurrent` and
-///   `total_completions`) or `global_job`.
+///   `total_completions`) or `global_job`; a spec may hold `health_timeout_ms`,
+///   `health_start_period_ms`, `no_healthcheck`, `hostname` and `entrypoint` (left out
+///   when unset, so older specs are written as before).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// The version files without one were written in.

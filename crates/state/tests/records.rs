@@ -157,6 +157,12 @@ fn spec() -> ServiceSpec {
         health_cmd: Some("curl -f localhost:8080".into()),
         health_interval_ms: Some(5_000),
         health_retries: Some(3),
+        // Unset: the golden spec was written before version 6.
+        health_timeout_ms: None,
+        health_start_period_ms: None,
+        no_healthcheck: false,
+        hostname: None,
+        entrypoint: None,
         workdir: Some("/srv".into()),
         read_only: true,
     }

@@ -84,6 +84,16 @@ pub struct ServiceSpec {
     pub health_cmd: Option<String>,
     pub health_interval_ms: Option<u64>,
     pub health_retries: Option<u32>,
+    /// How long one health probe may take (default: the interval).
+    pub health_timeout_ms: Option<u64>,
+    /// Probe failures within this time of the start do not count (`--health-start-period`).
+    pub health_start_period_ms: Option<u64>,
+    /// Disable the image's HEALTHCHECK (docker driver, `--no-healthcheck`).
+    pub no_healthcheck: bool,
+    /// The container's hostname (docker driver).
+    pub hostname: Option<String>,
+    /// Overrides the image's ENTRYPOINT (docker driver).
+    pub entrypoint: Option<String>,
     /// Working directory of the task, when not the driver's default.
     pub workdir: Option<String>,
     /// Mount the root filesystem read-only (docker driver).
@@ -115,6 +125,11 @@ impl Default for ServiceSpec {
             health_cmd: None,
             health_interval_ms: None,
             health_retries: None,
+            health_timeout_ms: None,
+            health_start_period_ms: None,
+            no_healthcheck: false,
+            hostname: None,
+            entrypoint: None,
             workdir: None,
             read_only: false,
         }
@@ -979,6 +994,9 @@ impl ServiceSpec {
                 ("user", self.user.is_some()),
                 ("read-only", self.read_only),
                 ("health-cmd", self.health_cmd.is_some()),
+                ("no-healthcheck", self.no_healthcheck),
+                ("hostname", self.hostname.is_some()),
+                ("entrypoint", self.entrypoint.is_some()),
             ];
             if let Some((field, _)) = docker_only.iter().find(|(_, set)| *set) {
                 return Err(InvalidSpec::new(
@@ -989,6 +1007,16 @@ impl ServiceSpec {
         }
         if self.health_retries == Some(0) {
             return Err(InvalidSpec::new("health-retries", "must be at least 1"));
+        }
+        if self.no_healthcheck && self.health_cmd.is_some() {
+            return Err(InvalidSpec::new(
+                "no-healthcheck",
+                "cannot be used with --health-cmd",
+            ));
+        }
+        if let Some(hostname) = &self.hostname {
+            crate::node::validate_hostname(hostname)
+                .map_err(|err| InvalidSpec::new("hostname", err.reason))?;
         }
         if !self.routes.is_empty()
             && !self

@@ -273,10 +273,23 @@ impl Agent {
                 hoist_driver::HealthCheck {
                     shell_command: command.clone(),
                     interval,
-                    timeout: interval,
+                    timeout: task
+                        .spec
+                        .health_timeout_ms
+                        .map_or(interval, Duration::from_millis),
                     retries: task.spec.health_retries.unwrap_or(3),
+                    start_period: Duration::from_millis(
+                        task.spec.health_start_period_ms.unwrap_or(0),
+                    ),
                 }
             }),
+            no_healthcheck: task.spec.no_healthcheck,
+            hostname: task.spec.hostname.clone(),
+            entrypoint: task
+                .spec
+                .entrypoint
+                .clone()
+                .map(|entrypoint| vec![entrypoint]),
             stop_grace: Duration::from_millis(task.spec.stop_grace_period_ms),
             image: task.spec.image.clone(),
             workdir: task.spec.workdir.as_ref().map(PathBuf::from),

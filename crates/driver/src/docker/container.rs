@@ -201,7 +201,8 @@ pub(crate) fn create_body(spec: &RunSpec, owner: &str) -> ContainerCreateBody {
     let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     // Like `docker service create IMAGE ARGS...`: the words after the image replace
     // the image's CMD and are handed to its ENTRYPOINT, which stays.
-    let entrypoint: Option<Vec<String>> = None;
+    // `--entrypoint` replaces the image's ENTRYPOINT, as in Docker.
+    let entrypoint: Option<Vec<String>> = spec.entrypoint.clone();
     let cmd = (!spec.command.is_empty()).then(|| spec.command.clone());
     ContainerCreateBody {
         image: spec.image.clone(),
@@ -216,14 +217,24 @@ pub(crate) fn create_body(spec: &RunSpec, owner: &str) -> ContainerCreateBody {
         labels: Some(labels),
         exposed_ports: Some(spec.ports.iter().map(|&port| port_key(port)).collect()),
         user: spec.user.clone(),
-        healthcheck: spec.health.as_ref().map(|check| HealthConfig {
-            test: Some(vec!["CMD-SHELL".to_owned(), check.shell_command.clone()]),
-            interval: Some(to_i64(check.interval.as_nanos() as u64)),
-            timeout: Some(to_i64(check.timeout.as_nanos() as u64)),
-            retries: Some(i64::from(check.retries)),
-            start_period: None,
-            ..HealthConfig::default()
-        }),
+        healthcheck: match &spec.health {
+            Some(check) => Some(HealthConfig {
+                test: Some(vec!["CMD-SHELL".to_owned(), check.shell_command.clone()]),
+                interval: Some(to_i64(check.interval.as_nanos() as u64)),
+                timeout: Some(to_i64(check.timeout.as_nanos() as u64)),
+                retries: Some(i64::from(check.retries)),
+                start_period: (!check.start_period.is_zero())
+                    .then(|| to_i64(check.start_period.as_nanos() as u64)),
+                ..HealthConfig::default()
+            }),
+            // `--no-healthcheck`: Docker's way to turn off the image's HEALTHCHECK.
+            None if spec.no_healthcheck => Some(HealthConfig {
+                test: Some(vec!["NONE".to_owned()]),
+                ..HealthConfig::default()
+            }),
+            None => None,
+        },
+        hostname: spec.hostname.clone(),
         working_dir: spec
             .workdir
             .as_ref()
@@ -448,6 +459,9 @@ mod tests {
             user: None,
             read_only: false,
             health: None,
+            no_healthcheck: false,
+            hostname: None,
+            entrypoint: None,
             state_dir: PathBuf::from("/var/lib/hoist/tasks/t1"),
         }
     }
@@ -462,6 +476,7 @@ mod tests {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
             retries: 4,
+            start_period: Duration::from_secs(30),
         });
         let body = create_body(&spec, "node-1");
         assert_eq!(body.user.as_deref(), Some("65534"));
@@ -477,7 +492,29 @@ mod tests {
             Some(vec!["CMD-SHELL".to_owned(), "test -e /tmp/ok".to_owned()])
         );
         assert_eq!(check.interval, Some(2_000_000_000));
+        assert_eq!(check.timeout, Some(1_000_000_000));
+        assert_eq!(check.start_period, Some(30_000_000_000));
         assert_eq!(check.retries, Some(4));
+    }
+
+    #[test]
+    fn no_healthcheck_hostname_and_entrypoint_reach_the_container() {
+        let mut spec = spec();
+        spec.no_healthcheck = true;
+        spec.hostname = Some("web-1".to_owned());
+        spec.entrypoint = Some(vec!["/bin/sh".to_owned()]);
+        let body = create_body(&spec, "node-1");
+        let check = body.healthcheck.expect("a health config");
+        assert_eq!(check.test, Some(vec!["NONE".to_owned()]));
+        assert!(!has_probe(Some(&check)));
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_owned()]));
+        // Without them, the image's own stay.
+        let body = create_body(&self::spec(), "node-1");
+        assert_eq!(
+            (body.healthcheck, body.hostname, body.entrypoint),
+            (None, None, None)
+        );
     }
 
     #[test]

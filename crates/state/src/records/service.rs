@@ -58,8 +58,23 @@ pub struct ServiceSpecRecord {
     pub health_cmd: Option<String>,
     pub health_interval_ms: Option<u64>,
     pub health_retries: Option<u32>,
+    /// Since version 6, as the four below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_start_period_ms: Option<u64>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_healthcheck: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
     pub workdir: Option<String>,
     pub read_only: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Default for ServiceSpecRecord {
@@ -87,6 +102,11 @@ impl Default for ServiceSpecRecord {
             health_cmd: None,
             health_interval_ms: None,
             health_retries: None,
+            health_timeout_ms: None,
+            health_start_period_ms: None,
+            no_healthcheck: false,
+            hostname: None,
+            entrypoint: None,
             workdir: None,
             read_only: false,
         }
@@ -415,6 +435,11 @@ impl From<ServiceSpec> for ServiceSpecRecord {
             health_cmd: spec.health_cmd,
             health_interval_ms: spec.health_interval_ms,
             health_retries: spec.health_retries,
+            health_timeout_ms: spec.health_timeout_ms,
+            health_start_period_ms: spec.health_start_period_ms,
+            no_healthcheck: spec.no_healthcheck,
+            hostname: spec.hostname,
+            entrypoint: spec.entrypoint,
             workdir: spec.workdir,
             read_only: spec.read_only,
         }
@@ -456,6 +481,11 @@ impl TryFrom<ServiceSpecRecord> for ServiceSpec {
             health_cmd: record.health_cmd,
             health_interval_ms: record.health_interval_ms,
             health_retries: record.health_retries,
+            health_timeout_ms: record.health_timeout_ms,
+            health_start_period_ms: record.health_start_period_ms,
+            no_healthcheck: record.no_healthcheck,
+            hostname: record.hostname,
+            entrypoint: record.entrypoint,
             workdir: record.workdir,
             read_only: record.read_only,
         })
