@@ -243,6 +243,11 @@ fn containers_answer_through_the_mesh_are_replaced_and_adopted() {
         .unwrap()
         .to_string();
     let before = containers_of(&worker_id);
+    // Adoption is only shown if there is something to adopt.
+    assert!(
+        !before.is_empty(),
+        "node-2 runs no container of web: nothing to adopt"
+    );
     let tasks_before = tasks(&cluster, "web").len();
     cluster.kill(1);
     cluster.start_node(1);

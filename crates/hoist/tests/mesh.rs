@@ -123,6 +123,21 @@ fn any_node_reaches_every_task_and_requests_spread_evenly() {
         }
         assert_eq!(counts.len(), 3, "{name}: {counts:?}");
         within_ten_percent(&counts, 3000);
+        // Every other node reaches every task too, not only the one measured above.
+        for index in 1..cluster.nodes.len() {
+            wait_mesh(&cluster, index, port);
+            let addr = mesh_addr(&cluster, index, port);
+            let mut reached: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..90 {
+                let body = get(&addr, "/api").unwrap_or_else(|err| panic!("{name}: {err}"));
+                *reached.entry(task_of(&body)).or_insert(0) += 1;
+            }
+            assert_eq!(
+                reached.len(),
+                3,
+                "{name} through node {index} reached only {reached:?}"
+            );
+        }
     }
     // The L7 mesh tells the backend who the client was.
     let body = get(&mesh_addr(&cluster, 1, 8081), "/api").unwrap();
