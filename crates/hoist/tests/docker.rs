@@ -233,6 +233,10 @@ fn containers_answer_through_the_mesh_are_replaced_and_adopted() {
     });
 
     // A restarted worker daemon adopts its containers: no duplicates, no orphans.
+    a_restarted_worker_adopts_its_containers(&mut cluster);
+}
+
+fn a_restarted_worker_adopts_its_containers(cluster: &mut Cluster) {
     let worker_id = cluster
         .node_ls(0)
         .unwrap()
@@ -248,14 +252,14 @@ fn containers_answer_through_the_mesh_are_replaced_and_adopted() {
         !before.is_empty(),
         "node-2 runs no container of web: nothing to adopt"
     );
-    let tasks_before = tasks(&cluster, "web").len();
+    let tasks_before = tasks(cluster, "web").len();
     cluster.kill(1);
     cluster.start_node(1);
     cluster.wait_all_ready(0, Duration::from_secs(20));
     wait_for(
         "converged after the restart",
         Duration::from_secs(30),
-        || converged(&cluster, "web").then_some(()),
+        || converged(cluster, "web").then_some(()),
     );
     let mut after = containers_of(&worker_id);
     let mut expected = before.clone();
@@ -263,11 +267,11 @@ fn containers_answer_through_the_mesh_are_replaced_and_adopted() {
     expected.sort();
     assert_eq!(after, expected, "the same containers, adopted");
     assert_eq!(
-        tasks(&cluster, "web").len(),
+        tasks(cluster, "web").len(),
         tasks_before,
         "no task was created anew"
     );
-    let running_on_worker = tasks(&cluster, "web")
+    let running_on_worker = tasks(cluster, "web")
         .iter()
         .filter(|task| task["node_hostname"] == "node-2" && task["status"]["state"] == "running")
         .count();
