@@ -49,6 +49,9 @@ pub struct TaskSlot {
 pub struct View {
     /// The manager asked.
     pub asked: String,
+    /// When the reading of this view began (same clock as the samples): what it says
+    /// was true at some point after this.
+    pub requested_at: Duration,
     pub nodes: Vec<NodeState>,
     /// Replicated services and the replicas their spec wants.
     pub services: Vec<(String, u64)>,
@@ -399,6 +402,9 @@ pub fn replicas_short_over_time(timeline: &Timeline) -> Violations {
     let slots = slot_map(timeline);
     let mut violations = Vec::new();
     let mut desired: Vec<(String, u64)> = Vec::new();
+    // When the view that set `desired` began to be read: a view read before the settle
+    // point may still want replicas a later, acknowledged scale-down removed.
+    let mut desired_since = Duration::ZERO;
     let mut open: BTreeMap<String, Incident> = BTreeMap::new();
     let describe = |service: &String, incident: &Incident| {
         format!(
@@ -412,8 +418,10 @@ pub fn replicas_short_over_time(timeline: &Timeline) -> Violations {
     for sample in &timeline.samples {
         if let Some(view) = &sample.view {
             desired.clone_from(&view.services);
+            desired_since = view.requested_at;
         }
         if sample.at < steady_from
+            || desired_since < steady_from
             || sample
                 .live
                 .iter()
@@ -477,6 +485,7 @@ mod tests {
     ) -> View {
         View {
             asked: "m".into(),
+            requested_at: Duration::ZERO,
             nodes: nodes
                 .iter()
                 .map(|(hostname, status, availability)| NodeState {
@@ -514,7 +523,11 @@ mod tests {
                     .iter()
                     .map(|(node, task)| (node.to_string(), task.to_string()))
                     .collect(),
-                view: view.filter(|_| index % 2 == 0).cloned(),
+                // Each view read just before its sample.
+                view: view.filter(|_| index % 2 == 0).cloned().map(|mut view| {
+                    view.requested_at = ms(at.saturating_sub(100));
+                    view
+                }),
             })
             .collect()
     }
@@ -801,9 +814,20 @@ mod tests {
                         samples(1500, 2000, &full, Some(&web)),
                         samples(2250, 2500, &short, Some(&web)),
                     ],
-                    Some(1000),
+                    Some(800),
                 ),
                 2,
+            ),
+            (
+                "a view read before the settle point judges nothing after it",
+                steady(
+                    vec![
+                        samples(0, 1000, &full, Some(&web)),
+                        samples(1250, 1500, &short, None),
+                    ],
+                    Some(1100),
+                ),
+                0,
             ),
             (
                 "short until the end",

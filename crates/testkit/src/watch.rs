@@ -163,7 +163,9 @@ fn read_views(target: &Target, shared: &Shared) {
     while !shared.stopped() {
         let tick = Instant::now();
         let every_service = shared.unknown_tasks.load(Ordering::SeqCst);
-        if let Some(view) = read_view(&cli, target, &mut preferred, every_service) {
+        let requested_at = target.origin.elapsed();
+        if let Some(mut view) = read_view(&cli, target, &mut preferred, every_service) {
+            view.requested_at = requested_at;
             *shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
         }
         shared.pace(tick, VIEW_EVERY);
@@ -220,6 +222,7 @@ fn view_of(cli: &Cli, index: usize, name: &str, every_service: bool) -> Option<V
     }
     Some(View {
         asked: name.to_string(),
+        requested_at: Duration::ZERO,
         nodes,
         services,
         tasks,
