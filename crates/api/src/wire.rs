@@ -183,6 +183,9 @@ pub struct HeartbeatRequest {
     /// The CPUs and memory the node has (absent from an older node: zero, unknown).
     #[serde(default)]
     pub resources: hoist_types::node::Resources,
+    /// Published ports this node's mesh could not open.
+    #[serde(default)]
+    pub port_faults: Vec<hoist_types::node::PortFault>,
     /// The role the node's current certificate carries.
     pub cert_role: Role,
     /// Whether the node runs a Raft member (managers only).
@@ -284,6 +287,9 @@ pub struct ServiceView {
     /// Slots whose task completed (exit 0): a job's progress.
     #[serde(default)]
     pub completed: u64,
+    /// Published ports of the service that a node could not open, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_faults: Vec<String>,
 }
 
 /// `service update`: the whole new spec, with the version it was derived from, so two
@@ -528,6 +534,8 @@ pub mod limits {
     pub const MAX_STATUS_TEXT: usize = 2_048;
     /// Drivers a node may offer.
     pub const MAX_DRIVERS: usize = 8;
+    /// Ports a heartbeat may report as impossible to open.
+    pub const MAX_PORT_FAULTS: usize = 64;
     /// An address, a driver name or an engine version, in bytes.
     pub const MAX_SHORT_TEXT: usize = 256;
 
@@ -569,6 +577,16 @@ impl HeartbeatRequest {
         }
         for driver in &self.engine.drivers {
             too_long("a driver name", driver, limits::MAX_SHORT_TEXT)?;
+        }
+        if self.port_faults.len() > limits::MAX_PORT_FAULTS {
+            return Err(format!(
+                "{} port faults (at most {})",
+                self.port_faults.len(),
+                limits::MAX_PORT_FAULTS
+            ));
+        }
+        for fault in &self.port_faults {
+            too_long("a port fault", &fault.reason, limits::MAX_SHORT_TEXT)?;
         }
         for (field, value) in [
             ("docker_version", &self.engine.docker_version),
@@ -629,6 +647,7 @@ mod limit_tests {
             addr: "10.0.0.5:2377".into(),
             engine: EngineInfo::default(),
             resources: Default::default(),
+            port_faults: Vec::new(),
             cert_role: Role::Worker,
             raft_running: false,
         };

@@ -575,6 +575,10 @@ fn restarts_exhausted(spec: &ServiceSpec, tasks: &[TaskView]) -> Option<String> 
 async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_printed = String::new();
+    // Nodes report a port they could not open with their next heartbeat after their
+    // mesh took the routes: a service with published ports is judged only after that.
+    let report_wait = port_report_wait(client).await;
+    let mut converged_at: Option<Instant> = None;
     loop {
         let view: ServiceView = client.call::<api::ServiceInspect>(service, &()).await?;
         let tasks: Vec<TaskView> = client.call::<api::ServiceTasks>(service, &()).await?;
@@ -583,7 +587,17 @@ async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow:
             outln!("{text}");
             last_printed = text;
         }
-        if converged(&view) {
+        if !view.port_faults.is_empty() {
+            bail!(
+                "service {service} cannot serve its published ports: {}",
+                view.port_faults.join("; ")
+            );
+        }
+        let waited_for_ports = view.service.spec.ports.is_empty()
+            || converged_at.is_some_and(|at| at.elapsed() >= report_wait);
+        if converged(&view) && !waited_for_ports {
+            converged_at.get_or_insert_with(Instant::now);
+        } else if converged(&view) {
             if view.service.spec.mode.is_job() {
                 outln!("verify: Job complete");
             } else {
@@ -608,6 +622,19 @@ async fn converge(client: &Client, service: &str, deadline: Duration) -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// How long after convergence a service with published ports waits for the nodes'
+/// reports: two heartbeat periods and a half-second of slack.
+async fn port_report_wait(client: &Client) -> Duration {
+    let period_ms = client
+        .call::<api::Info>(&(), &())
+        .await
+        .ok()
+        .map(|info| info.heartbeat_period_ms)
+        .filter(|period| *period > 0)
+        .unwrap_or(1_000u64);
+    Duration::from_millis(period_ms.saturating_mul(2) + 500)
 }
 
 /// The progress display: the overall count, then a line per slot.
@@ -706,6 +733,18 @@ fn ports_text(spec: &ServiceSpec) -> String {
         .join(", ")
 }
 
+/// `service ls`'s PORTS, saying when a node could not open one.
+fn ports_cell(view: &ServiceView) -> String {
+    let ports = ports_text(&view.service.spec);
+    match view.port_faults.len() {
+        0 => ports,
+        n => format!(
+            "{ports} (unavailable on {n} node{}: see service ps)",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
     let json = wants_json(&args.format)?;
     let mut services: Vec<ServiceView> = client.call::<api::ServiceList>(&(), &()).await?;
@@ -728,7 +767,7 @@ async fn ls(client: &Client, args: ListArgs) -> anyhow::Result<()> {
                 mode_text(view).to_string(),
                 replicas_text(view),
                 what_runs(&view.service.spec),
-                ports_text(&view.service.spec),
+                ports_cell(view),
             ]
         })
         .collect();
@@ -801,6 +840,13 @@ async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         ],
         &rows,
     )?;
+    // A published port a node could not open is a fault of the service, not of a task.
+    let view: ServiceView = client
+        .call::<api::ServiceInspect>(&args.service, &())
+        .await?;
+    for fault in &view.port_faults {
+        outln!("{fault}");
+    }
     Ok(())
 }
 

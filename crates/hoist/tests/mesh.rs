@@ -642,3 +642,52 @@ fn a_port_published_without_a_number_gets_one_from_the_range_and_answers() {
         "{inspect}"
     );
 }
+
+/// A published port another process holds on one node: `service create` exits
+/// non-zero naming the node and the port, and `service ps` and `service ls` show it.
+#[test]
+fn a_published_port_taken_on_a_node_is_a_visible_fault() {
+    let cluster = Cluster::start(
+        hoist_bin!(),
+        ClusterOptions {
+            managers: 1,
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    // Someone else's server on node-2's address, on a port the kernel picks.
+    let squatter =
+        std::net::TcpListener::bind((cluster.nodes[1].ip, 0)).expect("binding a port first");
+    let port = squatter.local_addr().expect("its address").port();
+    let publish = format!("{port}:80");
+    let bin = hoist_bin!().display().to_string();
+    let out = cluster.hoist(
+        0,
+        &[
+            "service", "create", "--name", "taken", "-p", &publish, "--driver", "process", &bin,
+            "hello",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let node = cluster.nodes[1].name.as_str();
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains(node),
+        "{stderr}"
+    );
+    let ps = cluster.hoist_ok(0, &["service", "ps", "taken"]);
+    assert!(
+        ps.contains(&format!("port {port} cannot be opened on node {node}")),
+        "{ps}"
+    );
+    let ls = cluster.hoist_ok(0, &["service", "ls"]);
+    assert!(ls.contains("unavailable on 1 node"), "{ls}");
+    // Once the port is free, the node opens it and the fault goes away.
+    drop(squatter);
+    wait_for("the fault cleared", Duration::from_secs(30), || {
+        let ps = cluster.hoist_ok(0, &["service", "ps", "taken"]);
+        (!ps.contains("cannot be opened")).then_some(())
+    });
+    wait_mesh(&cluster, 1, port);
+}

@@ -163,7 +163,8 @@ impl Manager {
         let needs_status = node.status != NodeStatus::Ready;
         let needs_description = node.addr != addr
             || node.engine != request.engine
-            || node.resources != request.resources;
+            || node.resources != request.resources
+            || node.port_faults != request.port_faults;
         let request = HeartbeatRequest { addr, ..request };
         let propose = {
             let mut dispatcher = self.dispatcher().lock();
@@ -214,6 +215,7 @@ impl Manager {
                     addr: request.addr,
                     engine: request.engine,
                     resources: request.resources,
+                    port_faults: request.port_faults,
                     at_ms,
                 };
                 if let Err(err) = manager.propose(change).await {
@@ -676,6 +678,7 @@ mod tests {
             labels: Default::default(),
             engine: Default::default(),
             resources: Default::default(),
+            port_faults: Vec::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
         };

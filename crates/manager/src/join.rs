@@ -74,6 +74,7 @@ pub fn bootstrap_cluster(config: &BootstrapConfig) -> Result<Bootstrap> {
         labels: Default::default(),
         engine: Default::default(),
         resources: Default::default(),
+        port_faults: Vec::new(),
         created_at_ms: at_ms,
         updated_at_ms: at_ms,
     };
@@ -255,6 +256,7 @@ impl Manager {
             labels: Default::default(),
             engine: Default::default(),
             resources: Default::default(),
+            port_faults: Vec::new(),
             created_at_ms: at_ms,
             updated_at_ms: at_ms,
         };

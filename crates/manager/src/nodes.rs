@@ -336,6 +336,7 @@ mod tests {
             labels: Default::default(),
             engine: EngineInfo::default(),
             resources: Default::default(),
+            port_faults: Vec::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
         }

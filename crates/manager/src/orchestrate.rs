@@ -176,6 +176,7 @@ mod tests {
                 labels: Default::default(),
                 engine: Default::default(),
                 resources: Default::default(),
+                port_faults: Vec::new(),
                 created_at_ms: 0,
                 updated_at_ms: 0,
             },

@@ -34,6 +34,7 @@ fn cluster(nodes: &[(u64, Availability, NodeStatus)]) -> ClusterState {
                 labels: Default::default(),
                 engine: Default::default(),
                 resources: Default::default(),
+                port_faults: Vec::new(),
                 created_at_ms: 0,
                 updated_at_ms: 0,
             },

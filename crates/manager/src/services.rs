@@ -18,7 +18,36 @@ fn view(state: &ClusterState, service: &Service) -> ServiceView {
         running: counts.running,
         desired: counts.desired,
         completed: counts.completed,
+        port_faults: port_faults(state, service),
     }
+}
+
+/// The service's published ports that a node could not open: every ready node for an
+/// ingress port (the mesh serves it everywhere), the nodes running one of its tasks for a
+/// host port. Pure.
+fn port_faults(state: &ClusterState, service: &Service) -> Vec<String> {
+    let mut faults = Vec::new();
+    for port in &service.spec.ports {
+        for node in state.nodes.values() {
+            if node.status != hoist_types::NodeStatus::Ready {
+                continue;
+            }
+            let Some(fault) = node.port_faults.iter().find(|f| f.port == port.published) else {
+                continue;
+            };
+            let concerned = port.mode == hoist_types::service::PortMode::Ingress
+                || state.tasks.values().any(|task| {
+                    task.service_id == service.id && task.node_id == Some(node.id) && task.is_live()
+                });
+            if concerned {
+                faults.push(format!(
+                    "port {} cannot be opened on node {}: {}",
+                    port.published, node.hostname, fault.reason
+                ));
+            }
+        }
+    }
+    faults
 }
 
 /// Refuses more replicas than the cluster allows, naming the limit and how to raise it.

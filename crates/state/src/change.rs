@@ -58,6 +58,8 @@ pub enum Change {
         engine: EngineInfo,
         /// CPUs and memory the node has (zero: not reported, as by an older node).
         resources: Resources,
+        /// Published ports its mesh could not open.
+        port_faults: Vec<hoist_types::node::PortFault>,
         at_ms: u64,
     },
     /// `node rm` or `leave`: the node and its certificate are gone for good.
@@ -395,11 +397,13 @@ impl ClusterState {
                 addr,
                 engine,
                 resources,
+                port_faults,
                 at_ms,
             } => self.edit_node(node_id, *at_ms, |node| {
                 node.addr = addr.clone();
                 node.engine = engine.clone();
                 node.resources = *resources;
+                node.port_faults = port_faults.clone();
             }),
             Change::RemoveNode { node_id, .. } => self.remove_node(*node_id),
             Change::RotateToken { role, new_secret } => self.rotate_token(*role, new_secret),

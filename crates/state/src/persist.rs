@@ -54,7 +54,8 @@ use crate::ClusterState;
 /// - 6: job modes: a spec's `mode` may be `replicated_job` (with `max_concurrent` and
 ///   `total_completions`) or `global_job`; a spec may hold `health_timeout_ms`,
 ///   `health_start_period_ms`, `no_healthcheck`, `hostname` and `entrypoint` (left out
-///   when unset, so older specs are written as before).
+///   when unset, so older specs are written as before); nodes and
+///   `SetNodeDescription` may hold `port_faults` (left out when empty).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// The version files without one were written in.

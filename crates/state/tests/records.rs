@@ -49,6 +49,8 @@ fn node() -> Node {
             nano_cpus: 4_000_000_000,
             memory_bytes: 8 << 30,
         },
+        // None: the golden node was written before version 6.
+        port_faults: Vec::new(),
         created_at_ms: 1_700_000_000_000,
         updated_at_ms: 1_700_000_000_500,
     }
@@ -67,6 +69,7 @@ fn bare_node() -> Node {
         labels: BTreeMap::new(),
         engine: EngineInfo::default(),
         resources: Resources::default(),
+        port_faults: Vec::new(),
         created_at_ms: 1,
         updated_at_ms: 2,
     }
@@ -327,6 +330,7 @@ fn node_changes() -> Vec<Change> {
             engine: node().engine,
             // Not reported: the change is stored as before version 5.
             resources: Resources::default(),
+            port_faults: Vec::new(),
             at_ms: 6,
         },
         Change::RemoveNode {
@@ -618,6 +622,7 @@ fn a_node_description_with_resources_is_written_as_version_5_stores_it() {
             nano_cpus: 2_000_000_000,
             memory_bytes: 8 << 30,
         },
+        port_faults: Vec::new(),
         at_ms: 8,
     };
     same_as_stored(&change, golden[0]);
@@ -645,4 +650,29 @@ fn job_modes_are_written_as_version_6_stores_them() {
         let read: Change = serde_json::from_str(&written).expect("reads");
         assert_eq!(read, change);
     }
+}
+
+/// Version 6: a node's description may carry the ports its mesh could not open.
+#[test]
+fn port_faults_are_written_as_version_6_stores_them() {
+    let change = Change::SetNodeDescription {
+        node_id: node().id,
+        addr: "127.0.77.9:23771".into(),
+        engine: EngineInfo::default(),
+        resources: Resources::default(),
+        port_faults: vec![hoist_types::node::PortFault {
+            port: 2024,
+            reason: "Address already in use (os error 98)".into(),
+        }],
+        at_ms: 9,
+    };
+    let written = serde_json::to_string(&change).expect("writes");
+    assert!(
+        written.contains(
+            r#""port_faults":[{"port":2024,"reason":"Address already in use (os error 98)"}]"#
+        ),
+        "{written}"
+    );
+    let read: Change = serde_json::from_str(&written).expect("reads");
+    assert_eq!(read, change);
 }

@@ -137,6 +137,9 @@ pub struct Node {
     /// CPU cores and memory bytes the node offers to tasks.
     #[serde(default)]
     pub resources: Resources,
+    /// Published ports this node's mesh could not open, as it last reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_faults: Vec<PortFault>,
     /// Unix milliseconds, from the leader's clock when the change was proposed.
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -157,10 +160,19 @@ impl Node {
             labels: BTreeMap::new(),
             engine: EngineInfo::default(),
             resources: Resources::default(),
+            port_faults: Vec::new(),
             created_at_ms: at_ms,
             updated_at_ms: at_ms,
         }
     }
+}
+
+/// A published port a node's mesh could not open (another process holds it, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortFault {
+    pub port: u16,
+    /// What the kernel said, e.g. "Address already in use (os error 98)".
+    pub reason: String,
 }
 
 /// CPU (in nano-CPUs, as Docker counts) and memory (bytes).

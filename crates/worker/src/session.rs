@@ -32,6 +32,10 @@ pub trait SessionHost: Send + Sync + 'static {
     fn http(&self) -> reqwest::Client;
     fn advertise_addr(&self) -> String;
     fn engine(&self) -> EngineInfo;
+    /// Published ports this node's mesh could not open, for the managers to show.
+    fn port_faults(&self) -> Vec<hoist_types::node::PortFault> {
+        Vec::new()
+    }
     /// What the current certificate says about itself.
     fn certificate(&self) -> HeldCertificate;
     fn raft_running(&self) -> bool;
@@ -79,6 +83,7 @@ async fn beat<H: SessionHost>(host: &H, addr: &str) -> BeatOutcome {
         addr: host.advertise_addr(),
         engine: host.engine(),
         resources: crate::host::resources(),
+        port_faults: host.port_faults(),
         cert_role,
         raft_running: host.raft_running(),
     };

@@ -61,6 +61,9 @@ pub struct Member {
     pub mesh: Arc<hoist_mesh::Mesh>,
     /// What this node offers to run tasks with, as reported to the managers.
     pub(super) engine: EngineInfo,
+    /// Published ports the mesh could not open, as the last update left them (reported
+    /// in every heartbeat).
+    pub(super) port_faults: watch::Sender<Vec<hoist_types::node::PortFault>>,
 }
 
 /// Raft and the manager's loops while this node runs them.
@@ -104,6 +107,7 @@ impl Daemon {
             member.mesh.clone(),
             routes_rx,
             member.stop.subscribe(),
+            member.port_faults.clone(),
         ));
         let assignments = {
             let for_http = member.clone();
@@ -189,6 +193,7 @@ impl Daemon {
             removed: Mutex::new(None),
             agent,
             engine,
+            port_faults: watch::channel(Vec::new()).0,
             mesh: Arc::new(self.new_mesh()?),
         });
         Ok((member, reports, server_config))

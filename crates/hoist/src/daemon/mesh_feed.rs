@@ -65,6 +65,7 @@ pub(super) async fn feed_mesh(
     mesh: Arc<hoist_mesh::Mesh>,
     mut routes: watch::Receiver<Vec<hoist_api::PublishedRoute>>,
     mut stop: watch::Receiver<bool>,
+    port_faults: watch::Sender<Vec<hoist_types::node::PortFault>>,
 ) {
     loop {
         let servable = hoist_mesh::servable(mesh_services(&routes.borrow_and_update()));
@@ -76,6 +77,12 @@ pub(super) async fn feed_mesh(
         match mesh.set_services(services).await {
             Ok(report) => {
                 retry = !report.failed.is_empty();
+                let faults = faults_of(&report.failed);
+                port_faults.send_if_modified(|current| {
+                    let changed = *current != faults;
+                    *current = faults;
+                    changed
+                });
                 for port in &report.opened {
                     tracing::info!(port, "mesh listening");
                 }
@@ -97,6 +104,23 @@ pub(super) async fn feed_mesh(
             _ = tokio::time::sleep(Duration::from_secs(2)), if retry => {}
         }
     }
+}
+
+/// The ports an update could not open, one fault each, in port order.
+fn faults_of(failed: &[hoist_mesh::MeshError]) -> Vec<hoist_types::node::PortFault> {
+    let mut faults: Vec<hoist_types::node::PortFault> = failed
+        .iter()
+        .filter_map(|error| match error {
+            hoist_mesh::MeshError::Bind { addr, source } => Some(hoist_types::node::PortFault {
+                port: addr.port(),
+                reason: source.to_string(),
+            }),
+            _ => None,
+        })
+        .collect();
+    faults.sort_by_key(|fault| fault.port);
+    faults.dedup_by_key(|fault| fault.port);
+    faults
 }
 
 #[cfg(test)]

@@ -267,6 +267,7 @@ pub(super) async fn refused_by_peers(member: &Arc<Member>) -> Option<String> {
         addr: member.advertise_addr.clone(),
         engine: EngineInfo::default(),
         resources: Default::default(),
+        port_faults: Vec::new(),
         cert_role: member.cert_role(),
         raft_running: false,
     };
@@ -315,6 +316,10 @@ impl SessionHost for SessionHandle {
         let mut engine = self.member.engine.clone();
         engine.drivers = self.member.agent.driver_names();
         engine
+    }
+
+    fn port_faults(&self) -> Vec<hoist_types::node::PortFault> {
+        self.member.port_faults.borrow().clone()
     }
 
     fn certificate(&self) -> hoist_worker::HeldCertificate {

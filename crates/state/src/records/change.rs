@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     try_convert_all, AvailabilityRecord, CaMaterialRecord, ClusterSettingsRecord,
     DesiredStateRecord, EngineInfoRecord, JoinTokensRecord, NodeIdRecord, NodeRecord,
-    NodeStatusRecord, RecordError, ResourcesRecord, RoleRecord, ServiceIdRecord, ServiceRecord,
-    ServiceSpecRecord, TaskIdRecord, TaskRecord, TaskStatusRecord,
+    NodeStatusRecord, PortFaultRecord, RecordError, ResourcesRecord, RoleRecord, ServiceIdRecord,
+    ServiceRecord, ServiceSpecRecord, TaskIdRecord, TaskRecord, TaskStatusRecord,
 };
 use crate::change::{Change, TaskEdit, TaskReport};
 
@@ -53,6 +53,9 @@ pub enum ChangeRecord {
         /// Since version 5: the CPUs and memory the node has.
         #[serde(default, skip_serializing_if = "ResourcesRecord::is_unset")]
         resources: ResourcesRecord,
+        /// Since version 6; left out when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        port_faults: Vec<PortFaultRecord>,
         at_ms: u64,
     },
     RemoveNode {
@@ -295,7 +298,7 @@ change_conversions! {
     },
     SetNodeRole { node_id: into, role: into, at_ms: same },
     SetNodeStatus { node_id: into, status: into, message: same, at_ms: same },
-    SetNodeDescription { node_id: into, addr: same, engine: into, resources: into, at_ms: same },
+    SetNodeDescription { node_id: into, addr: same, engine: into, resources: into, port_faults: each, at_ms: same },
     RemoveNode { node_id: into, at_ms: same },
     RotateToken { role: into, new_secret: same },
     CreateService { service: try_into },

@@ -32,7 +32,8 @@ pub use cluster::{
 };
 pub use ids::{NodeIdRecord, ServiceIdRecord, TaskIdRecord};
 pub use node::{
-    AvailabilityRecord, EngineInfoRecord, NodeRecord, NodeStatusRecord, ResourcesRecord, RoleRecord,
+    AvailabilityRecord, EngineInfoRecord, NodeRecord, NodeStatusRecord, PortFaultRecord,
+    ResourcesRecord, RoleRecord,
 };
 pub use service::{
     HttpRouteRecord, MountKindRecord, MountRecord, PlacementPrefRecord, PortModeRecord,

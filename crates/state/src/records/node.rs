@@ -25,8 +25,36 @@ pub struct NodeRecord {
     /// Missing: no resources recorded (zeros).
     #[serde(default)]
     pub resources: ResourcesRecord,
+    /// Since version 6; left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_faults: Vec<PortFaultRecord>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+/// A published port a node could not open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortFaultRecord {
+    pub port: u16,
+    pub reason: String,
+}
+
+impl From<hoist_types::node::PortFault> for PortFaultRecord {
+    fn from(fault: hoist_types::node::PortFault) -> Self {
+        PortFaultRecord {
+            port: fault.port,
+            reason: fault.reason,
+        }
+    }
+}
+
+impl From<PortFaultRecord> for hoist_types::node::PortFault {
+    fn from(record: PortFaultRecord) -> Self {
+        hoist_types::node::PortFault {
+            port: record.port,
+            reason: record.reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +159,7 @@ impl From<Node> for NodeRecord {
             labels: node.labels,
             engine: node.engine.into(),
             resources: node.resources.into(),
+            port_faults: node.port_faults.into_iter().map(Into::into).collect(),
             created_at_ms: node.created_at_ms,
             updated_at_ms: node.updated_at_ms,
         }
@@ -150,6 +179,7 @@ impl From<NodeRecord> for Node {
             labels: record.labels,
             engine: record.engine.into(),
             resources: record.resources.into(),
+            port_faults: record.port_faults.into_iter().map(Into::into).collect(),
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
         }
