@@ -588,9 +588,22 @@ impl HeartbeatRequest {
         for fault in &self.port_faults {
             too_long("a port fault", &fault.reason, limits::MAX_SHORT_TEXT)?;
         }
+        if self.engine.labels.len() > limits::MAX_PORT_FAULTS {
+            return Err(format!(
+                "{} engine labels (at most {})",
+                self.engine.labels.len(),
+                limits::MAX_PORT_FAULTS
+            ));
+        }
+        for (key, value) in &self.engine.labels {
+            too_long("an engine label", key, limits::MAX_SHORT_TEXT)?;
+            too_long("an engine label", value, limits::MAX_SHORT_TEXT)?;
+        }
         for (field, value) in [
             ("docker_version", &self.engine.docker_version),
             ("storage_driver", &self.engine.storage_driver),
+            ("os", &self.engine.os),
+            ("arch", &self.engine.arch),
         ] {
             if let Some(value) = value {
                 too_long(field, value, limits::MAX_SHORT_TEXT)?;

@@ -824,3 +824,53 @@ fn replicas_max_per_node_leaves_the_rest_pending_with_the_reason() {
         .collect();
     assert_eq!(nodes.len(), 2, "one per node: {nodes:?}");
 }
+
+/// Nodes report their platform: `node.platform.os` places a task, a platform no node
+/// has leaves it pending, naming the constraint.
+#[test]
+fn platform_constraints_place_by_what_the_nodes_report() {
+    let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
+    let nodes = cluster.node_ls(0).expect("node ls");
+    assert_eq!(nodes[0]["engine"]["os"], std::env::consts::OS, "{nodes:?}");
+    assert_eq!(
+        nodes[0]["engine"]["arch"],
+        std::env::consts::ARCH,
+        "{nodes:?}"
+    );
+    for (name, constraint) in [
+        (
+            "here",
+            format!("node.platform.os=={}", std::env::consts::OS),
+        ),
+        ("nowhere", "node.platform.arch==sparc".to_string()),
+    ] {
+        cluster.hoist_ok(
+            0,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                name,
+                "--constraint",
+                &constraint,
+                "--driver",
+                "process",
+                "--",
+                "sleep",
+                "600",
+            ],
+        );
+    }
+    wait_converged(&cluster, 0, "here", Duration::from_secs(30));
+    let reason = wait_for(
+        "the other pending with a reason",
+        Duration::from_secs(30),
+        || {
+            let task = tasks(&cluster, "nowhere").into_iter().next()?;
+            let reason = task["pending_reason"].as_str()?.to_string();
+            (task["status"]["state"] == "pending").then_some(reason)
+        },
+    );
+    assert!(reason.contains("node.platform.arch==sparc"), "{reason}");
+}

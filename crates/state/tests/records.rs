@@ -44,6 +44,9 @@ fn node() -> Node {
             drivers: vec!["process".into(), "docker".into()],
             docker_version: Some("27.1.0".into()),
             storage_driver: Some("overlay2".into()),
+            os: None,
+            arch: None,
+            labels: Default::default(),
         },
         resources: Resources {
             nano_cpus: 4_000_000_000,
@@ -617,6 +620,9 @@ fn a_node_description_with_resources_is_written_as_version_5_stores_it() {
             drivers: vec!["process".into()],
             docker_version: None,
             storage_driver: None,
+            os: None,
+            arch: None,
+            labels: Default::default(),
         },
         resources: Resources {
             nano_cpus: 2_000_000_000,

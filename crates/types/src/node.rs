@@ -114,6 +114,15 @@ pub struct EngineInfo {
     /// Docker's storage driver (overlay2, zfs, btrfs, fuse-overlayfs...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_driver: Option<String>,
+    /// The node's operating system and CPU architecture, as Docker names them
+    /// (`linux`, `x86_64`): `node.platform.os` and `node.platform.arch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// The Docker Engine's own labels (its `--label`s): `engine.labels.KEY`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A node as stored in the replicated state.

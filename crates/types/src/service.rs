@@ -646,6 +646,12 @@ pub enum ConstraintKey {
     Label(String),
     /// `engine.storage_driver`: Docker's storage driver, absent without Docker.
     StorageDriver,
+    /// `engine.labels.KEY`: a label of the node's Docker Engine.
+    EngineLabel(String),
+    /// `node.platform.os`: `linux`.
+    PlatformOs,
+    /// `node.platform.arch`: `x86_64`, `aarch64`...
+    PlatformArch,
 }
 
 impl ConstraintKey {
@@ -655,10 +661,15 @@ impl ConstraintKey {
             "node.hostname" => Some(ConstraintKey::Hostname),
             "node.role" => Some(ConstraintKey::Role),
             "engine.storage_driver" => Some(ConstraintKey::StorageDriver),
-            _ => match text.strip_prefix("node.labels.") {
-                Some(label) if !label.is_empty() => Some(ConstraintKey::Label(label.to_string())),
-                _ => None,
-            },
+            "node.platform.os" => Some(ConstraintKey::PlatformOs),
+            "node.platform.arch" => Some(ConstraintKey::PlatformArch),
+            _ => {
+                if let Some(label) = text.strip_prefix("node.labels.") {
+                    return (!label.is_empty()).then(|| ConstraintKey::Label(label.to_string()));
+                }
+                let label = text.strip_prefix("engine.labels.")?;
+                (!label.is_empty()).then(|| ConstraintKey::EngineLabel(label.to_string()))
+            }
         }
     }
 
@@ -676,6 +687,13 @@ impl ConstraintKey {
             ConstraintKey::StorageDriver => {
                 node.engine.storage_driver.as_deref().map(Cow::Borrowed)
             }
+            ConstraintKey::EngineLabel(label) => node
+                .engine
+                .labels
+                .get(label)
+                .map(|v| Cow::Borrowed(v.as_str())),
+            ConstraintKey::PlatformOs => node.engine.os.as_deref().map(Cow::Borrowed),
+            ConstraintKey::PlatformArch => node.engine.arch.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -697,6 +715,9 @@ impl fmt::Display for ConstraintKey {
             ConstraintKey::Role => f.write_str("node.role"),
             ConstraintKey::Label(label) => write!(f, "node.labels.{label}"),
             ConstraintKey::StorageDriver => f.write_str("engine.storage_driver"),
+            ConstraintKey::EngineLabel(label) => write!(f, "engine.labels.{label}"),
+            ConstraintKey::PlatformOs => f.write_str("node.platform.os"),
+            ConstraintKey::PlatformArch => f.write_str("node.platform.arch"),
         }
     }
 }
@@ -733,7 +754,8 @@ impl Constraint {
         let Some(key) = ConstraintKey::parse(key) else {
             return Err(bad(&format!(
                 "unknown key {key:?} (expected node.id, node.hostname, node.role, \
-                 node.labels.<label> or engine.storage_driver)"
+                 node.labels.<label>, node.platform.os, node.platform.arch, \
+                 engine.labels.<label> or engine.storage_driver)"
             )));
         };
         if value.is_empty() {
@@ -1264,6 +1286,9 @@ mod tests {
             drivers: vec!["process".into()],
             docker_version: None,
             storage_driver: Some("zfs".into()),
+            os: None,
+            arch: None,
+            labels: Default::default(),
         };
         node
     }
@@ -1290,11 +1315,30 @@ mod tests {
             ("node.labels.rack==1", false),
             ("node.labels.rack!=1", true),
             ("engine.storage_driver==zfs", true),
+            ("node.platform.os==linux", true),
+            ("node.platform.arch==x86_64", true),
+            ("node.platform.arch!=x86_64", false),
+            ("engine.labels.gpu==yes", true),
+            ("engine.labels.gpu==no", false),
+            ("engine.labels.ssd==yes", false),
         ];
+        let mut n = n;
+        n.engine.os = Some("linux".into());
+        n.engine.arch = Some("x86_64".into());
+        n.engine.labels = [("gpu".to_string(), "yes".to_string())].into();
         for (text, expected) in cases {
             let constraint = Constraint::parse(text).unwrap();
             assert_eq!(constraint.matches(&n), expected, "{text}");
+            assert_eq!(
+                Constraint::parse(&constraint.to_string()).unwrap(),
+                constraint,
+                "{text} prints as it parses"
+            );
         }
+        // A node that reported no platform matches no platform constraint.
+        assert!(!Constraint::parse("node.platform.os==linux")
+            .unwrap()
+            .matches(&node()));
         assert_eq!(
             Constraint::parse(" node.labels.zone == a ")
                 .unwrap()

@@ -72,6 +72,8 @@ pub struct EngineDescription {
     pub version: String,
     /// The engine's storage driver (`overlay2`, `fuse-overlayfs`).
     pub storage_driver: String,
+    /// The engine's own labels (`dockerd --label k=v`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs tasks as containers. Cheap to clone; clones share state.
@@ -183,9 +185,19 @@ impl DockerDriver {
             .info()
             .await
             .map_err(|err| engine_error("cannot read the engine info", err))?;
+        let labels = info
+            .labels
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|label| {
+                let (key, value) = label.split_once('=')?;
+                Some((key.to_owned(), value.to_owned()))
+            })
+            .collect();
         Ok(EngineDescription {
             version: version.version.unwrap_or_default(),
             storage_driver: info.driver.unwrap_or_default(),
+            labels,
         })
     }
 

@@ -23,7 +23,12 @@ pub(super) async fn node_drivers(
         log_limits,
     )?);
     let mut drivers = vec![process];
-    let mut engine = EngineInfo::default();
+    let mut engine = EngineInfo {
+        // Docker's names for them (`uname` and Go both say `linux`; `x86_64`, `aarch64`).
+        os: Some(std::env::consts::OS.to_owned()),
+        arch: Some(std::env::consts::ARCH.to_owned()),
+        ..EngineInfo::default()
+    };
     let connect = tokio::time::timeout(
         Duration::from_secs(3),
         hoist_driver::DockerDriver::connect(node_id.to_string()),
@@ -34,6 +39,7 @@ pub(super) async fn node_drivers(
             if let Ok(description) = docker.engine_info().await {
                 engine.docker_version = Some(description.version);
                 engine.storage_driver = Some(description.storage_driver);
+                engine.labels = description.labels;
             }
             tracing::info!(version = ?engine.docker_version, storage = ?engine.storage_driver, "docker engine found");
             drivers.push(Arc::new(docker));

@@ -91,6 +91,13 @@ pub struct EngineInfoRecord {
     pub docker_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_driver: Option<String>,
+    /// Since version 6, as the two below; left out when unknown or empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Nano-CPUs and bytes; zero is "not set".
@@ -132,6 +139,9 @@ impl From<EngineInfo> for EngineInfoRecord {
             drivers: engine.drivers,
             docker_version: engine.docker_version,
             storage_driver: engine.storage_driver,
+            os: engine.os,
+            arch: engine.arch,
+            labels: engine.labels,
         }
     }
 }
@@ -142,6 +152,9 @@ impl From<EngineInfoRecord> for EngineInfo {
             drivers: record.drivers,
             docker_version: record.docker_version,
             storage_driver: record.storage_driver,
+            os: record.os,
+            arch: record.arch,
+            labels: record.labels,
         }
     }
 }
