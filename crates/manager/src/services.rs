@@ -11,6 +11,18 @@ use hoist_types::ServiceId;
 
 use crate::{now_ms, Conflict, Input, Manager, ManagerError, Object, Result};
 
+/// A task with its node's name, as `service ps` and `service logs` show it.
+fn task_view(state: &ClusterState, task: &hoist_types::task::Task) -> TaskView {
+    TaskView {
+        node_hostname: task
+            .node_id
+            .and_then(|node_id| state.nodes.get(&node_id))
+            .map(|node| node.hostname.clone()),
+        name: task.name(),
+        task: task.clone(),
+    }
+}
+
 fn view(state: &ClusterState, service: &Service) -> ServiceView {
     let counts = service_replica_counts(service, state.tasks.values());
     ServiceView {
@@ -242,28 +254,16 @@ impl Manager {
             Ok(state
                 .service_tasks(service.id)
                 .into_iter()
-                .map(|task| TaskView {
-                    node_hostname: task
-                        .node_id
-                        .and_then(|node_id| state.nodes.get(&node_id))
-                        .map(|node| node.hostname.clone()),
-                    name: task.name(),
-                    task: task.clone(),
-                })
+                .map(|task| task_view(state, task))
                 .collect())
         })
         .await?
         .map_err(ManagerError::not_found(Object::Service, reference))
     }
 
-    /// What `service logs REFERENCE` reads: the tasks of the service it names, or else
-    /// the one task whose id it is (or whose id it begins, unambiguously), as Docker's
-    /// `service logs` takes either.
-    pub async fn log_tasks(&self, reference: &str) -> Result<Vec<TaskView>> {
-        let by_service = self.service_tasks(reference).await;
-        if !matches!(by_service, Err(ManagerError::NotFound { .. })) {
-            return by_service;
-        }
+    /// The one task whose id `reference` is (or begins, unambiguously): `service logs`
+    /// takes a task as well as a service, as Docker's does.
+    pub async fn find_task(&self, reference: &str) -> Result<TaskView> {
         self.read(|state| {
             let matching: Vec<&hoist_types::task::Task> = state
                 .tasks
@@ -271,14 +271,7 @@ impl Manager {
                 .filter(|task| !reference.is_empty() && task.id.to_string().starts_with(reference))
                 .collect();
             match matching.as_slice() {
-                [task] => Ok(vec![TaskView {
-                    node_hostname: task
-                        .node_id
-                        .and_then(|node_id| state.nodes.get(&node_id))
-                        .map(|node| node.hostname.clone()),
-                    name: task.name(),
-                    task: (*task).clone(),
-                }]),
+                [task] => Ok(task_view(state, task)),
                 [] => Err(format!("no such task or service: {reference}")),
                 many => Err(format!(
                     "task id prefix {reference:?} is ambiguous ({} tasks match)",

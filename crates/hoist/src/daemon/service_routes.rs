@@ -134,7 +134,7 @@ pub async fn service_logs(
     let (tasks, is_service) = match manager.service_tasks(&service).await {
         Ok(tasks) => (tasks, true),
         Err(hoist_manager::ManagerError::NotFound { .. }) => {
-            (manager.log_tasks(&service).await?, false)
+            (vec![manager.find_task(&service).await?], false)
         }
         Err(err) => return Err(err.into()),
     };
