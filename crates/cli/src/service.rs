@@ -538,34 +538,31 @@ fn restarts_exhausted(spec: &ServiceSpec, tasks: &[TaskView]) -> Option<String> 
         _ if policy.window_ms.is_some() => return None,
         _ => policy.max_attempts?,
     };
-    let mut slots: BTreeMap<&str, (u64, bool, Option<&TaskView>)> = BTreeMap::new();
+    // Per slot: failed attempts, and whether a task is still wanted running.
+    let mut slots: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
     for view in tasks {
-        let slot = slots.entry(view.name.as_str()).or_insert((0, false, None));
-        let state = view.task.status.state;
-        if matches!(state, TaskState::Failed | TaskState::Rejected) {
+        let slot = slots.entry(view.name.as_str()).or_default();
+        if matches!(
+            view.task.status.state,
+            TaskState::Failed | TaskState::Rejected
+        ) {
             slot.0 += 1;
-            if slot
-                .2
-                .is_none_or(|last| last.task.created_at_ms < view.task.created_at_ms)
-            {
-                slot.2 = Some(view);
-            }
         } else if view.task.desired_state == DesiredState::Running {
             slot.1 = true;
         }
     }
-    slots
-        .into_iter()
-        .find_map(|(name, (failures, live, last))| {
-            let last = last?;
-            (!live && failures > allowed).then(|| {
-                format!(
+    let errors = last_errors(tasks);
+    slots.into_iter().find_map(|(name, (failures, live))| {
+        (!live && failures > allowed).then(|| {
+            format!(
                 "task {name} failed {failures} time{} and the restart policy allows no more: {}",
                 if failures == 1 { "" } else { "s" },
-                last.task.status.err.as_deref().unwrap_or("no error recorded")
+                errors
+                    .get(name)
+                    .map_or("no error recorded", |(_, err)| err.as_str())
             )
-            })
         })
+    })
 }
 
 /// Shows progress until every slot runs (Docker's `overall progress` display, one
