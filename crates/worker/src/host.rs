@@ -1,13 +1,19 @@
 //! What this node has to offer tasks, read from its kernel: CPUs (those this process
 //! may run on, within any CPU quota of its cgroup, as the standard library counts
 //! them) and memory (`MemTotal` of `/proc/meminfo`). Reported in every heartbeat, so
-//! the scheduler can hold reservations against it. Reads only; decides nothing.
+//! the scheduler can hold reservations against it; read once per daemon, since neither
+//! changes while it runs. Reads only; decides nothing.
 
 use hoist_types::node::Resources;
 
 /// This node's CPUs and memory; a figure that cannot be read is 0 (unknown, which the
 /// scheduler treats as unlimited).
 pub fn resources() -> Resources {
+    static READ: std::sync::OnceLock<Resources> = std::sync::OnceLock::new();
+    *READ.get_or_init(read_resources)
+}
+
+fn read_resources() -> Resources {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
