@@ -41,6 +41,10 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A HEALTHCHECK that never passes: the container turns unhealthy within a second.
+const FAILING_HEALTHCHECK: &str =
+    "HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hoist\", \"no-such-command\"]";
+
 /// An image of `hoist hello` built with no registry: `FROM scratch` plus this build's
 /// `hoist` binary and the shared libraries it needs (`images/build-hello.sh` makes the
 /// static `hoist-hello:local` the same way, from a musl build). Removed on drop, with
@@ -377,10 +381,7 @@ fn an_unhealthy_container_is_replaced() {
         return;
     }
     let tag = format!("hoist-hello:test-unhealthy-{}", std::process::id());
-    let mut image = Image::build(
-        &tag,
-        Some("HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hoist\", \"no-such-command\"]"),
-    );
+    let mut image = Image::build(&tag, Some(FAILING_HEALTHCHECK));
     let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     image.node_ids = node_ids(&cluster);
     cluster.hoist_ok(
@@ -426,10 +427,7 @@ fn no_healthcheck_hostname_and_entrypoint_reach_the_container() {
         return;
     }
     let tag = format!("hoist-hello:test-flags-{}", std::process::id());
-    let mut image = Image::build(
-        &tag,
-        Some("HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hoist\", \"no-such-command\"]"),
-    );
+    let mut image = Image::build(&tag, Some(FAILING_HEALTHCHECK));
     let cluster = Cluster::start(hoist_bin!(), ClusterOptions::default());
     image.node_ids = node_ids(&cluster);
     cluster.hoist_ok(
