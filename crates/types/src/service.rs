@@ -1023,7 +1023,7 @@ impl ServiceSpec {
             if let Some((field, _)) = docker_only.iter().find(|(_, set)| *set) {
                 return Err(InvalidSpec::new(
                     *field,
-                    "only the docker driver supports it; the process driver runs tasks as the daemon's user",
+                    "only the docker driver supports it: the process driver runs a task as a plain process of the daemon's user, on the node's own hostname and filesystem",
                 ));
             }
         }
